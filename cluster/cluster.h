@@ -1,0 +1,112 @@
+/* cluster.h - the node's Raft group and the replicated state machine (FSM)
+ * that holds queue metadata. A single node is a group of one voter: the
+ * same code path. Owns `struct raft`, its libuv I/O and transport, the FSM,
+ * the batcher (records from many sessions share one Raft entry) and the
+ * leader barrier of CLUSTER.md §1.4. protobuf-c types stay inside cluster/.
+ * Loop thread only; apply is deterministic (no clock, no I/O). */
+#ifndef KUMO_CLUSTER_H
+#define KUMO_CLUSTER_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+struct cluster; /* opaque */
+
+/* The FSM's view of one queued message (CLUSTER.md §5 `Enqueue` plus its
+ * state). Strings are owned by the FSM; a pointer handed to a callback or
+ * returned by cluster_lookup() is valid until the next FSM change. */
+struct cluster_msg {
+    char id[33];
+    const char *queue;
+    const char *tenant;      /* NULL if unset */
+    const char *campaign;    /* NULL if unset */
+    const char *egress_pool; /* NULL if unset */
+    uint32_t shard;
+    int64_t created_ms;
+    int64_t due_ms;     /* next attempt, unix ms; 0 = immediately */
+    int64_t expires_ms; /* 0 = the queue's max_age decides */
+    uint32_t attempts;
+    uint64_t size;
+    uint8_t digest[32]; /* SHA-256 of the stored body */
+    uint64_t accepted_by;
+};
+
+/* What the FSM tells the daemon. Called on the loop thread, only after
+ * on_ready (the start-up replay is silent). Any may be NULL. */
+struct cluster_host {
+    void *ctx;
+    /* The node is leader (or has a leader), its FSM has caught up with the
+     * commit index, and proposals are accepted: recover queues now. */
+    void (*on_ready)(void *ctx);
+    void (*on_enqueue)(void *ctx, const struct cluster_msg *m);
+    void (*on_deferred)(void *ctx, const struct cluster_msg *m);
+    void (*on_done)(void *ctx, const char *id, int outcome);
+    /* A fatal raft error (I/O error, disk full): the daemon stops. */
+    void (*on_fatal)(void *ctx, int err);
+};
+
+struct cluster_config {
+    uint64_t node_id;      /* raft server id, >= 1 */
+    const char *raft_dir;  /* created if missing; only raft writes here */
+    const char *raft_addr; /* "ip:port" (IPv4 literal) */
+    uint32_t election_timeout_ms; /* 0 = 1000 */
+    uint32_t heartbeat_ms;        /* 0 = 100 */
+    uint32_t snapshot_threshold;  /* 0 = 16384 */
+    uint32_t snapshot_trailing;   /* 0 = 16384 */
+    uint32_t batch_max_ms;        /* 0 = 2 */
+    uint32_t batch_max_records;   /* 0 = 256 */
+};
+
+enum cluster_outcome {
+    CLUSTER_DELIVERED = 1,
+    CLUSTER_BOUNCED = 2,
+    CLUSTER_EXPIRED = 3,
+    CLUSTER_ADMIN_BOUNCED = 4,
+};
+
+/* status: 0 once the record is committed and applied on this node;
+ * KM_ENOQUORUM, KM_ENOTLEADER, KM_ELEADERLOST (outcome unknown: safe to
+ * re-propose, records are idempotent by id), KM_ECLOSING. */
+typedef void (*cluster_commit_cb)(void *arg, int status);
+typedef void (*cluster_close_cb)(void *arg);
+
+/* Open the raft directory, bootstrap a one-voter configuration on a
+ * pristine directory, and start raft. host is copied. The caller owns *out
+ * and releases it with cluster_close(). */
+int cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
+                 const struct cluster_host *host, struct cluster **out);
+
+/* Propose records through the batcher. The cluster copies what it needs
+ * from `m` before returning. cb runs once, on the loop thread. */
+int cluster_enqueue(struct cluster *c, const struct cluster_msg *m,
+                    cluster_commit_cb cb, void *arg);
+int cluster_deferred(struct cluster *c, const char *id, uint32_t attempts,
+                     int64_t due_ms, const char *last_response,
+                     cluster_commit_cb cb, void *arg);
+int cluster_done(struct cluster *c, const char *id,
+                 enum cluster_outcome outcome, const char *response,
+                 cluster_commit_cb cb, void *arg);
+
+bool cluster_is_ready(const struct cluster *c);
+size_t cluster_queued_count(const struct cluster *c);
+const struct cluster_msg *cluster_lookup(const struct cluster *c,
+                                         const char *id);
+/* Visit every queued message; fn returns false to stop. */
+void cluster_foreach(const struct cluster *c,
+                     bool (*fn)(void *arg, const struct cluster_msg *m),
+                     void *arg);
+
+struct cluster_stats {
+    uint64_t term, commit_index, applied_index, last_index;
+    uint64_t leader_id;
+    uint64_t entries_proposed, records_proposed;
+    const char *state; /* "leader", "follower", "candidate", "unavailable" */
+};
+void cluster_get_stats(const struct cluster *c, struct cluster_stats *out);
+
+/* Stop proposing (pending callbacks get KM_ECLOSING unless already
+ * committed), close raft and its I/O, then call cb. Frees c. */
+void cluster_close(struct cluster *c, cluster_close_cb cb, void *arg);
+#endif /* KUMO_CLUSTER_H */

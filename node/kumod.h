@@ -1,0 +1,104 @@
+/* kumod.h - the daemon's one context, made in main(): the loop, the policy,
+ * the spools, the raft group, the log writers, the listeners and the
+ * queues. Passed explicitly; modules keep a back pointer. Also the ingest
+ * path shared by SMTP and HTTP reception: a message is made durable in the
+ * spool (synced), then its Enqueue record is committed through Raft, then
+ * it is queued and its Reception record written. Loop thread only. */
+#ifndef KUMO_KUMOD_H
+#define KUMO_KUMOD_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "base/km_id.h"
+
+struct cluster;
+struct logrec;
+struct logrec_event;
+struct message;
+struct policy;
+struct queue_mgr;
+struct smtp_server;
+struct spool;
+
+enum kumod_state {
+    KUMOD_LOADING,  /* policy loading, init running */
+    KUMOD_STARTING, /* listening; spool and raft opening, recovery */
+    KUMOD_RUNNING,  /* accepting mail */
+    KUMOD_STOPPING, /* shutdown requested: finish in-flight work */
+};
+
+struct kumod {
+    uv_loop_t *loop;
+    enum kumod_state state;
+    bool validate_only; /* --validate: run init, bind nothing, open nothing */
+    struct policy *policy;
+    const char *policy_path;
+    char nodeid[37]; /* UUID of this node, persisted beside the spool */
+    struct km_idgen idgen;
+
+    /* From kumo.define_spool{} (both required). */
+    char *data_spool_path;
+    char *meta_spool_path;
+    struct spool *data_spool;
+    struct spool *meta_spool;
+
+    struct cluster *cluster;
+    char *raft_dir;
+
+    struct logrec **logs; /* one per configure_local_logs call */
+    size_t n_logs;
+
+    struct smtp_server **listeners;
+    size_t n_listeners;
+
+    /* kumo.dns.configure_resolver{} name servers ("ip:port"), for the
+     * resolver. */
+    char **dns_servers;
+    size_t n_dns_servers;
+
+    struct queue_mgr *queues;
+
+    uv_signal_t sig_term, sig_int, sig_hup;
+    uv_timer_t shutdown_timer;
+    size_t inflight_ingests;
+    int exit_status;
+};
+
+/* True once the spool is open, raft is ready and recovery has finished. */
+bool kumod_is_ready(const struct kumod *kd);
+bool kumod_is_stopping(const struct kumod *kd);
+
+/* A new spool id. */
+void kumod_new_id(struct kumod *kd, char out[KM_ID_HEX_LEN + 1]);
+
+/* status 0: every message is durable and queued, Reception logged.
+ * Otherwise KM_ESPOOL, KM_ENOQUORUM, KM_ECLOSING, KM_ETIMEDOUT: nothing was
+ * accepted (already-stored copies are removed). */
+typedef void (*kumod_ingest_cb)(void *arg, int status);
+
+/* Make `msgs` durable and queue them. Takes a reference to each message.
+ * `reception_protocol` ("ESMTP", "HTTP") and the peer fields go into the
+ * Reception records. `cb` runs exactly once, on the loop thread, never
+ * before this returns. */
+struct kumod_ingest_info {
+    const char *reception_protocol;
+    const char *peer_name; /* EHLO name */
+    const char *peer_addr; /* client IP */
+    const char *source_addr;
+    const char *session_id;
+    const char *tls_cipher, *tls_protocol_version;
+    uint64_t timeout_ms; /* data_processing_timeout; 0 = 5 min */
+};
+void kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
+                  const struct kumod_ingest_info *info, kumod_ingest_cb cb,
+                  void *arg);
+
+/* Write ev to every configured log. ev->nodeid is filled in here. */
+void kumod_log(struct kumod *kd, struct logrec_event *ev);
+
+/* Begin a graceful shutdown (signals call this). */
+void kumod_request_shutdown(struct kumod *kd);
+#endif /* KUMO_KUMOD_H */
