@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 #include "base/km_id.h"
@@ -48,6 +49,7 @@ struct kumod {
     struct cluster *cluster;
     char *raft_dir;
 
+    json_t *log_configs;  /* configure_local_logs params, opened later */
     struct logrec **logs; /* one per configure_local_logs call */
     size_t n_logs;
 
@@ -63,9 +65,27 @@ struct kumod {
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
+    uint64_t shutdown_started_ms;
+    size_t closing; /* objects whose close callback is still to come */
     size_t inflight_ingests;
+    size_t recovered;
     int exit_status;
 };
+
+/* Set up kd around `loop` (no I/O). */
+void kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
+                bool validate_only);
+/* Load the policy and run pre_init and init: listeners are bound (unless
+ * validating), the rest of the configuration is recorded. Returns 0, or
+ * KM_EPOLICY / KM_ECONFIG with the message in err. */
+int kumod_load(struct kumod *kd, char *err, size_t errlen);
+/* After privileges are dropped: open logs, spools and the raft group;
+ * recovery runs when raft is ready, then the node accepts mail. */
+int kumod_start(struct kumod *kd, char *err, size_t errlen);
+/* Install the SIGTERM/SIGINT/SIGHUP handlers and the shutdown timer. */
+void kumod_watch_signals(struct kumod *kd);
+/* Release what kumod_init/kumod_load made once the loop has stopped. */
+void kumod_fini(struct kumod *kd);
 
 /* True once the spool is open, raft is ready and recovery has finished. */
 bool kumod_is_ready(const struct kumod *kd);
@@ -92,6 +112,7 @@ struct kumod_ingest_info {
     const char *tls_cipher, *tls_protocol_version;
     uint64_t timeout_ms; /* data_processing_timeout; 0 = 5 min */
 };
+
 void kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
                   const struct kumod_ingest_info *info, kumod_ingest_cb cb,
                   void *arg);

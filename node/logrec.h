@@ -26,7 +26,7 @@ struct logrec_config {
     const char *const *meta;          /* meta keys to copy; "x_*" suffix
                                          wildcard allowed */
     size_t n_meta;
-    const char *const *headers;       /* header names to copy, "X-*" ok */
+    const char *const *headers; /* header names to copy, "X-*" ok */
     size_t n_headers;
 };
 
@@ -37,12 +37,12 @@ struct logrec_event {
     const char *type; /* "Reception", "Rejection", "Delivery", ... */
     struct message *msg;
     const char *id, *sender, *recipient, *queue, *site;
-    int code;                 /* response code; 0 = no response */
-    const char *content;      /* response text (without code/enhanced) */
-    const char *command;      /* the SMTP command it answered, or NULL */
-    const char *peer_name;    /* peer_address.name (EHLO or MX name) */
-    const char *peer_addr;    /* peer_address.addr (IP) */
-    const char *source_addr;  /* source_address.address "ip:port" */
+    int code;                /* response code; 0 = no response */
+    const char *content;     /* response text (without code/enhanced) */
+    const char *command;     /* the SMTP command it answered, or NULL */
+    const char *peer_name;   /* peer_address.name (EHLO or MX name) */
+    const char *peer_addr;   /* peer_address.addr (IP) */
+    const char *source_addr; /* source_address.address "ip:port" */
     const char *egress_pool, *egress_source;
     const char *reception_protocol, *delivery_protocol;
     const char *session_id;

@@ -30,8 +30,8 @@ const char *message_recipient(const struct message *m);
 /* Replace an envelope address (RFC 5321 path without <>; sender may be ""). */
 int message_set_sender(struct message *m, const char *addr);
 int message_set_recipient(struct message *m, const char *addr);
-json_t *message_meta(struct message *m);        /* borrowed, mutable */
-struct buf *message_data(struct message *m);    /* borrowed, mutable */
+json_t *message_meta(struct message *m);     /* borrowed, mutable */
+struct buf *message_data(struct message *m); /* borrowed, mutable */
 const struct buf *message_data_c(const struct message *m);
 
 int64_t message_created_ms(const struct message *m);
@@ -40,6 +40,9 @@ uint32_t message_num_attempts(const struct message *m);
 void message_set_num_attempts(struct message *m, uint32_t n);
 int64_t message_due_ms(const struct message *m); /* 0 = now */
 void message_set_due_ms(struct message *m, int64_t ms);
+
+/* Release the body bytes (kept in the spool) to save memory. */
+void message_drop_data(struct message *m);
 
 /* Meta value as a string, or NULL if absent or not a string. */
 const char *message_meta_str(const struct message *m, const char *key);
@@ -57,8 +60,7 @@ void message_meta_record(const struct message *m, struct buf *out);
 /* Rebuild a message from its spool records (meta JSON and data bytes).
  * KM_ECORRUPT if the meta record does not parse. */
 int message_from_spool(const char *id, const char *meta, size_t meta_len,
-                       const char *data, size_t data_len,
-                       struct message **out);
+                       const char *data, size_t data_len, struct message **out);
 
 /* The policy_msg_ops table for these messages (policy.h). */
 struct policy_msg_ops;

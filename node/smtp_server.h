@@ -21,8 +21,12 @@ struct smtp_server; /* opaque: one listener and its sessions */
  * kumod_is_ready() get `421 4.3.2 <host> waiting for spool startup`.
  * Returns KM_ECONFIG with a reason in err for a bad value, or a libuv code
  * if the address cannot be bound. The caller owns *out. */
-int smtp_server_open(struct kumod *kd, json_t *params,
-                     struct smtp_server **out, char *err, size_t errlen);
+int smtp_server_open(struct kumod *kd, json_t *params, struct smtp_server **out,
+                     char *err, size_t errlen);
+
+/* Check `params` as smtp_server_open() would, without binding (for
+ * --validate). 0 or KM_ECONFIG with a reason in err. */
+int smtp_server_check_params(json_t *params, char *err, size_t errlen);
 
 /* Stop accepting; each open session answers its next command with
  * `421 4.3.2 <host> shutting down` and closes, except that a message

@@ -28,8 +28,8 @@ int spool_open(uv_loop_t *loop, const char *name, const char *path,
 
 /* Store a copy of value under key. `cb` runs on the loop thread once the
  * write is synced to disk (0) or failed (KM_ESPOOL, KM_ECLOSING). */
-int spool_put(struct spool *sp, const char *key, const void *value,
-              size_t len, spool_done_cb cb, void *arg);
+int spool_put(struct spool *sp, const char *key, const void *value, size_t len,
+              spool_done_cb cb, void *arg);
 
 /* Delete keys; batched like puts. `cb` may be NULL. */
 int spool_delete(struct spool *sp, const char *key, spool_done_cb cb,
@@ -50,6 +50,7 @@ struct spool_stats {
     uint64_t puts, deletes, batches, put_bytes;
     uint64_t pending; /* writes waiting for their batch */
 };
+
 void spool_get_stats(const struct spool *sp, struct spool_stats *out);
 
 /* Free space on the spool's file system, in bytes and percent. */

@@ -23,13 +23,13 @@ struct policy_msg_ops {
     void (*ref)(void *msg);
     void (*unref)(void *msg);
     const char *(*id)(void *msg);
-    const char *(*sender)(void *msg);    /* "" for the null sender */
+    const char *(*sender)(void *msg); /* "" for the null sender */
     const char *(*recipient)(void *msg);
     /* Replace the envelope address; KM_EINVAL if it does not parse. */
     int (*set_sender)(void *msg, const char *addr);
     int (*set_recipient)(void *msg, const char *addr);
-    json_t *(*meta)(void *msg);      /* borrowed JSON object, mutable */
-    struct buf *(*data)(void *msg);  /* borrowed RFC 5322 bytes, mutable */
+    json_t *(*meta)(void *msg);     /* borrowed JSON object, mutable */
+    struct buf *(*data)(void *msg); /* borrowed RFC 5322 bytes, mutable */
     uint32_t (*num_attempts)(void *msg);
     const char *(*queue_name)(void *msg); /* scheduled queue name */
 };
@@ -62,6 +62,7 @@ enum policy_arg_kind {
 
 struct policy_arg {
     enum policy_arg_kind kind;
+
     union {
         const char *str;
         json_t *json;

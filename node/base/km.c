@@ -199,12 +199,11 @@ km_parse_duration_ms(const char *s, uint64_t *out_ms)
 {
     static const char *const ms[] = {"ms", "msec", "millisecond",
                                      "milliseconds", NULL};
-    static const char *const sec[] = {"", "s", "sec", "secs", "second",
-                                      "seconds", NULL};
-    static const char *const min[] = {"m", "min", "mins", "minute", "minutes",
-                                      NULL};
-    static const char *const hour[] = {"h", "hr", "hrs", "hour", "hours",
-                                       NULL};
+    static const char *const sec[] = {"",       "s",       "sec", "secs",
+                                      "second", "seconds", NULL};
+    static const char *const min[] = {"m",      "min",     "mins",
+                                      "minute", "minutes", NULL};
+    static const char *const hour[] = {"h", "hr", "hrs", "hour", "hours", NULL};
     static const char *const day[] = {"d", "day", "days", NULL};
     static const char *const week[] = {"w", "week", "weeks", NULL};
     double num, mult;

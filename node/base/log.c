@@ -25,9 +25,9 @@ static const struct {
     const char *name;
     unsigned bit;
 } log_trace_names[] = {
-    {"smtp", TRACE_SMTP},       {"queue", TRACE_QUEUE},
-    {"spool", TRACE_SPOOL},     {"cluster", TRACE_CLUSTER},
-    {"policy", TRACE_POLICY},   {"io", TRACE_IO},
+    {"smtp", TRACE_SMTP},     {"queue", TRACE_QUEUE},
+    {"spool", TRACE_SPOOL},   {"cluster", TRACE_CLUSTER},
+    {"policy", TRACE_POLICY}, {"io", TRACE_IO},
 };
 
 /* One word of a filter: a level, a trace category, or "module=level". */
@@ -51,8 +51,8 @@ log_filter_word(const char *w, enum log_level *lvl, unsigned *trace)
         *lvl = LOG_LVL_DEBUG;
         *trace = ~0u;
     } else {
-        for (size_t i = 0; i < sizeof(log_trace_names) / sizeof(*log_trace_names);
-             i++) {
+        for (size_t i = 0;
+             i < sizeof(log_trace_names) / sizeof(*log_trace_names); i++) {
             if (strcasecmp(w, log_trace_names[i].name) == 0) {
                 *trace |= log_trace_names[i].bit;
                 return 0;
