@@ -1,6 +1,6 @@
 /* policy.c - owns the lua_State of the policy: creates it with the standard
- * libraries and the `kumo` module, loads the policy file, keeps the
- * handlers registered with kumo.on() in the registry, calls them under
+ * libraries and the `kumo` module, loads the policy file, calls the
+ * handlers that kumo.on() (policy_kumo.c) keeps in the registry under
  * lua_pcall with a traceback handler, and seals the globals after init.
  * The kumo.* functions themselves live in policy_<area>.c. Loop thread
  * only. */
@@ -38,9 +38,7 @@ policy_from_lua(lua_State *L)
     return p;
 }
 
-/* Events whose handlers all run, in registration order (KumoMTA's "Multi"
- * events); every other event keeps only the last registration. */
-static bool
+bool
 policy_event_is_multi(const char *event)
 {
     static const char *const multi[] = {
@@ -68,34 +66,7 @@ policy_event_first_wins(const char *event)
     return strncmp(event, "get_", 4) == 0 && policy_event_is_multi(event);
 }
 
-/* kumo.on(event, fn) */
-static int
-l_policy_on(lua_State *L)
-{
-    const char *event = luaL_checkstring(L, 1);
-
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_HANDLERS);
-    if (policy_event_is_multi(event)) {
-        if (lua_getfield(L, -1, event) != LUA_TTABLE) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushvalue(L, -1);
-            lua_setfield(L, -3, event);
-        }
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
-        lua_pop(L, 1);
-    } else {
-        lua_createtable(L, 1, 0);
-        lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, 1);
-        lua_setfield(L, -2, event);
-    }
-    lua_pop(L, 1);
-    return 0;
-}
-
+/* Is the value at idx the table kumo.reject() raised? [-0, +0] */
 static bool
 policy_is_reject(lua_State *L, int idx)
 {
@@ -173,8 +144,6 @@ policy_open_all(lua_State *L)
     policy_open_connmeta(L);
 
     policy_open_kumo(L);
-    lua_pushcfunction(L, l_policy_on);
-    lua_setfield(L, -2, "on");
     /* require 'kumo' and the global `kumo` are the same table. */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
     lua_pushvalue(L, -2);
@@ -199,8 +168,6 @@ policy_new(const struct policy_host *host, struct policy **out)
     lua_pushcfunction(p->L, policy_open_all);
     lua_pushlightuserdata(p->L, p);
     if (lua_pcall(p->L, 1, 0, 0) != LUA_OK) {
-        LOG_ERROR("policy: cannot create the Lua state: %s",
-                  lua_tostring(p->L, -1));
         rv = KM_ENOMEM;
         goto err_after_state;
     }

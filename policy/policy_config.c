@@ -9,6 +9,7 @@
 #include "policy_int.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -34,12 +35,12 @@ enum policy_param_type {
 
 struct policy_param {
     const char *name;
-    enum policy_param_type type;
-    bool required;
     const char *const *choices;        /* NULL-terminated, ENUM kinds */
     const struct policy_param *fields; /* name NULL ends, TABLE kinds */
-    bool has_default;                  /* INT only */
-    long long dflt;
+    long long dflt;                    /* INT with has_default */
+    enum policy_param_type type;
+    bool required;
+    bool has_default;
 };
 
 enum policy_fn_kind {
@@ -55,65 +56,53 @@ struct policy_config_fn {
     const char *kind_name; /* POLICY_FN_OBJECT: its "__kind" */
 };
 
-#define P_STR(n)                                                               \
+#define P_(n, t)                                                               \
     {                                                                          \
-        n, POLICY_PT_STRING, false, NULL, NULL, false, 0                       \
+        .name = (n), .type = (t)                                               \
     }
+#define P_STR(n) P_(n, POLICY_PT_STRING)
 #define P_STR_REQ(n)                                                           \
     {                                                                          \
-        n, POLICY_PT_STRING, true, NULL, NULL, false, 0                        \
+        .name = (n), .type = POLICY_PT_STRING, .required = true                \
     }
-#define P_BOOL(n)                                                              \
+#define P_BOOL(n) P_(n, POLICY_PT_BOOL)
+#define P_INT(n)  P_(n, POLICY_PT_INT)
+#define P_INT_REQ(n)                                                           \
     {                                                                          \
-        n, POLICY_PT_BOOL, false, NULL, NULL, false, 0                         \
+        .name = (n), .type = POLICY_PT_INT, .required = true                   \
     }
-#define P_INT(n)                                                               \
+#define P_INT_DFLT(n, d)                                                       \
     {                                                                          \
-        n, POLICY_PT_INT, false, NULL, NULL, false, 0                          \
+        .name = (n), .type = POLICY_PT_INT, .has_default = true, .dflt = (d)   \
     }
-#define P_DUR(n)                                                               \
-    {                                                                          \
-        n, POLICY_PT_DURATION, false, NULL, NULL, false, 0                     \
-    }
-#define P_SIZE(n)                                                              \
-    {                                                                          \
-        n, POLICY_PT_SIZE, false, NULL, NULL, false, 0                         \
-    }
-#define P_LIST(n)                                                              \
-    {                                                                          \
-        n, POLICY_PT_STRLIST, false, NULL, NULL, false, 0                      \
-    }
+#define P_DUR(n)  P_(n, POLICY_PT_DURATION)
+#define P_SIZE(n) P_(n, POLICY_PT_SIZE)
+#define P_LIST(n) P_(n, POLICY_PT_STRLIST)
 #define P_LIST_REQ(n)                                                          \
     {                                                                          \
-        n, POLICY_PT_STRLIST, true, NULL, NULL, false, 0                       \
+        .name = (n), .type = POLICY_PT_STRLIST, .required = true               \
     }
 #define P_ENUM(n, c)                                                           \
     {                                                                          \
-        n, POLICY_PT_ENUM, false, c, NULL, false, 0                            \
+        .name = (n), .type = POLICY_PT_ENUM, .choices = (c)                    \
     }
 #define P_TABLE(n, f)                                                          \
     {                                                                          \
-        n, POLICY_PT_TABLE, false, NULL, f, false, 0                           \
+        .name = (n), .type = POLICY_PT_TABLE, .fields = (f)                    \
     }
-#define P_ANY_TABLE(n)                                                         \
-    {                                                                          \
-        n, POLICY_PT_ANY_TABLE, false, NULL, NULL, false, 0                    \
-    }
-#define P_INT_STR(n)                                                           \
-    {                                                                          \
-        n, POLICY_PT_INT_OR_STRING, false, NULL, NULL, false, 0                \
-    }
+#define P_ANY_TABLE(n) P_(n, POLICY_PT_ANY_TABLE)
+#define P_INT_STR(n)   P_(n, POLICY_PT_INT_OR_STRING)
 #define P_BOOL_ENUM(n, c)                                                      \
     {                                                                          \
-        n, POLICY_PT_BOOL_OR_ENUM, false, c, NULL, false, 0                    \
+        .name = (n), .type = POLICY_PT_BOOL_OR_ENUM, .choices = (c)            \
     }
 #define P_TLIST(n, f)                                                          \
     {                                                                          \
-        n, POLICY_PT_TABLE_LIST, false, NULL, f, false, 0                      \
+        .name = (n), .type = POLICY_PT_TABLE_LIST, .fields = (f)               \
     }
 #define P_END                                                                  \
     {                                                                          \
-        NULL, POLICY_PT_STRING, false, NULL, NULL, false, 0                    \
+        .name = NULL                                                           \
     }
 
 static const char *const policy_cfg_line_endings[] = {"Deny", "Allow", "Fix",
@@ -166,14 +155,10 @@ static const struct policy_param policy_cfg_define_spool[] = {
 };
 
 static const struct policy_param policy_cfg_local_logs[] = {
-    {"log_dir", POLICY_PT_STRING, true, NULL, NULL, false, 0},
-    P_DUR("max_segment_duration"),
-    P_SIZE("max_file_size"),
-    P_INT("compression_level"),
-    P_INT("back_pressure"),
-    P_LIST("headers"),
-    P_LIST("meta"),
-    P_END,
+    P_STR_REQ("log_dir"),    P_DUR("max_segment_duration"),
+    P_SIZE("max_file_size"), P_INT("compression_level"),
+    P_INT("back_pressure"),  P_LIST("headers"),
+    P_LIST("meta"),          P_END,
 };
 
 static const struct policy_param policy_cfg_resolver_options[] = {
@@ -200,7 +185,7 @@ static const struct policy_param policy_cfg_http_listener[] = {
 };
 
 static const struct policy_param policy_cfg_cluster_peer[] = {
-    {"id", POLICY_PT_INT, true, NULL, NULL, false, 0},
+    P_INT_REQ("id"),
     P_STR("raft"),
     P_STR("link"),
     P_END,
@@ -263,7 +248,7 @@ static const struct policy_param policy_cfg_egress_source[] = {
 
 static const struct policy_param policy_cfg_pool_entry[] = {
     P_STR_REQ("name"),
-    {"weight", POLICY_PT_INT, false, NULL, NULL, true, 1},
+    P_INT_DFLT("weight", 1),
     P_END,
 };
 
@@ -327,6 +312,9 @@ static const struct policy_config_fn policy_config_fns[] = {
      "kumo.EgressPath", "egress_path"},
 };
 
+/* Longest parameter path kept for error messages ("a.b[3].c"). */
+#define POLICY_CONFIG_PATH_MAX 192
+
 #define POLICY_CONFIG_NFNS                                                     \
     (sizeof(policy_config_fns) / sizeof(policy_config_fns[0]))
 
@@ -334,23 +322,63 @@ static void policy_config_table(lua_State *L, const char *fn, const char *path,
                                 int idx, const struct policy_param *params,
                                 json_t *obj);
 
-/* "prefix.name" (or "name" at the top level) into out. */
+/* End a path that snprintf() cut short with "...". */
 static void
-policy_config_path(char *out, size_t n, const char *prefix, const char *name)
+policy_config_mark_cut(char *out, size_t n, int len)
 {
-    if (prefix[0] == '\0') {
-        snprintf(out, n, "%s", name);
-    } else {
-        snprintf(out, n, "%s.%s", prefix, name);
+    if ((len < 0 || (size_t)len >= n) && n > 4) {
+        memcpy(out + n - 4, "...", 4);
     }
 }
 
+/* "prefix.name" (or "name" at the top level) into out; a longer path is
+ * cut short (it only names a parameter in an error message). */
+static void
+policy_config_path(char *out, size_t n, const char *prefix, const char *name)
+{
+    int len;
+
+    if (prefix[0] == '\0') {
+        len = snprintf(out, n, "%s", name);
+    } else {
+        len = snprintf(out, n, "%s.%s", prefix, name);
+    }
+    policy_config_mark_cut(out, n, len);
+}
+
+/* "path[i]" into out, cut short like policy_config_path(). */
+static void
+policy_config_item(char *out, size_t n, const char *path, lua_Integer i)
+{
+    int len = snprintf(out, n, "%s[%lld]", path, (long long)i);
+
+    policy_config_mark_cut(out, n, len);
+}
+
+/* luaL_error() that the compiler knows does not return. The message gets
+ * the calling policy's file:line (level 1: the Lua function that called
+ * the kumo.* function running now). Only lua_pushfstring's formats. */
+__attribute__((format(printf, 2, 3))) _Noreturn static void
+policy_config_raise(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+
+    luaL_where(L, 1);
+    va_start(ap, fmt);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    lua_error(L);
+    km_panic("policy: lua_error returned");
+}
+
 /* Raise "kumo.<fn>: parameter '<path>' must be <what>". */
-static int
+_Noreturn static void
 policy_config_type_error(lua_State *L, const char *fn, const char *path,
                          const char *what)
 {
-    return luaL_error(L, "kumo.%s: parameter '%s' must be %s", fn, path, what);
+    policy_config_raise(L, "kumo.%s: parameter '%s' must be %s", fn, path,
+                        what);
 }
 
 /* [-0, +0] A string value as JSON; raises on invalid UTF-8. */
@@ -470,9 +498,9 @@ policy_config_strlist(lua_State *L, const char *fn, const char *path, int idx)
     policy_json_box_push(L, json_array());
     box = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
-        char item[160];
+        char item[POLICY_CONFIG_PATH_MAX];
 
-        snprintf(item, sizeof(item), "%s[%lld]", path, (long long)i);
+        policy_config_item(item, sizeof(item), path, i);
         lua_rawgeti(L, idx, i);
         json_array_append_new(policy_json_box_get(L, box),
                               policy_config_string(L, fn, item, lua_gettop(L)));
@@ -525,7 +553,6 @@ policy_config_enum(lua_State *L, const char *fn, const char *path, int idx,
     }
     policy_config_type_error(L, fn, path,
                              policy_config_choices(L, prefix, choices));
-    return NULL; /* not reached: the error above raises */
 }
 
 /* [-0, +0] A nested table with schema `fields` -> JSON object. */
@@ -563,9 +590,9 @@ policy_config_table_list(lua_State *L, const char *fn, const char *path,
     policy_json_box_push(L, json_array());
     box = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
-        char item[160];
+        char item[POLICY_CONFIG_PATH_MAX];
 
-        snprintf(item, sizeof(item), "%s[%lld]", path, (long long)i);
+        policy_config_item(item, sizeof(item), path, i);
         lua_rawgeti(L, idx, i);
         json_array_append_new(
             policy_json_box_get(L, box),
@@ -588,7 +615,7 @@ policy_config_any_table(lua_State *L, const char *fn, const char *path, int idx)
         policy_config_type_error(L, fn, path, "a table");
     }
     if (policy_json_from_lua(L, idx, &j, err, sizeof(err)) != 0) {
-        luaL_error(L, "kumo.%s: parameter '%s': %s", fn, path, err);
+        policy_config_raise(L, "kumo.%s: parameter '%s': %s", fn, path, err);
     }
     if (!json_is_object(j)) {
         /* A sequence is not a parameter table. */
@@ -651,12 +678,13 @@ policy_config_table(lua_State *L, const char *fn, const char *path, int idx,
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         const struct policy_param *pp = NULL;
-        char full[160];
+        char full[POLICY_CONFIG_PATH_MAX];
         const char *key;
 
         if (lua_type(L, -2) != LUA_TSTRING) {
-            luaL_error(L, "kumo.%s: parameter names must be strings, not %s",
-                       fn, luaL_typename(L, -2));
+            policy_config_raise(
+                L, "kumo.%s: parameter names must be strings, not %s", fn,
+                luaL_typename(L, -2));
         }
         key = lua_tostring(L, -2);
         policy_config_path(full, sizeof(full), path, key);
@@ -667,8 +695,8 @@ policy_config_table(lua_State *L, const char *fn, const char *path, int idx,
             }
         }
         if (pp == NULL) {
-            luaL_error(L, "kumo.%s: unknown or unsupported parameter '%s'", fn,
-                       full);
+            policy_config_raise(
+                L, "kumo.%s: unknown or unsupported parameter '%s'", fn, full);
         }
         json_object_set_new(
             obj, pp->name, policy_config_value(L, fn, full, lua_gettop(L), pp));
@@ -676,14 +704,15 @@ policy_config_table(lua_State *L, const char *fn, const char *path, int idx,
     }
     for (size_t i = 0; params[i].name != NULL; i++) {
         const struct policy_param *pp = &params[i];
-        char full[160];
+        char full[POLICY_CONFIG_PATH_MAX];
 
         if (json_object_get(obj, pp->name) != NULL) {
             continue;
         }
         if (pp->required) {
             policy_config_path(full, sizeof(full), path, pp->name);
-            luaL_error(L, "kumo.%s: missing required parameter '%s'", fn, full);
+            policy_config_raise(L, "kumo.%s: missing required parameter '%s'",
+                                fn, full);
         }
         if (pp->has_default) {
             json_object_set_new(obj, pp->name, json_integer(pp->dflt));
@@ -708,8 +737,9 @@ policy_config_validate(lua_State *L, const struct policy_config_fn *f)
     int box;
 
     if (lua_type(L, 1) != LUA_TTABLE) {
-        luaL_error(L, "kumo.%s: expected a table of parameters, got %s",
-                   f->name, luaL_typename(L, 1));
+        policy_config_raise(L,
+                            "kumo.%s: expected a table of parameters, got %s",
+                            f->name, luaL_typename(L, 1));
     }
     lua_settop(L, 1);
     policy_json_box_push(L, json_object());

@@ -45,6 +45,11 @@ struct policy {
 /* [-0, +0] The policy that owns L (from the registry). Never NULL. */
 struct policy *policy_from_lua(lua_State *L);
 
+/* Does `event` keep every handler, called in registration order
+ * (KumoMTA's "Multi" events: pre_init, validate_config, get_*)? Every
+ * other event keeps only the last registration. */
+bool policy_event_is_multi(const char *event);
+
 /* [-0, +1] Build the `kumo` table with every area's functions and push it
  * (policy_kumo.c). */
 void policy_open_kumo(lua_State *L);

@@ -1,8 +1,9 @@
 /* policy_kumo.c - the general kumo.* functions: kumo.reject and
- * kumo.disconnect (errors that policy_call turns into KM_EREJECT), the
- * kumo.log_* diagnostics, JSON helpers (kumo.json_* and kumo.serde.json_*)
- * and kumo.version. Builds the `kumo` table; kumo.on lives in policy.c and
- * the config functions in policy_config.c. Loop thread only. */
+ * kumo.disconnect (errors that policy_call turns into KM_EREJECT), kumo.on
+ * (handlers are kept in the registry table POLICY_REG_HANDLERS, read by
+ * policy.c), the kumo.log_* diagnostics, JSON helpers (kumo.json_* and
+ * kumo.serde.json_*) and kumo.version. Builds the `kumo` table; the config
+ * functions live in policy_config.c. Loop thread only. */
 #include "policy_int.h"
 
 #include <stdlib.h>
@@ -11,6 +12,34 @@
 
 #include "base/km.h"
 #include "base/log.h"
+
+/* kumo.on(event, fn) */
+static int
+l_kumo_on(lua_State *L)
+{
+    const char *event = luaL_checkstring(L, 1);
+
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_HANDLERS);
+    if (policy_event_is_multi(event)) {
+        if (lua_getfield(L, -1, event) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, event);
+        }
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+        lua_pop(L, 1);
+    } else {
+        lua_createtable(L, 1, 0);
+        lua_pushvalue(L, 2);
+        lua_rawseti(L, -2, 1);
+        lua_setfield(L, -2, event);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
 
 /* Raise the kumo.Reject table {code, text, disconnect}. */
 static int
@@ -159,6 +188,7 @@ l_kumo_version(lua_State *L)
 }
 
 static const luaL_Reg policy_kumo_funcs[] = {
+    {"on", l_kumo_on},
     {"reject", l_kumo_reject},
     {"disconnect", l_kumo_disconnect},
     {"log_error", l_kumo_log_error},

@@ -716,6 +716,45 @@ make_egress_pool_applies_weight_default(void **state)
     policy_result_fini(&res);
 }
 
+static void
+make_egress_path_and_source_convert_their_fields(void **state)
+{
+    struct fx *fx = *state;
+    struct policy_result res;
+    struct policy_arg arg = {.kind = POLICY_ARG_ADDRESS, .u.str = ""};
+
+    fx_load_ok(fx,
+               "kumo.on('get_egress_path_config', function()\n"
+               "  return kumo.make_egress_path{connection_limit='10',\n"
+               "    max_ready=5, enable_tls='Required', idle_timeout=1.5,\n"
+               "    skip_hosts={'10.0.0.1'}, enable_pipelining=false}\n"
+               "end)\n"
+               "kumo.on('get_egress_source', function(null_sender)\n"
+               "  assert(null_sender.email == '' and null_sender.user == '')\n"
+               "  assert(null_sender.domain == '')\n"
+               "  return kumo.make_egress_source{name='s1',\n"
+               "    source_address='127.0.0.1', ttl='1 min'}\n"
+               "end)\n"
+               "kumo.on('bad_tls', function()\n"
+               "  return kumo.make_egress_path{enable_tls='Always'}\n"
+               "end)\n");
+    fx_call_ok(fx, "get_egress_path_config", &res);
+    assert_string_equal(jstr(res.value, "__kind"), "egress_path");
+    assert_string_equal(jstr(res.value, "connection_limit"), "10");
+    assert_string_equal(jstr(res.value, "enable_tls"), "Required");
+    assert_int_equal(jint(res.value, "idle_timeout"), 1500);
+    assert_int_equal(jint(res.value, "max_ready"), 5);
+    policy_result_fini(&res);
+    assert_int_equal(
+        policy_call(fx->p, "get_egress_source", &arg, 1, &res, NULL, 0), 0);
+    assert_string_equal(jstr(res.value, "__kind"), "egress_source");
+    assert_int_equal(jint(res.value, "ttl"), 60000);
+    policy_result_fini(&res);
+    assert_int_equal(policy_call(fx->p, "bad_tls", NULL, 0, &res, NULL, 0),
+                     KM_EPOLICY);
+    policy_result_fini(&res);
+}
+
 /* ---- Tests: objects passed to handlers ---- */
 
 static void
@@ -960,6 +999,8 @@ main(void)
             teardown),
         cmocka_unit_test_setup_teardown(make_egress_pool_applies_weight_default,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            make_egress_path_and_source_convert_their_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(
             message_methods_read_and_edit_the_host_message, setup, teardown),
         cmocka_unit_test_setup_teardown(message_set_data_replaces_the_content,
