@@ -1,0 +1,43 @@
+-- default.lua: the policy that `make run` starts. kumod runs it from var/run
+-- in the checkout, so every relative path below lands under var/run/.
+-- It accepts mail on 127.0.0.1:2025 and spools it; delivery comes later.
+local kumo = require 'kumo'
+
+kumo.on('init', function()
+  -- One SMTP listener on the loopback interface. relay_hosts keeps its
+  -- default ({'127.0.0.1', '::1'}), so local clients may relay anywhere.
+  kumo.start_esmtp_listener {
+    listen = '127.0.0.1:2025',
+  }
+
+  -- Message bodies and their metadata live in two RocksDB spools.
+  kumo.define_spool {
+    name = 'data',
+    path = 'spool/data',
+    kind = 'RocksDB',
+  }
+  kumo.define_spool {
+    name = 'meta',
+    path = 'spool/meta',
+    kind = 'RocksDB',
+  }
+
+  -- JSON log records (Reception, Delivery, ...) as zstd segments in logs/,
+  -- rotated every 10 seconds so they can be read soon after a test.
+  kumo.configure_local_logs {
+    log_dir = 'logs',
+    max_segment_duration = '10s',
+  }
+end)
+
+-- No domain gets special treatment (relay_to, OOB, ARF): returning nil
+-- leaves the decision to relay_hosts.
+kumo.on('get_listener_domain', function(domain, listener, conn_meta)
+  return nil
+end)
+
+-- Runs once per received message before the 250 reply. Messages go to the
+-- scheduled queue named after the recipient domain, which is the default,
+-- so there is nothing to set here yet.
+kumo.on('smtp_server_message_received', function(msg, conn_meta)
+end)
