@@ -216,6 +216,9 @@ smtp_server_session_finish(struct smtp_server_session *s)
         tls_conn_shutdown(s->tls, &cipher);
         smtp_server_write_raw(s, &cipher);
         buf_fini(&cipher);
+        if (s->closing) {
+            return;
+        }
     }
     smtp_server_enter_state(s, SMTP_SERVER_ST_CLOSING);
     smtp_server_session_update_io(s);
