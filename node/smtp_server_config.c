@@ -4,6 +4,7 @@
  * address parser. Pure functions over JSON and strings: no libuv handles,
  * no policy. Parameters KumoMTA has and we do not implement (peer, via,
  * deferred_queue, data_buffer_size, ...) are accepted and ignored. */
+#include "smtp_server.h"
 #include "smtp_server_int.h"
 
 #include <arpa/inet.h>
@@ -588,4 +589,16 @@ smtp_server_config_fini(struct smtp_server_config *cfg)
     free(cfg->include_meta_names);
     json_decref(cfg->meta);
     memset(cfg, 0, sizeof(*cfg));
+}
+
+int
+smtp_server_check_params(json_t *params, char *err, size_t errlen)
+{
+    struct smtp_server_config cfg;
+    int rv = smtp_server_config_parse(params, &cfg, err, errlen);
+
+    if (rv == 0) {
+        smtp_server_config_fini(&cfg);
+    }
+    return rv;
 }
