@@ -104,6 +104,7 @@ struct cluster_stats {
     uint64_t entries_proposed, records_proposed;
     const char *state; /* "leader", "follower", "candidate", "unavailable" */
 };
+
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out);
 
 /* Stop proposing (pending callbacks get KM_ECLOSING unless already

@@ -115,12 +115,17 @@ void cluster_rec_fini(struct cluster_rec *rec);
 /* Release the records and their array (not b itself). */
 void cluster_batch_fini(struct cluster_batch *b);
 
-/* Encode b as a RaftBatch into a new buffer from alloc, which the caller
- * owns (*out, *len). KM_EINVAL if a record breaks the limits above or has
+/* Encode b as a framed RaftBatch (length a multiple of 8, as libraft
+ * requires) into a new buffer from alloc, which the caller owns (*out,
+ * *len). KM_EINVAL if a record breaks the limits above or has
  * an id that is not 32 hex digits, KM_E2BIG if the result would exceed
  * CLUSTER_MAX_ENTRY_BYTES. */
 int cluster_msg_encode_batch(const struct cluster_batch *b,
                              cluster_alloc_fn alloc, void **out, size_t *len);
+
+/* Check that rec would encode: 0 or KM_EINVAL (the same checks as
+ * cluster_msg_encode_batch, so one bad record cannot fail a whole batch). */
+int cluster_msg_check_rec(const struct cluster_rec *rec);
 
 /* Decode a RaftBatch into *out (the caller owns it: cluster_batch_fini).
  * KM_E2BIG if len is over the limit, KM_ECORRUPT on malformed input. */

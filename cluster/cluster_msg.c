@@ -16,6 +16,15 @@
 /* Bytes of the big-endian length before each snapshot chunk. */
 #define CLUSTER_MSG_CHUNK_PREFIX 4
 
+/* A Raft entry is framed: 4 bytes of magic and version, the protobuf's
+ * length (4 bytes, big-endian), the RaftBatch, then zeros up to a multiple
+ * of 8 bytes. libraft 0.15's uv segment encoder requires entry lengths to
+ * be multiples of 8 (an assert compiled out in Debian's build: anything
+ * else silently corrupts closed segments, found by test_cluster_raft), and
+ * protobuf cannot tell padding from data, hence the length. */
+#define CLUSTER_MSG_ENTRY_HEADER 8
+static const uint8_t cluster_msg_entry_magic[4] = {'K', 'R', 1, 0};
+
 void
 cluster_rec_fini(struct cluster_rec *rec)
 {
@@ -260,6 +269,18 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
 }
 
 int
+cluster_msg_check_rec(const struct cluster_rec *rec)
+{
+    Kumo__Cluster__Command cmd;
+    struct cluster_msg_scratch s;
+
+    memset(&s, 0, sizeof(s));
+    int rv = cluster_msg_cmd_out(rec, &cmd, &s);
+    free(s.response);
+    return rv;
+}
+
+int
 cluster_msg_encode_batch(const struct cluster_batch *b, cluster_alloc_fn alloc,
                          void **out, size_t *len)
 {
@@ -288,16 +309,23 @@ cluster_msg_encode_batch(const struct cluster_batch *b, cluster_alloc_fn alloc,
     pb.n_cmds = b->n;
     pb.cmds = ptrs;
     size_t n = kumo__cluster__raft_batch__get_packed_size(&pb);
-    if (n > CLUSTER_MAX_ENTRY_BYTES) {
+    size_t total = (CLUSTER_MSG_ENTRY_HEADER + n + 7) & ~(size_t)7;
+    if (total > CLUSTER_MAX_ENTRY_BYTES) {
         rv = KM_E2BIG;
         goto out_free;
     }
-    /* Never hand a 0-byte buffer to raft: an empty batch packs to 0. */
-    void *p = alloc(n > 0 ? n : 1);
+    uint8_t *p = alloc(total);
     KM_ASSERT(p != NULL);
-    kumo__cluster__raft_batch__pack(&pb, p);
+    memcpy(p, cluster_msg_entry_magic, sizeof(cluster_msg_entry_magic));
+    p[4] = (uint8_t)(n >> 24);
+    p[5] = (uint8_t)(n >> 16);
+    p[6] = (uint8_t)(n >> 8);
+    p[7] = (uint8_t)n;
+    kumo__cluster__raft_batch__pack(&pb, p + CLUSTER_MSG_ENTRY_HEADER);
+    memset(p + CLUSTER_MSG_ENTRY_HEADER + n, 0,
+           total - CLUSTER_MSG_ENTRY_HEADER - n);
     *out = p;
-    *len = n;
+    *len = total;
 
 out_free:
     for (size_t i = 0; i < b->n; i++) {
@@ -410,7 +438,19 @@ cluster_msg_decode_batch(const void *data, size_t len,
     if (len > CLUSTER_MAX_ENTRY_BYTES) {
         return KM_E2BIG;
     }
-    pb = kumo__cluster__raft_batch__unpack(NULL, len, data);
+    const uint8_t *p = data;
+    if (len < CLUSTER_MSG_ENTRY_HEADER ||
+        memcmp(p, cluster_msg_entry_magic, sizeof(cluster_msg_entry_magic)) !=
+            0) {
+        return KM_ECORRUPT;
+    }
+    size_t n = ((size_t)p[4] << 24) | ((size_t)p[5] << 16) |
+               ((size_t)p[6] << 8) | p[7];
+    if (n > len - CLUSTER_MSG_ENTRY_HEADER) {
+        return KM_ECORRUPT;
+    }
+    pb = kumo__cluster__raft_batch__unpack(NULL, n,
+                                           p + CLUSTER_MSG_ENTRY_HEADER);
     if (pb == NULL) {
         return KM_ECORRUPT;
     }

@@ -155,6 +155,21 @@ fsm_test_ready(struct fsm_test *t)
     cluster_fsm_set_ready(t->fsm, true);
 }
 
+/* Frame raw protobuf bytes as cluster_msg_encode_batch does. */
+static size_t
+fsm_test_frame(uint8_t *out, const uint8_t *pb, size_t n)
+{
+    static const uint8_t magic[4] = {'K', 'R', 1, 0};
+
+    memcpy(out, magic, 4);
+    out[4] = 0;
+    out[5] = 0;
+    out[6] = (uint8_t)(n >> 8);
+    out[7] = (uint8_t)n;
+    memcpy(out + 8, pb, n);
+    return 8 + n;
+}
+
 static void
 fsm_test_free_blobs(struct cluster_blob *blobs, size_t n)
 {
@@ -456,13 +471,22 @@ fsm_malformed_entry_is_rejected_without_change(void **state)
     /* A Command with no record set. */
     static const uint8_t empty_cmd[] = {0x22, 0x00};
 
+    uint8_t framed[64];
+    size_t n;
+
     fsm_test_enqueue(t, 5000, 1);
     assert_int_equal(cluster_fsm_apply(t->fsm, junk, sizeof(junk)),
                      KM_ECORRUPT);
-    assert_int_equal(cluster_fsm_apply(t->fsm, short_id, sizeof(short_id)),
-                     KM_ECORRUPT);
-    assert_int_equal(cluster_fsm_apply(t->fsm, empty_cmd, sizeof(empty_cmd)),
-                     KM_ECORRUPT);
+    n = fsm_test_frame(framed, junk, sizeof(junk));
+    assert_int_equal(cluster_fsm_apply(t->fsm, framed, n), KM_ECORRUPT);
+    n = fsm_test_frame(framed, short_id, sizeof(short_id));
+    assert_int_equal(cluster_fsm_apply(t->fsm, framed, n), KM_ECORRUPT);
+    n = fsm_test_frame(framed, empty_cmd, sizeof(empty_cmd));
+    assert_int_equal(cluster_fsm_apply(t->fsm, framed, n), KM_ECORRUPT);
+    /* A length field pointing past the end. */
+    n = fsm_test_frame(framed, empty_cmd, sizeof(empty_cmd));
+    framed[7] = 60;
+    assert_int_equal(cluster_fsm_apply(t->fsm, framed, n), KM_ECORRUPT);
     assert_int_equal(
         cluster_fsm_apply(t->fsm, junk, CLUSTER_MAX_ENTRY_BYTES + 1), KM_E2BIG);
 
@@ -499,6 +523,32 @@ fsm_malformed_snapshot_keeps_old_state(void **state)
                      KM_ECORRUPT);
     assert_int_equal(cluster_fsm_restore(t->fsm, bad_pb, 0), KM_ECORRUPT);
     assert_int_equal(cluster_fsm_count(t->fsm), 1);
+}
+
+static void
+fsm_encoded_entries_are_multiples_of_8_bytes(void **state)
+{
+    struct cluster_rec r;
+    struct cluster_batch b = {.n = 1, .recs = &r};
+
+    (void)state;
+    /* libraft 0.15 corrupts its segments with other lengths. */
+    for (int i = 0; i < 16; i++) {
+        void *p = NULL;
+        size_t len = 0;
+        memset(&r, 0, sizeof(r));
+        r.kind = CLUSTER_REC_DEFERRED;
+        fsm_test_id(r.id, i);
+        r.response = km_strndup("4444444444444444", (size_t)i);
+        assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
+        assert_int_equal(len % 8, 0);
+        struct cluster_batch out;
+        assert_int_equal(cluster_msg_decode_batch(p, len, &out), 0);
+        assert_int_equal(out.n, 1);
+        cluster_batch_fini(&out);
+        free(p);
+        cluster_rec_fini(&r);
+    }
 }
 
 static void
@@ -545,6 +595,7 @@ main(void)
         T(fsm_restore_of_empty_snapshot_clears_state),
         T(fsm_malformed_entry_is_rejected_without_change),
         T(fsm_malformed_snapshot_keeps_old_state),
+        T(fsm_encoded_entries_are_multiples_of_8_bytes),
         T(fsm_encode_rejects_bad_records),
 #undef T
     };
