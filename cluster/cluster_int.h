@@ -1,0 +1,190 @@
+/* cluster_int.h - declarations shared inside cluster/: the plain C records
+ * that cluster_msg.c converts to and from protobuf (so protobuf-c types
+ * never leave cluster_msg*.c), and the deterministic FSM of cluster_fsm.c
+ * that cluster_raft.c drives. Loop thread only. */
+#ifndef KUMO_CLUSTER_INT_H
+#define KUMO_CLUSTER_INT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster.h"
+
+/* Limits checked when encoding and when decoding (bad input is rejected
+ * with KM_ECORRUPT, never asserted on). */
+#define CLUSTER_MAX_ENTRY_BYTES    (16u << 20) /* one encoded RaftBatch */
+#define CLUSTER_MAX_BATCH_RECORDS  65536
+#define CLUSTER_MAX_NAME_LEN       1024 /* queue, tenant, campaign, pool */
+#define CLUSTER_MAX_RESPONSE_LEN   512  /* longer responses are truncated */
+#define CLUSTER_MAX_REPLICAS       16
+#define CLUSTER_MAX_SNAPSHOT_CHUNK (64u << 20)
+
+/* Tombstones live this long in FSM time (the dedupe window). */
+#define CLUSTER_TOMBSTONE_TTL_MS (24LL * 3600 * 1000)
+
+enum cluster_rec_kind {
+    CLUSTER_REC_OTHER = 0, /* a command this version does not apply yet */
+    CLUSTER_REC_ENQUEUE,
+    CLUSTER_REC_DEFERRED,
+    CLUSTER_REC_DONE,
+};
+
+/* One record of a RaftBatch. Strings and replicas are owned by the record
+ * (cluster_rec_fini releases them); NULL means unset. */
+struct cluster_rec {
+    enum cluster_rec_kind kind;
+    char id[33];
+    uint64_t shard_epoch;
+    /* Enqueue (attempts and due_ms also for Deferred) */
+    char *queue;
+    char *tenant;
+    char *campaign;
+    char *egress_pool;
+    uint32_t shard;
+    uint64_t *replicas;
+    size_t n_replicas;
+    int64_t created_ms;
+    int64_t due_ms;
+    int64_t expires_ms;
+    uint32_t attempts;
+    uint64_t size;
+    uint8_t digest[32];
+    uint64_t accepted_by;
+    /* Deferred: last_response; Done: response */
+    char *response;
+    bool crash_attempt;
+    /* Done */
+    int outcome; /* enum cluster_outcome */
+    int64_t at_ms;
+};
+
+/* One Raft entry's payload. recs is owned by the batch. */
+struct cluster_batch {
+    uint64_t proposer_node;
+    int64_t batch_time_ms;
+    uint64_t batch_seq;
+    struct cluster_rec *recs;
+    size_t n;
+};
+
+/* A queued message as the FSM holds it: the public view plus state that
+ * only the cluster layer needs. Everything is owned by the FSM entry. */
+struct cluster_fsm_msg {
+    struct cluster_msg pub; /* pub's strings point at the fields below */
+    char *queue;
+    char *tenant;
+    char *campaign;
+    char *egress_pool;
+    char *last_response;
+    uint64_t shard_epoch;
+    uint64_t *replicas;
+    size_t n_replicas;
+};
+
+/* A done message's id, kept to ignore a late duplicate Enqueue. */
+struct cluster_tomb {
+    struct cluster_tomb *next; /* FIFO by done_at_ms, for pruning */
+    char id[33];
+    int64_t done_at_ms;
+};
+
+/* A buffer allocated with the caller's allocator (raft_malloc). */
+struct cluster_blob {
+    void *base;
+    size_t len;
+};
+
+typedef void *(*cluster_alloc_fn)(size_t n);
+typedef void (*cluster_free_fn)(void *p);
+
+/* Receives what a snapshot holds, in order. on_msg gets a borrowed
+ * CLUSTER_REC_ENQUEUE record whose attempts and due_ms are the message's
+ * current state and whose response is its last response. Returning
+ * non-zero stops the decoding with that error. */
+struct cluster_snap_sink {
+    void *ctx;
+    void (*on_time)(void *ctx, int64_t fsm_time_ms);
+    int (*on_msg)(void *ctx, const struct cluster_rec *rec);
+    int (*on_tomb)(void *ctx, const char *id, int64_t done_at_ms);
+};
+
+/* cluster_msg.c */
+
+/* Release what rec owns (not rec itself). */
+void cluster_rec_fini(struct cluster_rec *rec);
+/* Release the records and their array (not b itself). */
+void cluster_batch_fini(struct cluster_batch *b);
+
+/* Encode b as a framed RaftBatch (length a multiple of 8, as libraft
+ * requires) into a new buffer from alloc, which the caller owns (*out,
+ * *len). KM_EINVAL if a record breaks the limits above or has
+ * an id that is not 32 hex digits, KM_E2BIG if the result would exceed
+ * CLUSTER_MAX_ENTRY_BYTES. */
+int cluster_msg_encode_batch(const struct cluster_batch *b,
+                             cluster_alloc_fn alloc, void **out, size_t *len);
+
+/* Check that rec would encode: 0 or KM_EINVAL (the same checks as
+ * cluster_msg_encode_batch, so one bad record cannot fail a whole batch). */
+int cluster_msg_check_rec(const struct cluster_rec *rec);
+
+/* Decode a RaftBatch into *out (the caller owns it: cluster_batch_fini).
+ * KM_E2BIG if len is over the limit, KM_ECORRUPT on malformed input. */
+int cluster_msg_decode_batch(const void *data, size_t len,
+                             struct cluster_batch *out);
+
+/* Encode an FSM image as length-prefixed FsmSnapshot chunks of at most
+ * chunk_records records each, one blob per chunk, allocated with alloc.
+ * The caller owns *out (a km_malloc'd array, *n entries) and each base. */
+int cluster_msg_encode_snapshot(int64_t fsm_time_ms,
+                                const struct cluster_fsm_msg *const *msgs,
+                                size_t n_msgs,
+                                const struct cluster_tomb *const *tombs,
+                                size_t n_tombs, size_t chunk_records,
+                                cluster_alloc_fn alloc, cluster_free_fn release,
+                                struct cluster_blob **out, size_t *n);
+
+/* Decode a snapshot written by cluster_msg_encode_snapshot, handing every
+ * item to sink. KM_ECORRUPT on malformed input, or sink's error. */
+int cluster_msg_decode_snapshot(const void *data, size_t len,
+                                const struct cluster_snap_sink *sink);
+
+/* cluster_fsm.c: deterministic, no clock, no I/O. */
+struct cluster_fsm;
+
+/* A new empty FSM; the caller owns it (cluster_fsm_free). */
+struct cluster_fsm *cluster_fsm_new(void);
+void cluster_fsm_free(struct cluster_fsm *f);
+void cluster_fsm_msg_free(struct cluster_fsm_msg *m);
+
+/* Host callbacks (copied) fire only while ready is set. */
+void cluster_fsm_set_host(struct cluster_fsm *f,
+                          const struct cluster_host *host);
+void cluster_fsm_set_ready(struct cluster_fsm *f, bool ready);
+
+/* Decode one Raft entry and apply it. KM_ECORRUPT (or KM_E2BIG) leaves
+ * the state untouched. */
+int cluster_fsm_apply(struct cluster_fsm *f, const void *data, size_t len);
+/* Apply an already decoded batch (borrowed). */
+void cluster_fsm_apply_batch(struct cluster_fsm *f,
+                             const struct cluster_batch *b);
+
+/* Image of the state as blobs from alloc (see cluster_msg_encode_snapshot;
+ * the caller owns the array and the bases). */
+int cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
+                         cluster_alloc_fn alloc, cluster_free_fn release,
+                         struct cluster_blob **out, size_t *n);
+/* Replace the state with a snapshot image (borrowed bytes). On error the
+ * old state is kept. */
+int cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len);
+
+int64_t cluster_fsm_time_ms(const struct cluster_fsm *f);
+size_t cluster_fsm_count(const struct cluster_fsm *f);
+size_t cluster_fsm_tombstone_count(const struct cluster_fsm *f);
+/* True if id is done within the dedupe window. */
+bool cluster_fsm_is_tombstoned(const struct cluster_fsm *f, const char *id);
+const struct cluster_fsm_msg *cluster_fsm_lookup(const struct cluster_fsm *f,
+                                                 const char *id);
+void cluster_fsm_foreach(const struct cluster_fsm *f,
+                         bool (*fn)(void *arg, const struct cluster_msg *m),
+                         void *arg);
+#endif /* KUMO_CLUSTER_INT_H */

@@ -1,0 +1,682 @@
+/* cluster_msg.c - converts between the plain C records of cluster_int.h
+ * and the protobuf-c types generated from proto/raft_log.proto: Raft
+ * entries (RaftBatch) and FSM snapshot images (length-prefixed FsmSnapshot
+ * chunks). The only file of the module that includes generated headers
+ * (STYLE §12). Checks sizes and fields of everything it decodes; knows
+ * nothing of raft or of FSM semantics. Any thread; no state. */
+#include "cluster_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/km.h"
+#include "base/km_id.h"
+#include "raft_log.pb-c.h"
+
+/* Bytes of the big-endian length before each snapshot chunk. */
+#define CLUSTER_MSG_CHUNK_PREFIX 4
+
+/* A Raft entry is framed: 4 bytes of magic and version, the protobuf's
+ * length (4 bytes, big-endian), the RaftBatch, then zeros up to a multiple
+ * of 8 bytes. libraft 0.15's uv segment encoder requires entry lengths to
+ * be multiples of 8 (an assert compiled out in Debian's build: anything
+ * else silently corrupts closed segments, found by test_cluster_raft), and
+ * protobuf cannot tell padding from data, hence the length. */
+#define CLUSTER_MSG_ENTRY_HEADER 8
+static const uint8_t cluster_msg_entry_magic[4] = {'K', 'R', 1, 0};
+
+void
+cluster_rec_fini(struct cluster_rec *rec)
+{
+    free(rec->queue);
+    free(rec->tenant);
+    free(rec->campaign);
+    free(rec->egress_pool);
+    free(rec->replicas);
+    free(rec->response);
+    memset(rec, 0, sizeof(*rec));
+}
+
+void
+cluster_batch_fini(struct cluster_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        cluster_rec_fini(&b->recs[i]);
+    }
+    free(b->recs);
+    b->recs = NULL;
+    b->n = 0;
+}
+
+/* protobuf-c's message structs have non-const pointers even for what
+ * pack only reads; this drops the qualifier in one visible place. */
+static void *
+cluster_msg_unconst(const void *p)
+{
+    return (void *)(uintptr_t)p;
+}
+
+/* Strict UTF-8 check: protobuf string fields must hold valid UTF-8. */
+static bool
+cluster_msg_utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+
+    while (*p != 0) {
+        size_t n;
+        uint32_t cp;
+        if (*p < 0x80) {
+            p++;
+            continue;
+        } else if ((*p & 0xe0) == 0xc0) {
+            n = 1;
+            cp = *p & 0x1f;
+        } else if ((*p & 0xf0) == 0xe0) {
+            n = 2;
+            cp = *p & 0x0f;
+        } else if ((*p & 0xf8) == 0xf0) {
+            n = 3;
+            cp = *p & 0x07;
+        } else {
+            return false;
+        }
+        p++;
+        for (size_t i = 0; i < n; i++, p++) {
+            if ((*p & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (*p & 0x3f);
+        }
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A name for the wire: NULL becomes "", must be UTF-8 and short. */
+static int
+cluster_msg_name_out(const char *s, char **out)
+{
+    if (s == NULL) {
+        *out = cluster_msg_unconst(protobuf_c_empty_string);
+        return 0;
+    }
+    if (strlen(s) > CLUSTER_MAX_NAME_LEN || !cluster_msg_utf8_ok(s)) {
+        return KM_EINVAL;
+    }
+    *out = cluster_msg_unconst(s);
+    return 0;
+}
+
+/* A response for the wire: truncated, and bytes outside ASCII replaced so
+ * the field is valid UTF-8 whatever a remote server sent. The caller owns
+ * the result. */
+static char *
+cluster_msg_response_out(const char *s)
+{
+    if (s == NULL) {
+        return km_strdup("");
+    }
+    size_t n = strnlen(s, CLUSTER_MAX_RESPONSE_LEN);
+    char *r = km_strndup(s, n);
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)r[i] >= 0x80) {
+            r[i] = '?';
+        }
+    }
+    return r;
+}
+
+/* A name from the wire: "" becomes NULL unless required. */
+static int
+cluster_msg_name_in(const char *s, bool required, char **out)
+{
+    if (s == NULL || s[0] == '\0') {
+        *out = NULL;
+        return required ? KM_ECORRUPT : 0;
+    }
+    if (strlen(s) > CLUSTER_MAX_NAME_LEN) {
+        return KM_ECORRUPT;
+    }
+    *out = km_strdup(s);
+    return 0;
+}
+
+static int
+cluster_msg_id_out(const char *hex, uint8_t bytes[KM_ID_BYTES],
+                   ProtobufCBinaryData *out)
+{
+    if (!km_id_parse(hex, strnlen(hex, KM_ID_HEX_LEN + 1), bytes)) {
+        return KM_EINVAL;
+    }
+    out->data = bytes;
+    out->len = KM_ID_BYTES;
+    return 0;
+}
+
+static int
+cluster_msg_id_in(const ProtobufCBinaryData *in, char out[33])
+{
+    if (in->len != KM_ID_BYTES) {
+        return KM_ECORRUPT;
+    }
+    km_id_format(in->data, out);
+    return 0;
+}
+
+/* Everything a packed Command borrows, freed after packing. */
+struct cluster_msg_scratch {
+    uint8_t id[KM_ID_BYTES];
+    char *response;
+
+    union {
+        Kumo__Cluster__Enqueue enq;
+        Kumo__Cluster__Deferred def;
+        Kumo__Cluster__Done done;
+    } u;
+};
+
+/* Fill e from an Enqueue-shaped view (a record or an FSM entry). */
+static int
+cluster_msg_enqueue_out(Kumo__Cluster__Enqueue *e, uint8_t id[KM_ID_BYTES],
+                        const char *hex, const char *queue, const char *tenant,
+                        const char *campaign, const char *egress_pool,
+                        const uint64_t *replicas, size_t n_replicas,
+                        const uint8_t digest[32])
+{
+    int rv;
+
+    kumo__cluster__enqueue__init(e);
+    if (queue == NULL || queue[0] == '\0' ||
+        n_replicas > CLUSTER_MAX_REPLICAS) {
+        return KM_EINVAL;
+    }
+    rv = cluster_msg_id_out(hex, id, &e->id);
+    if (rv == 0) {
+        rv = cluster_msg_name_out(queue, &e->queue);
+    }
+    if (rv == 0) {
+        rv = cluster_msg_name_out(tenant, &e->tenant);
+    }
+    if (rv == 0) {
+        rv = cluster_msg_name_out(campaign, &e->campaign);
+    }
+    if (rv == 0) {
+        rv = cluster_msg_name_out(egress_pool, &e->egress_pool);
+    }
+    e->n_replicas = n_replicas;
+    e->replicas = cluster_msg_unconst(replicas);
+    e->digest.data = cluster_msg_unconst(digest);
+    e->digest.len = 32;
+    return rv;
+}
+
+static int
+cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
+                    struct cluster_msg_scratch *s)
+{
+    int rv;
+
+    kumo__cluster__command__init(cmd);
+    switch (r->kind) {
+    case CLUSTER_REC_ENQUEUE:
+        rv = cluster_msg_enqueue_out(&s->u.enq, s->id, r->id, r->queue,
+                                     r->tenant, r->campaign, r->egress_pool,
+                                     r->replicas, r->n_replicas, r->digest);
+        s->u.enq.shard = r->shard;
+        s->u.enq.shard_epoch = r->shard_epoch;
+        s->u.enq.created_ms = r->created_ms;
+        s->u.enq.due_ms = r->due_ms;
+        s->u.enq.expires_ms = r->expires_ms;
+        s->u.enq.attempts = r->attempts;
+        s->u.enq.size = r->size;
+        s->u.enq.accepted_by = r->accepted_by;
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_ENQUEUE;
+        cmd->enqueue = &s->u.enq;
+        return rv;
+    case CLUSTER_REC_DEFERRED:
+        kumo__cluster__deferred__init(&s->u.def);
+        s->response = cluster_msg_response_out(r->response);
+        s->u.def.shard_epoch = r->shard_epoch;
+        s->u.def.attempts = r->attempts;
+        s->u.def.due_ms = r->due_ms;
+        s->u.def.last_response = s->response;
+        s->u.def.crash_attempt = r->crash_attempt;
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_DEFERRED;
+        cmd->deferred = &s->u.def;
+        return cluster_msg_id_out(r->id, s->id, &s->u.def.id);
+    case CLUSTER_REC_DONE:
+        kumo__cluster__done__init(&s->u.done);
+        if (r->outcome < CLUSTER_DELIVERED ||
+            r->outcome > CLUSTER_ADMIN_BOUNCED) {
+            return KM_EINVAL;
+        }
+        s->response = cluster_msg_response_out(r->response);
+        s->u.done.shard_epoch = r->shard_epoch;
+        s->u.done.outcome = (Kumo__Cluster__Outcome)r->outcome;
+        s->u.done.at_ms = r->at_ms;
+        s->u.done.response = s->response;
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_DONE;
+        cmd->done = &s->u.done;
+        return cluster_msg_id_out(r->id, s->id, &s->u.done.id);
+    case CLUSTER_REC_OTHER:
+        break;
+    }
+    return KM_EINVAL;
+}
+
+int
+cluster_msg_check_rec(const struct cluster_rec *rec)
+{
+    Kumo__Cluster__Command cmd;
+    struct cluster_msg_scratch s;
+
+    memset(&s, 0, sizeof(s));
+    int rv = cluster_msg_cmd_out(rec, &cmd, &s);
+    free(s.response);
+    return rv;
+}
+
+int
+cluster_msg_encode_batch(const struct cluster_batch *b, cluster_alloc_fn alloc,
+                         void **out, size_t *len)
+{
+    Kumo__Cluster__RaftBatch pb = KUMO__CLUSTER__RAFT_BATCH__INIT;
+    Kumo__Cluster__Command *cmds;
+    Kumo__Cluster__Command **ptrs;
+    struct cluster_msg_scratch *s;
+    int rv = 0;
+
+    if (b->n > CLUSTER_MAX_BATCH_RECORDS) {
+        return KM_E2BIG;
+    }
+    cmds = km_calloc(b->n + 1, sizeof(*cmds));
+    ptrs = km_calloc(b->n + 1, sizeof(*ptrs));
+    s = km_calloc(b->n + 1, sizeof(*s));
+    for (size_t i = 0; i < b->n && rv == 0; i++) {
+        rv = cluster_msg_cmd_out(&b->recs[i], &cmds[i], &s[i]);
+        ptrs[i] = &cmds[i];
+    }
+    if (rv != 0) {
+        goto out_free;
+    }
+    pb.proposer_node = b->proposer_node;
+    pb.batch_time_ms = b->batch_time_ms;
+    pb.batch_seq = b->batch_seq;
+    pb.n_cmds = b->n;
+    pb.cmds = ptrs;
+    size_t n = kumo__cluster__raft_batch__get_packed_size(&pb);
+    size_t total = (CLUSTER_MSG_ENTRY_HEADER + n + 7) & ~(size_t)7;
+    if (total > CLUSTER_MAX_ENTRY_BYTES) {
+        rv = KM_E2BIG;
+        goto out_free;
+    }
+    uint8_t *p = alloc(total);
+    KM_ASSERT(p != NULL);
+    memcpy(p, cluster_msg_entry_magic, sizeof(cluster_msg_entry_magic));
+    p[4] = (uint8_t)(n >> 24);
+    p[5] = (uint8_t)(n >> 16);
+    p[6] = (uint8_t)(n >> 8);
+    p[7] = (uint8_t)n;
+    kumo__cluster__raft_batch__pack(&pb, p + CLUSTER_MSG_ENTRY_HEADER);
+    memset(p + CLUSTER_MSG_ENTRY_HEADER + n, 0,
+           total - CLUSTER_MSG_ENTRY_HEADER - n);
+    *out = p;
+    *len = total;
+
+out_free:
+    for (size_t i = 0; i < b->n; i++) {
+        free(s[i].response);
+    }
+    free(s);
+    free(ptrs);
+    free(cmds);
+    return rv;
+}
+
+/* Copy an Enqueue into rec (kind ENQUEUE), validating it. */
+static int
+cluster_msg_enqueue_in(const Kumo__Cluster__Enqueue *e, struct cluster_rec *rec)
+{
+    int rv;
+
+    rec->kind = CLUSTER_REC_ENQUEUE;
+    rv = cluster_msg_id_in(&e->id, rec->id);
+    if (rv != 0) {
+        return rv;
+    }
+    if (e->n_replicas > CLUSTER_MAX_REPLICAS ||
+        (e->digest.len != 0 && e->digest.len != 32)) {
+        return KM_ECORRUPT;
+    }
+    rv = cluster_msg_name_in(e->queue, true, &rec->queue);
+    if (rv == 0) {
+        rv = cluster_msg_name_in(e->tenant, false, &rec->tenant);
+    }
+    if (rv == 0) {
+        rv = cluster_msg_name_in(e->campaign, false, &rec->campaign);
+    }
+    if (rv == 0) {
+        rv = cluster_msg_name_in(e->egress_pool, false, &rec->egress_pool);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    if (e->n_replicas > 0) {
+        rec->replicas =
+            km_memdup(e->replicas, e->n_replicas * sizeof(*e->replicas));
+        rec->n_replicas = e->n_replicas;
+    }
+    if (e->digest.len == 32) {
+        memcpy(rec->digest, e->digest.data, 32);
+    }
+    rec->shard = e->shard;
+    rec->shard_epoch = e->shard_epoch;
+    rec->created_ms = e->created_ms;
+    rec->due_ms = e->due_ms;
+    rec->expires_ms = e->expires_ms;
+    rec->attempts = e->attempts;
+    rec->size = e->size;
+    rec->accepted_by = e->accepted_by;
+    return 0;
+}
+
+static char *
+cluster_msg_response_in(const char *s)
+{
+    if (s == NULL || s[0] == '\0') {
+        return NULL;
+    }
+    return km_strndup(s, strnlen(s, CLUSTER_MAX_RESPONSE_LEN));
+}
+
+static int
+cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
+{
+    switch (cmd->cmd_case) {
+    case KUMO__CLUSTER__COMMAND__CMD_ENQUEUE:
+        return cluster_msg_enqueue_in(cmd->enqueue, rec);
+    case KUMO__CLUSTER__COMMAND__CMD_DEFERRED:
+        rec->kind = CLUSTER_REC_DEFERRED;
+        rec->shard_epoch = cmd->deferred->shard_epoch;
+        rec->attempts = cmd->deferred->attempts;
+        rec->due_ms = cmd->deferred->due_ms;
+        rec->crash_attempt = cmd->deferred->crash_attempt;
+        rec->response = cluster_msg_response_in(cmd->deferred->last_response);
+        return cluster_msg_id_in(&cmd->deferred->id, rec->id);
+    case KUMO__CLUSTER__COMMAND__CMD_DONE:
+        rec->kind = CLUSTER_REC_DONE;
+        if (cmd->done->outcome < KUMO__CLUSTER__OUTCOME__DELIVERED ||
+            cmd->done->outcome > KUMO__CLUSTER__OUTCOME__ADMIN_BOUNCED) {
+            return KM_ECORRUPT;
+        }
+        rec->shard_epoch = cmd->done->shard_epoch;
+        rec->outcome = (int)cmd->done->outcome;
+        rec->at_ms = cmd->done->at_ms;
+        rec->response = cluster_msg_response_in(cmd->done->response);
+        return cluster_msg_id_in(&cmd->done->id, rec->id);
+    case KUMO__CLUSTER__COMMAND__CMD__NOT_SET:
+        return KM_ECORRUPT;
+    default:
+        /* A valid command that this version does not apply yet. */
+        rec->kind = CLUSTER_REC_OTHER;
+        return 0;
+    }
+}
+
+int
+cluster_msg_decode_batch(const void *data, size_t len,
+                         struct cluster_batch *out)
+{
+    Kumo__Cluster__RaftBatch *pb;
+    int rv = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (len > CLUSTER_MAX_ENTRY_BYTES) {
+        return KM_E2BIG;
+    }
+    const uint8_t *p = data;
+    if (len < CLUSTER_MSG_ENTRY_HEADER ||
+        memcmp(p, cluster_msg_entry_magic, sizeof(cluster_msg_entry_magic)) !=
+            0) {
+        return KM_ECORRUPT;
+    }
+    size_t n = ((size_t)p[4] << 24) | ((size_t)p[5] << 16) |
+               ((size_t)p[6] << 8) | p[7];
+    if (n > len - CLUSTER_MSG_ENTRY_HEADER) {
+        return KM_ECORRUPT;
+    }
+    pb = kumo__cluster__raft_batch__unpack(NULL, n,
+                                           p + CLUSTER_MSG_ENTRY_HEADER);
+    if (pb == NULL) {
+        return KM_ECORRUPT;
+    }
+    if (pb->n_cmds > CLUSTER_MAX_BATCH_RECORDS) {
+        rv = KM_ECORRUPT;
+        goto out_free;
+    }
+    out->proposer_node = pb->proposer_node;
+    out->batch_time_ms = pb->batch_time_ms;
+    out->batch_seq = pb->batch_seq;
+    out->recs = km_calloc(pb->n_cmds + 1, sizeof(*out->recs));
+    for (size_t i = 0; i < pb->n_cmds; i++) {
+        out->n = i + 1; /* fini releases partial records too */
+        rv = cluster_msg_cmd_in(pb->cmds[i], &out->recs[i]);
+        if (rv != 0) {
+            cluster_batch_fini(out);
+            goto out_free;
+        }
+    }
+    out->n = pb->n_cmds;
+
+out_free:
+    kumo__cluster__raft_batch__free_unpacked(pb, NULL);
+    return rv;
+}
+
+/* Pack one chunk (with its length prefix) into a blob from alloc. */
+static int
+cluster_msg_pack_chunk(const Kumo__Cluster__FsmSnapshot *pb,
+                       cluster_alloc_fn alloc, struct cluster_blob *out)
+{
+    size_t n = kumo__cluster__fsm_snapshot__get_packed_size(pb);
+
+    if (n > CLUSTER_MAX_SNAPSHOT_CHUNK) {
+        return KM_E2BIG;
+    }
+    uint8_t *p = alloc(n + CLUSTER_MSG_CHUNK_PREFIX);
+    KM_ASSERT(p != NULL);
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+    kumo__cluster__fsm_snapshot__pack(pb, p + CLUSTER_MSG_CHUNK_PREFIX);
+    out->base = p;
+    out->len = n + CLUSTER_MSG_CHUNK_PREFIX;
+    return 0;
+}
+
+/* Scratch for one MessageMeta of a chunk. */
+struct cluster_msg_meta_scratch {
+    Kumo__Cluster__MessageMeta meta;
+    Kumo__Cluster__Enqueue enq;
+    uint8_t id[KM_ID_BYTES];
+};
+
+struct cluster_msg_tomb_scratch {
+    Kumo__Cluster__Tombstone tomb;
+    uint8_t id[KM_ID_BYTES];
+};
+
+static int
+cluster_msg_meta_out(const struct cluster_fsm_msg *m,
+                     struct cluster_msg_meta_scratch *s)
+{
+    const struct cluster_msg *pub = &m->pub;
+    int rv = cluster_msg_enqueue_out(&s->enq, s->id, pub->id, m->queue,
+                                     m->tenant, m->campaign, m->egress_pool,
+                                     m->replicas, m->n_replicas, pub->digest);
+
+    kumo__cluster__message_meta__init(&s->meta);
+    s->enq.shard = pub->shard;
+    s->enq.shard_epoch = m->shard_epoch;
+    s->enq.created_ms = pub->created_ms;
+    s->enq.expires_ms = pub->expires_ms;
+    s->enq.size = pub->size;
+    s->enq.accepted_by = pub->accepted_by;
+    s->meta.enqueue = &s->enq;
+    s->meta.attempts = pub->attempts;
+    s->meta.due_ms = pub->due_ms;
+    /* Stored responses were sanitised when they were decoded. */
+    s->meta.last_response = m->last_response != NULL
+                                ? m->last_response
+                                : cluster_msg_unconst(protobuf_c_empty_string);
+    return rv;
+}
+
+int
+cluster_msg_encode_snapshot(int64_t fsm_time_ms,
+                            const struct cluster_fsm_msg *const *msgs,
+                            size_t n_msgs,
+                            const struct cluster_tomb *const *tombs,
+                            size_t n_tombs, size_t chunk_records,
+                            cluster_alloc_fn alloc, cluster_free_fn release,
+                            struct cluster_blob **out, size_t *n)
+{
+    size_t total = n_msgs + n_tombs;
+    size_t n_chunks, mi = 0, ti = 0;
+    struct cluster_blob *blobs;
+    struct cluster_msg_meta_scratch *ms;
+    struct cluster_msg_tomb_scratch *ts;
+    Kumo__Cluster__MessageMeta **mp;
+    Kumo__Cluster__Tombstone **tp;
+    int rv = 0;
+
+    if (chunk_records == 0) {
+        chunk_records = 1;
+    }
+    n_chunks = total == 0 ? 1 : (total + chunk_records - 1) / chunk_records;
+    blobs = km_calloc(n_chunks, sizeof(*blobs));
+    ms = km_calloc(chunk_records, sizeof(*ms));
+    ts = km_calloc(chunk_records, sizeof(*ts));
+    mp = km_calloc(chunk_records, sizeof(*mp));
+    tp = km_calloc(chunk_records, sizeof(*tp));
+    for (size_t c = 0; c < n_chunks; c++) {
+        Kumo__Cluster__FsmSnapshot pb = KUMO__CLUSTER__FSM_SNAPSHOT__INIT;
+        size_t room = chunk_records;
+        pb.fsm_time_ms = fsm_time_ms;
+        pb.messages = mp;
+        pb.tombstones = tp;
+        while (room > 0 && mi < n_msgs && rv == 0) {
+            rv = cluster_msg_meta_out(msgs[mi++], &ms[pb.n_messages]);
+            mp[pb.n_messages] = &ms[pb.n_messages].meta;
+            pb.n_messages++;
+            room--;
+        }
+        while (room > 0 && ti < n_tombs && rv == 0) {
+            struct cluster_msg_tomb_scratch *t = &ts[pb.n_tombstones];
+            kumo__cluster__tombstone__init(&t->tomb);
+            rv = cluster_msg_id_out(tombs[ti]->id, t->id, &t->tomb.id);
+            t->tomb.done_at_ms = tombs[ti]->done_at_ms;
+            tp[pb.n_tombstones++] = &t->tomb;
+            ti++;
+            room--;
+        }
+        if (rv == 0) {
+            rv = cluster_msg_pack_chunk(&pb, alloc, &blobs[c]);
+        }
+        if (rv != 0) {
+            /* Only reachable on a broken FSM entry: give nothing back. */
+            for (size_t i = 0; i < c; i++) {
+                release(blobs[i].base);
+            }
+            break;
+        }
+    }
+    free(tp);
+    free(mp);
+    free(ts);
+    free(ms);
+    if (rv != 0) {
+        free(blobs);
+        return rv;
+    }
+    *out = blobs;
+    *n = n_chunks;
+    return 0;
+}
+
+static int
+cluster_msg_chunk_in(const Kumo__Cluster__FsmSnapshot *pb, bool first,
+                     const struct cluster_snap_sink *sink)
+{
+    int rv = 0;
+
+    if (first && sink->on_time != NULL) {
+        sink->on_time(sink->ctx, pb->fsm_time_ms);
+    }
+    for (size_t i = 0; i < pb->n_messages && rv == 0; i++) {
+        const Kumo__Cluster__MessageMeta *mm = pb->messages[i];
+        struct cluster_rec rec;
+        memset(&rec, 0, sizeof(rec));
+        if (mm->enqueue == NULL) {
+            return KM_ECORRUPT;
+        }
+        rv = cluster_msg_enqueue_in(mm->enqueue, &rec);
+        if (rv == 0) {
+            rec.attempts = mm->attempts;
+            rec.due_ms = mm->due_ms;
+            rec.response = cluster_msg_response_in(mm->last_response);
+            rv = sink->on_msg(sink->ctx, &rec);
+        }
+        cluster_rec_fini(&rec);
+    }
+    for (size_t i = 0; i < pb->n_tombstones && rv == 0; i++) {
+        char id[33];
+        rv = cluster_msg_id_in(&pb->tombstones[i]->id, id);
+        if (rv == 0) {
+            rv = sink->on_tomb(sink->ctx, id, pb->tombstones[i]->done_at_ms);
+        }
+    }
+    return rv;
+}
+
+int
+cluster_msg_decode_snapshot(const void *data, size_t len,
+                            const struct cluster_snap_sink *sink)
+{
+    const uint8_t *p = data;
+    size_t off = 0;
+    bool first = true;
+
+    if (len == 0) {
+        return KM_ECORRUPT;
+    }
+    while (off < len) {
+        if (len - off < CLUSTER_MSG_CHUNK_PREFIX) {
+            return KM_ECORRUPT;
+        }
+        size_t n = ((size_t)p[off] << 24) | ((size_t)p[off + 1] << 16) |
+                   ((size_t)p[off + 2] << 8) | p[off + 3];
+        off += CLUSTER_MSG_CHUNK_PREFIX;
+        if (n > CLUSTER_MAX_SNAPSHOT_CHUNK || n > len - off) {
+            return KM_ECORRUPT;
+        }
+        Kumo__Cluster__FsmSnapshot *pb =
+            kumo__cluster__fsm_snapshot__unpack(NULL, n, p + off);
+        if (pb == NULL) {
+            return KM_ECORRUPT;
+        }
+        int rv = cluster_msg_chunk_in(pb, first, sink);
+        kumo__cluster__fsm_snapshot__free_unpacked(pb, NULL);
+        if (rv != 0) {
+            return rv;
+        }
+        first = false;
+        off += n;
+    }
+    return 0;
+}

@@ -1,0 +1,781 @@
+/* cluster_raft.c - the node's Raft group (canonical/raft 0.15 over its
+ * libuv TCP transport) and the public cluster_* API: the only file calling
+ * raft_*. Owns struct raft, its io and transport, the FSM glue, the leader
+ * barrier (CLUSTER.md §1.4 item 1) and the batcher that packs records from
+ * many callers into one raft_apply. Proposal forwarding to a remote leader
+ * and membership are not here yet (the cluster issue). Loop thread only. */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "base/km.h"
+#include "base/log.h"
+#include "cluster_int.h"
+
+/* Records per FsmSnapshot chunk (one raft buffer each): a few MB. */
+#define CLUSTER_RAFT_SNAPSHOT_CHUNK 16384
+
+struct cluster_raft_waiter {
+    cluster_commit_cb cb;
+    void *arg;
+};
+
+/* One proposed raft entry and the callers waiting for it. */
+struct cluster_raft_entry {
+    struct raft_apply req;
+    struct cluster *c;
+    struct cluster_raft_waiter *waiters;
+    size_t n;
+    struct cluster_raft_entry *prev, *next;
+};
+
+struct cluster_raft_barrier {
+    struct raft_barrier req;
+    struct cluster *c;
+    uint64_t gen;
+};
+
+struct cluster {
+    uv_loop_t *loop;
+    struct cluster_config cfg; /* strings point at the copies below */
+    char *raft_dir;
+    char *raft_addr;
+    struct cluster_host host;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm raft_fsm;
+    struct cluster_fsm *fsm;
+    uv_check_t check;
+    uv_timer_t batch_timer;
+    int handles_open;
+
+    /* Leadership, polled in cluster_raft_on_check (0.15 has no callback). */
+    bool started;
+    bool barrier_sent;   /* a barrier of generation barrier_gen is out */
+    bool leader_ready;   /* that barrier applied: proposals accepted */
+    bool ready_fired;    /* host->on_ready called */
+    bool fatal_reported; /* host->on_fatal called */
+    uint64_t barrier_gen;
+
+    /* The batch being filled. */
+    struct cluster_rec *fill_recs;
+    struct cluster_raft_waiter *fill_waiters;
+    size_t fill_n, fill_cap;
+    uint64_t batch_seq;
+
+    struct cluster_raft_entry *inflight; /* proposed, not yet applied */
+
+    bool closing;
+    cluster_close_cb close_cb;
+    void *close_arg;
+    uint64_t entries_proposed, records_proposed;
+};
+
+static void cluster_raft_fatal(struct cluster *c, int err);
+
+/* Translate a RAFT_* code (STYLE §4: where the call is made). */
+static int
+cluster_raft_err(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case RAFT_LEADERSHIPLOST:
+        return KM_ELEADERLOST;
+    case RAFT_NOTLEADER:
+        return KM_ENOTLEADER;
+    case RAFT_SHUTDOWN:
+        return KM_ECLOSING;
+    case RAFT_NOSPACE:
+        return KM_ENOSPC;
+    case RAFT_NOMEM:
+        return KM_ENOMEM;
+    default:
+        return KM_EIO;
+    }
+}
+
+/* FSM glue: raft calls these from its own callbacks on the loop. */
+
+static int
+cluster_raft_fsm_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
+                       void **result)
+{
+    struct cluster *c = rf->data;
+    int rv = cluster_fsm_apply(c->fsm, buf->base, buf->len);
+
+    /* No result: on followers nobody would free it. */
+    *result = NULL;
+    if (rv != 0) {
+        /* Every node skips the same entry, so the FSMs stay identical;
+         * failing here would stall the apply loop for good. */
+        LOG_ERROR("cluster: raft entry skipped: %s", km_strerror(rv));
+    }
+    return 0;
+}
+
+static int
+cluster_raft_fsm_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[],
+                          unsigned *n_bufs)
+{
+    struct cluster *c = rf->data;
+    struct cluster_blob *blobs = NULL;
+    size_t n = 0;
+    int rv = cluster_fsm_snapshot(c->fsm, CLUSTER_RAFT_SNAPSHOT_CHUNK,
+                                  raft_malloc, raft_free, &blobs, &n);
+
+    if (rv != 0) {
+        LOG_ERROR("cluster: snapshot: %s", km_strerror(rv));
+        return RAFT_NOMEM;
+    }
+    /* Version 1 FSM: raft frees the array and every base (raft_free). */
+    struct raft_buffer *b = raft_malloc(n * sizeof(*b));
+    KM_ASSERT(b != NULL);
+    for (size_t i = 0; i < n; i++) {
+        b[i].base = blobs[i].base;
+        b[i].len = blobs[i].len;
+    }
+    free(blobs);
+    *bufs = b;
+    *n_bufs = (unsigned)n;
+    return 0;
+}
+
+static int
+cluster_raft_fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    struct cluster *c = rf->data;
+    int rv = cluster_fsm_restore(c->fsm, buf->base, buf->len);
+
+    if (rv != 0) {
+        LOG_ERROR("cluster: restore snapshot: %s", km_strerror(rv));
+        return RAFT_MALFORMED; /* raft keeps buf->base on failure */
+    }
+    raft_free(buf->base); /* restore takes ownership on success */
+    return 0;
+}
+
+/* Batcher */
+
+static void
+cluster_raft_resolve(struct cluster_raft_waiter *w, size_t n, int status)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (w[i].cb != NULL) {
+            w[i].cb(w[i].arg, status);
+        }
+    }
+    free(w);
+}
+
+/* Fail the batch being filled (not proposed yet). */
+static void
+cluster_raft_fail_fill(struct cluster *c, int status)
+{
+    struct cluster_raft_waiter *w = c->fill_waiters;
+    size_t n = c->fill_n;
+
+    for (size_t i = 0; i < n; i++) {
+        cluster_rec_fini(&c->fill_recs[i]);
+    }
+    free(c->fill_recs);
+    c->fill_recs = NULL;
+    c->fill_waiters = NULL;
+    c->fill_n = c->fill_cap = 0;
+    uv_timer_stop(&c->batch_timer);
+    cluster_raft_resolve(w, n, status); /* may re-enter: arrays detached */
+}
+
+static void
+cluster_raft_on_applied(struct raft_apply *req, int status, void *result)
+{
+    struct cluster_raft_entry *e = req->data;
+    struct cluster *c = e->c;
+    int rv = cluster_raft_err(status);
+
+    (void)result;
+    if (e->prev != NULL) {
+        e->prev->next = e->next;
+    } else {
+        c->inflight = e->next;
+    }
+    if (e->next != NULL) {
+        e->next->prev = e->prev;
+    }
+    if (status != 0 && c->closing) {
+        rv = KM_ECLOSING;
+    }
+    if (status == RAFT_IOERR || status == RAFT_NOSPACE) {
+        cluster_raft_fatal(c, rv);
+    }
+    cluster_raft_resolve(e->waiters, e->n, rv);
+    free(e);
+}
+
+static void
+cluster_raft_flush(struct cluster *c)
+{
+    struct cluster_batch b = {
+        .proposer_node = c->cfg.node_id,
+        /* The leader stamps the batch; the FSM never reads a clock. */
+        .batch_time_ms = km_now_wall_ms(),
+        .batch_seq = ++c->batch_seq,
+        .recs = c->fill_recs,
+        .n = c->fill_n,
+    };
+    struct raft_buffer buf;
+    void *p = NULL;
+    size_t len = 0;
+
+    if (c->fill_n == 0) {
+        return;
+    }
+    uv_timer_stop(&c->batch_timer);
+    int rv = cluster_msg_encode_batch(&b, raft_malloc, &p, &len);
+    struct cluster_raft_entry *e = km_calloc(1, sizeof(*e));
+    e->c = c;
+    e->waiters = c->fill_waiters;
+    e->n = c->fill_n;
+    cluster_batch_fini(&b);
+    c->fill_recs = NULL;
+    c->fill_waiters = NULL;
+    c->fill_n = c->fill_cap = 0;
+    if (rv != 0) {
+        goto err_after_entry;
+    }
+    buf.base = p;
+    buf.len = len;
+    e->req.data = e;
+    rv = raft_apply(&c->raft, &e->req, &buf, 1, cluster_raft_on_applied);
+    if (rv != 0) {
+        raft_free(p); /* ownership passes to raft only on success */
+        rv = cluster_raft_err(rv);
+        goto err_after_entry;
+    }
+    e->next = c->inflight;
+    if (c->inflight != NULL) {
+        c->inflight->prev = e;
+    }
+    c->inflight = e;
+    c->entries_proposed++;
+    c->records_proposed += e->n;
+    return;
+
+err_after_entry:
+    cluster_raft_resolve(e->waiters, e->n, rv);
+    free(e);
+}
+
+static void
+cluster_raft_on_batch_timer(uv_timer_t *t)
+{
+    struct cluster *c = t->data;
+
+    cluster_raft_flush(c);
+}
+
+/* Queue rec (moved into the batch on success; released on error). */
+static int
+cluster_raft_submit(struct cluster *c, struct cluster_rec *rec,
+                    cluster_commit_cb cb, void *arg)
+{
+    int rv = 0;
+
+    if (c->closing) {
+        rv = KM_ECLOSING;
+    } else if (!c->leader_ready) {
+        rv = KM_ENOTLEADER;
+    } else {
+        rv = cluster_msg_check_rec(rec);
+    }
+    if (rv != 0) {
+        cluster_rec_fini(rec);
+        return rv;
+    }
+    if (c->fill_n == c->fill_cap) {
+        c->fill_cap = c->fill_cap ? c->fill_cap * 2 : 16;
+        c->fill_recs =
+            km_realloc(c->fill_recs, c->fill_cap * sizeof(*c->fill_recs));
+        c->fill_waiters =
+            km_realloc(c->fill_waiters, c->fill_cap * sizeof(*c->fill_waiters));
+    }
+    c->fill_recs[c->fill_n] = *rec;
+    c->fill_waiters[c->fill_n].cb = cb;
+    c->fill_waiters[c->fill_n].arg = arg;
+    c->fill_n++;
+    if (c->fill_n >= c->cfg.batch_max_records) {
+        cluster_raft_flush(c);
+    } else if (c->fill_n == 1) {
+        uv_timer_start(&c->batch_timer, cluster_raft_on_batch_timer,
+                       c->cfg.batch_max_ms, 0);
+    }
+    return 0;
+}
+
+static char *
+cluster_raft_strdup_opt(const char *s)
+{
+    return s != NULL ? km_strdup(s) : NULL;
+}
+
+int
+cluster_enqueue(struct cluster *c, const struct cluster_msg *m,
+                cluster_commit_cb cb, void *arg)
+{
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_ENQUEUE;
+    memcpy(rec.id, m->id, sizeof(rec.id));
+    rec.id[32] = '\0';
+    rec.queue = cluster_raft_strdup_opt(m->queue);
+    rec.tenant = cluster_raft_strdup_opt(m->tenant);
+    rec.campaign = cluster_raft_strdup_opt(m->campaign);
+    rec.egress_pool = cluster_raft_strdup_opt(m->egress_pool);
+    rec.shard = m->shard;
+    rec.created_ms = m->created_ms;
+    rec.due_ms = m->due_ms;
+    rec.expires_ms = m->expires_ms;
+    rec.attempts = m->attempts;
+    rec.size = m->size;
+    memcpy(rec.digest, m->digest, sizeof(rec.digest));
+    rec.accepted_by = m->accepted_by != 0 ? m->accepted_by : c->cfg.node_id;
+    /* A single node stores every body itself. */
+    rec.replicas = km_malloc(sizeof(*rec.replicas));
+    rec.replicas[0] = c->cfg.node_id;
+    rec.n_replicas = 1;
+    return cluster_raft_submit(c, &rec, cb, arg);
+}
+
+int
+cluster_deferred(struct cluster *c, const char *id, uint32_t attempts,
+                 int64_t due_ms, const char *last_response,
+                 cluster_commit_cb cb, void *arg)
+{
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_DEFERRED;
+    snprintf(rec.id, sizeof(rec.id), "%s", id);
+    rec.attempts = attempts;
+    rec.due_ms = due_ms;
+    rec.response = cluster_raft_strdup_opt(last_response);
+    return cluster_raft_submit(c, &rec, cb, arg);
+}
+
+int
+cluster_done(struct cluster *c, const char *id, enum cluster_outcome outcome,
+             const char *response, cluster_commit_cb cb, void *arg)
+{
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_DONE;
+    snprintf(rec.id, sizeof(rec.id), "%s", id);
+    rec.outcome = (int)outcome;
+    rec.at_ms = km_now_wall_ms();
+    rec.response = cluster_raft_strdup_opt(response);
+    return cluster_raft_submit(c, &rec, cb, arg);
+}
+
+/* Leadership */
+
+static void
+cluster_raft_fatal(struct cluster *c, int err)
+{
+    if (c->fatal_reported || c->closing) {
+        return;
+    }
+    c->fatal_reported = true;
+    if (c->host.on_fatal != NULL) {
+        c->host.on_fatal(c->host.ctx, err);
+    }
+}
+
+static void
+cluster_raft_on_barrier(struct raft_barrier *req, int status)
+{
+    struct cluster_raft_barrier *b = req->data;
+    struct cluster *c = b->c;
+    bool current = b->gen == c->barrier_gen;
+
+    free(b);
+    if (c->closing || !current) {
+        return;
+    }
+    if (status != 0) {
+        LOG_WARN("cluster: leader barrier: %s", raft_strerror(status));
+        c->barrier_sent = false; /* the check retries while leader */
+        if (status == RAFT_IOERR || status == RAFT_NOSPACE) {
+            cluster_raft_fatal(c, cluster_raft_err(status));
+        }
+        return;
+    }
+    if (raft_state(&c->raft) != RAFT_LEADER) {
+        return;
+    }
+    /* Everything before the barrier is committed and applied: the FSM has
+     * replayed the log and a term-current entry is committed. */
+    c->leader_ready = true;
+    LOG_INFO("cluster: node %llu: leader of term %llu, ready",
+             (unsigned long long)c->cfg.node_id,
+             (unsigned long long)c->raft.current_term);
+    if (!c->ready_fired) {
+        c->ready_fired = true;
+        cluster_fsm_set_ready(c->fsm, true);
+        if (c->host.on_ready != NULL) {
+            c->host.on_ready(c->host.ctx);
+        }
+    }
+}
+
+static void
+cluster_raft_send_barrier(struct cluster *c)
+{
+    struct cluster_raft_barrier *b = km_calloc(1, sizeof(*b));
+
+    b->c = c;
+    b->gen = ++c->barrier_gen;
+    b->req.data = b;
+    int rv = raft_barrier(&c->raft, &b->req, cluster_raft_on_barrier);
+    if (rv != 0) {
+        free(b);
+        LOG_WARN("cluster: leader barrier: %s", raft_strerror(rv));
+        if (rv == RAFT_IOERR || rv == RAFT_NOSPACE) {
+            cluster_raft_fatal(c, cluster_raft_err(rv));
+        }
+        return;
+    }
+    c->barrier_sent = true;
+}
+
+/* Every loop iteration: 0.15 has no state-change callback. */
+static void
+cluster_raft_on_check(uv_check_t *h)
+{
+    struct cluster *c = h->data;
+
+    if (c->closing || !c->started) {
+        return;
+    }
+    int st = raft_state(&c->raft);
+    if (st == RAFT_UNAVAILABLE) {
+        LOG_ERROR("cluster: raft unavailable: %s", raft_errmsg(&c->raft));
+        cluster_raft_fatal(c, KM_EIO);
+        return;
+    }
+    if (st == RAFT_LEADER) {
+        /* CLUSTER.md §1.4 item 1: append a barrier the moment we see
+         * ourselves leader, and serve nothing until it commits. */
+        if (!c->barrier_sent) {
+            cluster_raft_send_barrier(c);
+        }
+        return;
+    }
+    if (c->barrier_sent || c->leader_ready) {
+        LOG_INFO("cluster: node %llu: lost leadership",
+                 (unsigned long long)c->cfg.node_id);
+        c->barrier_sent = false;
+        c->leader_ready = false;
+        c->barrier_gen++; /* a late barrier callback is stale */
+        cluster_raft_fail_fill(c, KM_ELEADERLOST);
+    }
+}
+
+/* Open and close */
+
+static int
+cluster_raft_mkdirs(const char *path)
+{
+    char *p = km_strdup(path);
+    int rv = 0;
+
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != '\0') {
+            continue;
+        }
+        char saved = *s;
+        *s = '\0';
+        uv_fs_t req;
+        int r = uv_fs_mkdir(NULL, &req, p, 0700, NULL);
+        uv_fs_req_cleanup(&req);
+        if (r != 0 && r != UV_EEXIST) {
+            rv = r;
+            break;
+        }
+        *s = saved;
+        if (saved == '\0') {
+            break;
+        }
+    }
+    free(p);
+    return rv;
+}
+
+static void
+cluster_raft_apply_defaults(struct cluster_config *cfg)
+{
+    if (cfg->election_timeout_ms == 0) {
+        cfg->election_timeout_ms = 1000;
+    }
+    if (cfg->heartbeat_ms == 0) {
+        cfg->heartbeat_ms = 100;
+    }
+    if (cfg->snapshot_threshold == 0) {
+        cfg->snapshot_threshold = 16384;
+    }
+    if (cfg->snapshot_trailing == 0) {
+        cfg->snapshot_trailing = 16384;
+    }
+    if (cfg->batch_max_ms == 0) {
+        cfg->batch_max_ms = 2;
+    }
+    if (cfg->batch_max_records == 0) {
+        cfg->batch_max_records = 256;
+    }
+    if (cfg->batch_max_records > CLUSTER_MAX_BATCH_RECORDS) {
+        cfg->batch_max_records = CLUSTER_MAX_BATCH_RECORDS;
+    }
+}
+
+static void
+cluster_raft_free(struct cluster *c)
+{
+    cluster_fsm_free(c->fsm);
+    free(c->raft_addr);
+    free(c->raft_dir);
+    free(c);
+}
+
+static void
+cluster_raft_on_handle_closed(uv_handle_t *h)
+{
+    struct cluster *c = h->data;
+
+    if (--c->handles_open > 0) {
+        return;
+    }
+    cluster_close_cb cb = c->close_cb;
+    void *arg = c->close_arg;
+    cluster_raft_free(c);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+static void
+cluster_raft_on_raft_closed(struct raft *r)
+{
+    struct cluster *c = r->data;
+
+    raft_uv_close(&c->io);
+    raft_uv_tcp_close(&c->transport);
+    /* raft fails its pending requests before this callback; anything
+     * left was dropped without one. */
+    while (c->inflight != NULL) {
+        struct cluster_raft_entry *e = c->inflight;
+        c->inflight = e->next;
+        cluster_raft_resolve(e->waiters, e->n, KM_ECLOSING);
+        free(e);
+    }
+    c->handles_open = 2;
+    uv_close((uv_handle_t *)&c->check, cluster_raft_on_handle_closed);
+    uv_close((uv_handle_t *)&c->batch_timer, cluster_raft_on_handle_closed);
+}
+
+/* raft_uv's TCP transport parses the address with uv_ip4_addr and binds
+ * its listener to it. "127.0.0.1:0" is accepted and binds an ephemeral
+ * port (verified in test_cluster_raft): fine for a one-voter group, which
+ * never dials anyone, but the configuration then records port 0, so such
+ * a node can never gain peers. A node that may join a cluster later needs
+ * a real fixed port from the start. */
+int
+cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
+             const struct cluster_host *host, struct cluster **out)
+{
+    struct cluster *c = km_calloc(1, sizeof(*c));
+    struct raft_configuration conf;
+    int rv;
+
+    if (cfg->node_id == 0 || cfg->raft_dir == NULL || cfg->raft_addr == NULL) {
+        free(c);
+        return KM_EINVAL;
+    }
+    c->loop = loop;
+    c->cfg = *cfg;
+    cluster_raft_apply_defaults(&c->cfg);
+    c->raft_dir = km_strdup(cfg->raft_dir);
+    c->raft_addr = km_strdup(cfg->raft_addr);
+    c->cfg.raft_dir = c->raft_dir;
+    c->cfg.raft_addr = c->raft_addr;
+    if (host != NULL) {
+        c->host = *host;
+    }
+    c->fsm = cluster_fsm_new();
+    cluster_fsm_set_host(c->fsm, &c->host);
+    rv = cluster_raft_mkdirs(c->raft_dir);
+    if (rv != 0) {
+        LOG_ERROR("cluster: mkdir %s: %s", c->raft_dir, uv_strerror(rv));
+        goto err_after_alloc;
+    }
+
+    rv = raft_uv_tcp_init(&c->transport, loop);
+    if (rv != 0) {
+        LOG_ERROR("cluster: raft transport: %s", raft_strerror(rv));
+        rv = cluster_raft_err(rv);
+        goto err_after_alloc;
+    }
+    rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport);
+    if (rv != 0) {
+        LOG_ERROR("cluster: raft io %s: %s", c->raft_dir, c->io.errmsg);
+        rv = cluster_raft_err(rv);
+        goto err_after_transport;
+    }
+    c->raft_fsm.version = 1; /* synchronous snapshots on the loop */
+    c->raft_fsm.data = c;
+    c->raft_fsm.apply = cluster_raft_fsm_apply;
+    c->raft_fsm.snapshot = cluster_raft_fsm_snapshot;
+    c->raft_fsm.restore = cluster_raft_fsm_restore;
+    rv =
+        raft_init(&c->raft, &c->io, &c->raft_fsm, c->cfg.node_id, c->raft_addr);
+    if (rv != 0) {
+        LOG_ERROR("cluster: raft init: %s (%s)", raft_strerror(rv),
+                  raft_errmsg(&c->raft));
+        rv = cluster_raft_err(rv);
+        goto err_after_io;
+    }
+    c->raft.data = c;
+    raft_set_election_timeout(&c->raft, c->cfg.election_timeout_ms);
+    raft_set_heartbeat_timeout(&c->raft, c->cfg.heartbeat_ms);
+    raft_set_snapshot_threshold(&c->raft, c->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&c->raft, c->cfg.snapshot_trailing);
+    raft_set_pre_vote(&c->raft, true);
+
+    uv_check_init(loop, &c->check);
+    c->check.data = c;
+    uv_timer_init(loop, &c->batch_timer);
+    c->batch_timer.data = c;
+    uv_check_start(&c->check, cluster_raft_on_check);
+
+    raft_configuration_init(&conf);
+    rv =
+        raft_configuration_add(&conf, c->cfg.node_id, c->raft_addr, RAFT_VOTER);
+    if (rv == 0) {
+        rv = raft_bootstrap(&c->raft, &conf);
+        if (rv == RAFT_CANTBOOTSTRAP) {
+            rv = 0; /* existing state: a restart */
+        } else if (rv == 0) {
+            LOG_INFO("cluster: bootstrapped one-voter group in %s",
+                     c->raft_dir);
+        }
+    }
+    raft_configuration_close(&conf);
+    if (rv != 0) {
+        LOG_ERROR("cluster: raft bootstrap: %s (%s)", raft_strerror(rv),
+                  raft_errmsg(&c->raft));
+        rv = cluster_raft_err(rv);
+        goto err_after_raft;
+    }
+    rv = raft_start(&c->raft);
+    if (rv != 0) {
+        LOG_ERROR("cluster: raft start: %s (%s)", raft_strerror(rv),
+                  raft_errmsg(&c->raft));
+        rv = cluster_raft_err(rv);
+        goto err_after_raft;
+    }
+    c->started = true;
+    *out = c;
+    return 0;
+
+err_after_raft:
+    /* raft_close is asynchronous: the rest is released on the loop. */
+    c->closing = true;
+    raft_close(&c->raft, cluster_raft_on_raft_closed);
+    return rv;
+err_after_io:
+    raft_uv_close(&c->io);
+err_after_transport:
+    raft_uv_tcp_close(&c->transport);
+err_after_alloc:
+    cluster_raft_free(c);
+    return rv;
+}
+
+void
+cluster_close(struct cluster *c, cluster_close_cb cb, void *arg)
+{
+    KM_ASSERT(!c->closing);
+    c->closing = true;
+    c->close_cb = cb;
+    c->close_arg = arg;
+    cluster_raft_fail_fill(c, KM_ECLOSING);
+    raft_close(&c->raft, cluster_raft_on_raft_closed);
+}
+
+/* Queries */
+
+bool
+cluster_is_ready(const struct cluster *c)
+{
+    return c->leader_ready && !c->closing;
+}
+
+size_t
+cluster_queued_count(const struct cluster *c)
+{
+    return cluster_fsm_count(c->fsm);
+}
+
+const struct cluster_msg *
+cluster_lookup(const struct cluster *c, const char *id)
+{
+    const struct cluster_fsm_msg *m = cluster_fsm_lookup(c->fsm, id);
+
+    return m != NULL ? &m->pub : NULL;
+}
+
+void
+cluster_foreach(const struct cluster *c,
+                bool (*fn)(void *arg, const struct cluster_msg *m), void *arg)
+{
+    cluster_fsm_foreach(c->fsm, fn, arg);
+}
+
+void
+cluster_get_stats(const struct cluster *c, struct cluster_stats *out)
+{
+    /* raft's getters take a non-const pointer but only read. */
+    struct raft *r = (struct raft *)(uintptr_t)&c->raft;
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    memset(out, 0, sizeof(*out));
+    out->term = r->current_term;
+    out->commit_index = r->commit_index;
+    out->applied_index = raft_last_applied(r);
+    out->last_index = raft_last_index(r);
+    raft_leader(r, &leader, &addr);
+    out->leader_id = leader;
+    out->entries_proposed = c->entries_proposed;
+    out->records_proposed = c->records_proposed;
+    switch (raft_state(r)) {
+    case RAFT_LEADER:
+        out->state = "leader";
+        break;
+    case RAFT_FOLLOWER:
+        out->state = "follower";
+        break;
+    case RAFT_CANDIDATE:
+        out->state = "candidate";
+        break;
+    default:
+        out->state = "unavailable";
+        break;
+    }
+}
