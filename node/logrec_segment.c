@@ -146,7 +146,7 @@ logrec_seg_compress(struct logrec_seg *s, const void *p, size_t n,
                 return rv;
             }
         }
-        if (mode == ZSTD_e_end ? rem == 0 : in.pos == in.size) {
+        if (mode == ZSTD_e_continue ? in.pos == in.size : rem == 0) {
             return 0;
         }
     }
@@ -240,7 +240,10 @@ logrec_seg_write(struct logrec_seg *s, const char *data, size_t len)
                 break;
             }
         }
-        int rv = logrec_seg_compress(s, p, (size_t)(q - p), ZSTD_e_continue);
+        /* Flush each batch to the file, so that records reach the disk
+         * within a flush interval even if the process is killed before
+         * the segment is closed (zstdcat reads up to the cut). */
+        int rv = logrec_seg_compress(s, p, (size_t)(q - p), ZSTD_e_flush);
         if (rv != 0) {
             logrec_seg_fail(s, "write", rv, s->path);
             logrec_seg_abandon(s);
