@@ -76,7 +76,11 @@ smtp_server_log_rejection(struct smtp_server_session *s, int code,
     ev.content = text;
     ev.command = command;
     ev.sender = s->in_txn ? s->sender : NULL;
-    ev.recipient = s->n_rcpts > 0 ? s->rcpts[s->n_rcpts - 1] : NULL;
+    if (s->cur_rcpt != NULL) {
+        ev.recipient = s->cur_rcpt;
+    } else if (s->n_rcpts > 0) {
+        ev.recipient = s->rcpts[s->n_rcpts - 1];
+    }
     ev.peer_name = s->ehlo_domain != NULL ? s->ehlo_domain : "";
     ev.peer_addr = s->peer_ip;
     ev.session_id = s->session_id;

@@ -304,6 +304,9 @@ struct smtp_server_session {
     bool smtputf8;
     char **rcpts;
     size_t n_rcpts;
+    /* The RCPT TO address being decided (borrowed, only during the
+     * command): a refusal's Rejection record names it. */
+    const char *cur_rcpt;
     struct smtp_server_data data;
     char *last_command; /* for Rejection records */
 

@@ -428,6 +428,7 @@ smtp_server_cmd_rcpt(struct smtp_server_session *s, const char *args,
         smtp_server_reply(s, 501, text, line);
         return;
     }
+    s->cur_rcpt = path.addr;
     if (smtp_server_session_check_relay(s, s->sender, path.addr, line, &relay,
                                         &accept) != 0) {
         goto out;
@@ -467,6 +468,7 @@ smtp_server_cmd_rcpt(struct smtp_server_session *s, const char *args,
     }
     policy_result_fini(&res);
 out:
+    s->cur_rcpt = NULL;
     smtp_server_path_fini(&path);
 }
 
