@@ -31,7 +31,11 @@ SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime
 
 def kumod_bin():
     """The kumod under test: $KUMOD_BIN, else build/bin/kumod in the repo."""
-    return os.environ.get("KUMOD_BIN") or str(REPO_ROOT / "build" / "bin" / "kumod")
+    path = os.environ.get("KUMOD_BIN") or str(REPO_ROOT / "build" / "bin" / "kumod")
+    if not os.access(path, os.X_OK):
+        raise AssertionError(f"kumod binary not found at {path}: run `make build` "
+                             f"or set KUMOD_BIN")
+    return path
 
 
 def user_args():

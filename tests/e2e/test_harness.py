@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 from aiosmtpd.controller import Controller
-from dnslib import QTYPE, RCODE, DNSRecord
+from dnslib import RCODE, DNSRecord
 
 import kumod_harness as H
 
