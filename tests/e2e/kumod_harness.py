@@ -442,6 +442,18 @@ class RawSmtp:
             if len(line) == 3 or line[3] == " ":
                 return SmtpReply(int(line[:3]), lines)
 
+    def try_reply(self, timeout):
+        """A reply if one arrives within timeout seconds, else None (a
+        partial line stays buffered)."""
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            return self.reply()
+        except socket.timeout:
+            return None
+        finally:
+            self.sock.settimeout(old)
+
     def cmd(self, line):
         """Send one command line (CRLF added) and read its reply."""
         if isinstance(line, str):
