@@ -250,6 +250,7 @@ class Kumod:
         self.proc = None
         self.runs = []
         self.exit_codes = []
+        self.clients = []  # closed by cleanup() so no session delays the stop
 
     # -- lifecycle --------------------------------------------------------
 
@@ -324,7 +325,14 @@ class Kumod:
         return self.start(wait=wait)
 
     def cleanup(self):
-        """Finalizer: make sure our process is gone (SIGTERM, then SIGKILL)."""
+        """Finalizer: close our clients, make sure our process is gone
+        (SIGTERM, then SIGKILL)."""
+        for c in self.clients:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.clients = []
         if self.proc is None or self.proc.poll() is not None:
             return
         try:
@@ -378,13 +386,16 @@ class Kumod:
         """smtplib.SMTP connected to the listener; the greeting is in
         .greeting = (code, bytes). With ehlo, EHLO is sent too."""
         s = smtplib.SMTP(timeout=timeout)
+        self.clients.append(s)
         s.greeting = s.connect("127.0.0.1", self.port)
         if ehlo:
             s.ehlo(ehlo)
         return s
 
     def raw(self, timeout=10):
-        return RawSmtp("127.0.0.1", self.port, timeout)
+        c = RawSmtp("127.0.0.1", self.port, timeout)
+        self.clients.append(c)
+        return c
 
     def path(self, name):
         return self.dir / name

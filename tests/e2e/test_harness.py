@@ -187,6 +187,7 @@ def test_smtplib_helpers_and_swaks_work_against_a_reference_server(aiosmtpd_serv
 
     class Fake:
         port = c.port
+        clients = []
     s = H.Kumod.smtp(Fake(), ehlo="client.test")
     assert s.greeting[0] == 220
     code, text = H.send_message(s, rcpts=("b@dest.test",))
