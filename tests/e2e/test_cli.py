@@ -1,0 +1,135 @@
+"""kumod's command line: --version, --help, --user, --validate, and policy
+errors reported with file and line (KUMOMTA-API.md §1.1-1.3)."""
+import os
+import re
+import socket
+
+import pytest
+
+import kumod_harness as H
+
+EXAMPLES = sorted((H.REPO_ROOT / "policy" / "examples").glob("*.lua"))
+
+
+# -- Helpers -------------------------------------------------------------------
+
+def policy_file(fakedns, tmp_path, listener=None, extra="", init_extra=""):
+    lst = H.default_listener(H.free_port())
+    lst.update(listener or {})
+    text = H.render_policy(tmp_path, fakedns.port, lst, extra, init_extra)
+    p = tmp_path / "policy.lua"
+    p.write_text(text)
+    return p, lst
+
+
+def line_of(path, marker):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if marker in line:
+            return n
+    raise AssertionError(f"{marker!r} not in {path}")
+
+
+def output(r):
+    return r.stdout + r.stderr
+
+
+# -- Tests ---------------------------------------------------------------------
+
+def test_version_prints_a_version_and_exits_0():
+    r = H.run_kumod(["--version"])
+    assert r.returncode == 0, output(r)
+    assert re.search(r"kumod\S*\s+v?\d+\.\d+", output(r)), output(r)
+
+
+def test_help_lists_the_options_and_exits_0():
+    r = H.run_kumod(["--help"])
+    assert r.returncode == 0, output(r)
+    for opt in ("--policy", "--user", "--validate", "--version"):
+        assert opt in output(r), f"{opt} missing from --help:\n{output(r)}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+def test_root_without_user_refuses_to_start_and_names_the_option(fakedns, tmp_path):
+    pol, lst = policy_file(fakedns, tmp_path)
+    r = H.run_kumod(["--policy", str(pol)], timeout=60)
+    assert r.returncode != 0, output(r)
+    assert "--user" in output(r)
+    assert "initialization complete" not in output(r)
+    assert not (tmp_path / "data").exists(), "spool opened before refusing root"
+
+
+def test_validate_good_policy_exits_0_without_binding_or_opening_spools(fakedns, tmp_path):
+    pol, lst = policy_file(fakedns, tmp_path)
+    port = int(lst["listen"].rsplit(":", 1)[1])
+    # Hold the listener's port: a kumod that tried to bind would fail.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    try:
+        r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    finally:
+        holder.close()
+    assert r.returncode == 0, output(r)
+    assert not (tmp_path / "data").exists()
+    assert not (tmp_path / "meta").exists()
+    assert "initialization complete" not in output(r)
+
+
+def test_validate_reports_lua_runtime_error_with_file_and_line(fakedns, tmp_path):
+    pol, _ = policy_file(fakedns, tmp_path, extra="local t = nil\nlocal x = t.field -- BOOM\n")
+    line = line_of(pol, "-- BOOM")
+    r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    assert r.returncode != 0, output(r)
+    assert f"policy.lua:{line}" in output(r), output(r)
+
+
+def test_error_in_init_stops_startup_with_file_and_line(make_kumod):
+    k = make_kumod(init_extra="  error('init exploded') -- BOOM\n", start=False)
+    line = line_of(k.policy_path, "-- BOOM")
+    with pytest.raises(H.KumodStartError):
+        k.start()
+    assert k.exit_codes[-1] != 0
+    assert f"policy.lua:{line}" in k.log_text() and "init exploded" in k.log_text()
+    assert H.port_is_free(k.port)
+
+
+def test_syntax_error_is_reported_with_file_and_line(fakedns, tmp_path):
+    pol, _ = policy_file(fakedns, tmp_path, extra="local = 1 -- BOOM\n")
+    line = line_of(pol, "-- BOOM")
+    r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    assert r.returncode != 0
+    assert f"policy.lua:{line}" in output(r), output(r)
+
+
+def test_unknown_listener_parameter_is_an_error_naming_it(fakedns, tmp_path):
+    pol, _ = policy_file(fakedns, tmp_path, listener={"bogus": 1})
+    r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    assert r.returncode != 0, output(r)
+    assert "bogus" in output(r)
+    assert "policy.lua:" in output(r)
+
+
+def test_unknown_kumo_function_is_an_error_naming_it(fakedns, tmp_path):
+    pol, _ = policy_file(fakedns, tmp_path, init_extra="  kumo.no_such_function_xyz {}\n")
+    r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    assert r.returncode != 0, output(r)
+    assert "no_such_function_xyz" in output(r)
+
+
+def test_missing_policy_file_is_an_error(tmp_path):
+    r = H.run_kumod(["--policy", str(tmp_path / "nope.lua"), "--validate", *H.user_args()])
+    assert r.returncode != 0
+    assert "nope.lua" in output(r)
+
+
+def test_examples_exist():
+    assert EXAMPLES, "policy/examples/*.lua: no example policies"
+
+
+@pytest.mark.parametrize("example", EXAMPLES + [H.REPO_ROOT / "policy" / "default.lua"],
+                         ids=lambda p: p.name)
+def test_shipped_policy_passes_validate(example, tmp_path):
+    if not example.exists():
+        pytest.fail(f"{example} is missing")
+    r = H.run_kumod(["--policy", str(example), "--validate", *H.user_args()], cwd=tmp_path)
+    assert r.returncode == 0, output(r)
