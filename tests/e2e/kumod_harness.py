@@ -388,6 +388,9 @@ class Kumod:
         s = smtplib.SMTP(timeout=timeout)
         self.clients.append(s)
         s.greeting = s.connect("127.0.0.1", self.port)
+        # connect() leaves _host unset, and starttls() uses it as the TLS
+        # server name: name the listener's host as SMTP(host) would.
+        s._host = "mx.example.test"
         if ehlo:
             s.ehlo(ehlo)
         return s
