@@ -394,6 +394,45 @@ kumod_on_cluster_fatal(void *ctx, int err)
     kumod_request_shutdown(kd);
 }
 
+/* mkdir -p `path`, then give it to uid/gid (when they are not ours). */
+static int
+kumod_prepare_dir(const char *path, uid_t uid, gid_t gid)
+{
+    int rv = kumod_mkdirs(path);
+
+    if (rv == 0 && (uid != geteuid() || gid != getegid()) &&
+        chown(path, uid, gid) != 0) {
+        rv = -errno;
+    }
+    return rv;
+}
+
+int
+kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
+                   size_t errlen)
+{
+    char *state_dir = kumod_state_dir(kd);
+    const char *dirs[3] = {state_dir, kd->data_spool_path, kd->meta_spool_path};
+    int rv = 0;
+
+    for (size_t i = 0; i < 3 && rv == 0; i++) {
+        rv = kumod_prepare_dir(dirs[i], uid, gid);
+        if (rv != 0) {
+            snprintf(err, errlen, "%s: %s", dirs[i], km_strerror(rv));
+        }
+    }
+    for (size_t i = 0; i < json_array_size(kd->log_configs) && rv == 0; i++) {
+        const char *dir = json_string_value(
+            json_object_get(json_array_get(kd->log_configs, i), "log_dir"));
+        rv = kumod_prepare_dir(dir, uid, gid);
+        if (rv != 0) {
+            snprintf(err, errlen, "%s: %s", dir, km_strerror(rv));
+        }
+    }
+    free(state_dir);
+    return rv;
+}
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {

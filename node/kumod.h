@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 #include <uv.h>
@@ -79,6 +80,11 @@ void kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
  * validating), the rest of the configuration is recorded. Returns 0, or
  * KM_EPOLICY / KM_ECONFIG with the message in err. */
 int kumod_load(struct kumod *kd, char *err, size_t errlen);
+/* Before privileges are dropped: create the spool, state and log
+ * directories and give them to uid/gid, so that an unprivileged --user
+ * can run from directories only root may create. */
+int kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
+                       size_t errlen);
 /* After privileges are dropped: open logs, spools and the raft group;
  * recovery runs when raft is ready, then the node accepts mail. */
 int kumod_start(struct kumod *kd, char *err, size_t errlen);

@@ -48,11 +48,13 @@ kumod_usage(FILE *f)
 }
 
 /* Drop to `user` (root-started daemons only), after the listeners are
- * bound. A non-root start must name the current user or none. */
+ * bound; the directories kumod writes are created for that user first. A
+ * non-root start must name the current user or none. */
 static void
-kumod_drop_privileges(const char *user)
+kumod_drop_privileges(struct kumod *kd, const char *user)
 {
     struct passwd *pw;
+    char err[1024];
 
     if (user == NULL) {
         return;
@@ -60,6 +62,10 @@ kumod_drop_privileges(const char *user)
     pw = getpwnam(user);
     if (pw == NULL) {
         km_fatal("kumod: --user %s: no such user", user);
+    }
+    if (geteuid() == 0 && pw->pw_uid != 0 &&
+        kumod_prepare_dirs(kd, pw->pw_uid, pw->pw_gid, err, sizeof(err)) != 0) {
+        km_fatal("kumod: --user %s: cannot prepare %s", user, err);
     }
     if (geteuid() != 0) {
         if (pw->pw_uid != geteuid()) {
@@ -169,7 +175,7 @@ main(int argc, char **argv)
     } else if (validate) {
         LOG_INFO("kumod: %s is valid", policy_path);
     } else {
-        kumod_drop_privileges(user);
+        kumod_drop_privileges(&kd, user);
         rv = kumod_start(&kd, err, sizeof(err));
         if (rv != 0) {
             LOG_ERROR("kumod: %s", err);
