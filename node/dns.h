@@ -115,7 +115,8 @@ int dns_check_servers(const char *const *servers, size_t n_servers,
  * before dns_close returns; callbacks of already completed lookups run
  * with their result), close the loop handles, then call `cb` (may be
  * NULL) from the loop and free the resolver. Lookups started after this
- * call fail with KM_ECLOSING. */
+ * call fail with KM_ECLOSING. Call it once, not from inside dns_close's own
+ * callbacks. */
 void dns_close(struct dns *d, dns_close_cb cb, void *arg);
 
 /* Resolve the mail exchangers of `domain` (a name or a domain literal such
