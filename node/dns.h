@@ -59,10 +59,11 @@ struct dns_mx_result {
     bool is_implicit_mx;    /* no MX records: the domain's own address */
     size_t n_hosts;
     /* Ordered by preference (lowest first); hosts of equal preference are
-     * shuffled per lookup unless dns_options.no_shuffle is set, in which
+     * shuffled for each callback unless dns_options.no_shuffle is set, in which
      * case they are in name order. Duplicate MX names are listed once. */
     const struct dns_host *hosts;
-    uint32_t ttl_s; /* cache lifetime: the minimum TTL used, 1..3600 */
+    uint32_t ttl_s; /* minimum TTL of the records used, 1..3600 (as
+                     * answered, not the time left in the cache) */
 };
 
 /* The A and AAAA addresses of one host name; reference-counted like
