@@ -22,17 +22,17 @@
 
 /* Fixture */
 
-struct qt_item {
+struct queue_timer_test_item {
     struct queue_timer_entry te;
     uint64_t due;
     uint64_t fired_at; /* the `now` of the advance that fired it */
     unsigned fired;
     unsigned readds; /* re-add itself this many more times */
     uint64_t readd_delay;
-    struct qt_item *victim; /* cancel this one when fired */
+    struct queue_timer_test_item *victim; /* cancel this one when fired */
 };
 
-struct qt_fixture {
+struct queue_timer_test_fixture {
     struct queue_timer t;
     uint64_t now;          /* the time passed to the current advance */
     uint64_t last_due;     /* due of the previous firing */
@@ -42,9 +42,9 @@ struct qt_fixture {
 };
 
 static int
-qt_setup(void **state)
+queue_timer_test_setup(void **state)
 {
-    struct qt_fixture *f = calloc(1, sizeof(*f));
+    struct queue_timer_test_fixture *f = calloc(1, sizeof(*f));
 
     if (f == NULL) {
         return -1;
@@ -54,7 +54,7 @@ qt_setup(void **state)
 }
 
 static int
-qt_teardown(void **state)
+queue_timer_test_teardown(void **state)
 {
     free(*state);
     return 0;
@@ -62,14 +62,16 @@ qt_teardown(void **state)
 
 /* Helpers */
 
-static struct qt_item *
-qt_item_of(struct queue_timer_entry *e)
+static struct queue_timer_test_item *
+queue_timer_test_item_of(struct queue_timer_entry *e)
 {
-    return (struct qt_item *)(void *)((char *)e - offsetof(struct qt_item, te));
+    return (
+        struct queue_timer_test_item
+            *)(void *)((char *)e - offsetof(struct queue_timer_test_item, te));
 }
 
 static uint64_t
-qt_rand(uint64_t *x)
+queue_timer_test_rand(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
 
@@ -79,10 +81,10 @@ qt_rand(uint64_t *x)
 }
 
 static void
-qt_on_fire(void *arg, struct queue_timer_entry *e)
+queue_timer_test_on_fire(void *arg, struct queue_timer_entry *e)
 {
-    struct qt_fixture *f = arg;
-    struct qt_item *it = qt_item_of(e);
+    struct queue_timer_test_fixture *f = arg;
+    struct queue_timer_test_item *it = queue_timer_test_item_of(e);
 
     assert_false(queue_timer_entry_is_armed(e));
     if (e->due_ms > f->now) {
@@ -106,14 +108,15 @@ qt_on_fire(void *arg, struct queue_timer_entry *e)
 }
 
 static size_t
-qt_advance(struct qt_fixture *f, uint64_t now)
+queue_timer_test_advance(struct queue_timer_test_fixture *f, uint64_t now)
 {
     f->now = now;
-    return queue_timer_advance(&f->t, now, qt_on_fire, f);
+    return queue_timer_advance(&f->t, now, queue_timer_test_on_fire, f);
 }
 
 static void
-qt_add(struct qt_fixture *f, struct qt_item *it, uint64_t due)
+queue_timer_test_add(struct queue_timer_test_fixture *f,
+                     struct queue_timer_test_item *it, uint64_t due)
 {
     it->due = due;
     queue_timer_add(&f->t, &it->te, due);
@@ -121,7 +124,7 @@ qt_add(struct qt_fixture *f, struct qt_item *it, uint64_t due)
 
 /* The earliest due time among armed items, or UINT64_MAX. */
 static uint64_t
-qt_min_due(const struct qt_item *items, size_t n)
+queue_timer_test_min_due(const struct queue_timer_test_item *items, size_t n)
 {
     uint64_t m = UINT64_MAX;
 
@@ -134,7 +137,7 @@ qt_min_due(const struct qt_item *items, size_t n)
 }
 
 static uint64_t
-qt_ns(void)
+queue_timer_test_ns(void)
 {
     struct timespec ts;
 
@@ -147,18 +150,19 @@ qt_ns(void)
 static void
 queue_timer_fires_in_due_order_and_never_early(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item items[500] = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item items[500] = {0};
     uint64_t seed = 7;
 
     queue_timer_init(&f->t, T0, 10);
     for (size_t i = 0; i < 500; i++) {
         /* Many share a 10 ms tick but differ within it. */
-        qt_add(f, &items[i], T0 + 1 + qt_rand(&seed) % 2000);
+        queue_timer_test_add(f, &items[i],
+                             T0 + 1 + queue_timer_test_rand(&seed) % 2000);
     }
     assert_int_equal(queue_timer_count(&f->t), 500);
     for (uint64_t now = T0; now <= T0 + 2100; now += 7) {
-        qt_advance(f, now);
+        queue_timer_test_advance(f, now);
     }
     assert_int_equal(f->fired, 500);
     assert_int_equal(f->early, 0);
@@ -175,21 +179,21 @@ queue_timer_fires_in_due_order_and_never_early(void **state)
 static void
 queue_timer_waits_for_due_time_inside_a_tick(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item a = {0}, b = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item a = {0}, b = {0};
 
     queue_timer_init(&f->t, 0, 1000);
-    qt_add(f, &a, 1500);
-    qt_add(f, &b, 1200);
+    queue_timer_test_add(f, &a, 1500);
+    queue_timer_test_add(f, &b, 1200);
     assert_true(queue_timer_next_due(&f->t) <= 1200);
-    assert_int_equal(qt_advance(f, 1100), 0);
+    assert_int_equal(queue_timer_test_advance(f, 1100), 0);
     /* The tick is reached: next_due is now exact, not the tick start. */
     assert_int_equal(queue_timer_next_due(&f->t), 1200);
-    assert_int_equal(qt_advance(f, 1200), 1);
+    assert_int_equal(queue_timer_test_advance(f, 1200), 1);
     assert_int_equal(b.fired, 1);
     assert_int_equal(queue_timer_next_due(&f->t), 1500);
-    assert_int_equal(qt_advance(f, 1499), 0);
-    assert_int_equal(qt_advance(f, 1500), 1);
+    assert_int_equal(queue_timer_test_advance(f, 1499), 0);
+    assert_int_equal(queue_timer_test_advance(f, 1500), 1);
     assert_int_equal(a.fired, 1);
     assert_int_equal(queue_timer_next_due(&f->t), UINT64_MAX);
 }
@@ -197,17 +201,17 @@ queue_timer_waits_for_due_time_inside_a_tick(void **state)
 static void
 queue_timer_cancel_disarms_and_tolerates_unarmed(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item items[6] = {0};
-    struct qt_item never = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item items[6] = {0};
+    struct queue_timer_test_item never = {0};
 
     queue_timer_init(&f->t, 0, 1);
-    qt_add(f, &items[0], 5);          /* level 0 */
-    qt_add(f, &items[1], 5);          /* same slot */
-    qt_add(f, &items[2], 5000);       /* level 2 */
-    qt_add(f, &items[3], 1ULL << 40); /* overflow */
-    qt_add(f, &items[4], 5);
-    qt_add(f, &items[5], 9000);
+    queue_timer_test_add(f, &items[0], 5);          /* level 0 */
+    queue_timer_test_add(f, &items[1], 5);          /* same slot */
+    queue_timer_test_add(f, &items[2], 5000);       /* level 2 */
+    queue_timer_test_add(f, &items[3], 1ULL << 40); /* overflow */
+    queue_timer_test_add(f, &items[4], 5);
+    queue_timer_test_add(f, &items[5], 9000);
     queue_timer_cancel(&f->t, &never.te);
     queue_timer_cancel(&f->t, &items[1].te);
     queue_timer_cancel(&f->t, &items[1].te);
@@ -216,7 +220,7 @@ queue_timer_cancel_disarms_and_tolerates_unarmed(void **state)
     assert_false(queue_timer_entry_is_armed(&items[1].te));
     assert_true(queue_timer_entry_is_armed(&items[0].te));
     assert_int_equal(queue_timer_count(&f->t), 3);
-    assert_int_equal(qt_advance(f, 1ULL << 41), 3);
+    assert_int_equal(queue_timer_test_advance(f, 1ULL << 41), 3);
     assert_int_equal(items[1].fired + items[2].fired + items[3].fired, 0);
     assert_int_equal(items[0].fired + items[4].fired + items[5].fired, 3);
     assert_int_equal(queue_timer_count(&f->t), 0);
@@ -226,36 +230,36 @@ queue_timer_cancel_disarms_and_tolerates_unarmed(void **state)
 static void
 queue_timer_readd_moves_an_armed_entry(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item a = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item a = {0};
 
     queue_timer_init(&f->t, 0, 1);
-    qt_add(f, &a, 100);
-    qt_add(f, &a, 50000);
+    queue_timer_test_add(f, &a, 100);
+    queue_timer_test_add(f, &a, 50000);
     assert_int_equal(queue_timer_count(&f->t), 1);
-    assert_int_equal(qt_advance(f, 49999), 0);
-    assert_int_equal(qt_advance(f, 50000), 1);
+    assert_int_equal(queue_timer_test_advance(f, 49999), 0);
+    assert_int_equal(queue_timer_test_advance(f, 50000), 1);
     assert_int_equal(a.fired, 1);
 }
 
 static void
 queue_timer_callback_may_readd_itself_and_cancel_others(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item rep = {.readds = 4, .readd_delay = 100};
-    struct qt_item killer = {0};
-    struct qt_item victim = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item rep = {.readds = 4, .readd_delay = 100};
+    struct queue_timer_test_item killer = {0};
+    struct queue_timer_test_item victim = {0};
 
     queue_timer_init(&f->t, 0, 10);
-    qt_add(f, &rep, 100);
+    queue_timer_test_add(f, &rep, 100);
     /* Same tick: the victim is already queued to fire when the
      * killer's callback cancels it. */
-    qt_add(f, &killer, 300);
-    qt_add(f, &victim, 305);
+    queue_timer_test_add(f, &killer, 300);
+    queue_timer_test_add(f, &victim, 305);
     killer.victim = &victim;
     /* One big step: the re-added entry keeps firing within this advance
      * because each new due time is in a later tick. */
-    assert_int_equal(qt_advance(f, 1000), 6);
+    assert_int_equal(queue_timer_test_advance(f, 1000), 6);
     assert_int_equal(rep.fired, 5);
     assert_int_equal(rep.due, 500);
     assert_int_equal(killer.fired, 1);
@@ -268,14 +272,14 @@ queue_timer_callback_may_readd_itself_and_cancel_others(void **state)
 static void
 queue_timer_callback_readding_now_waits_for_next_advance(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item loop = {.readds = 1000000, .readd_delay = 0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item loop = {.readds = 1000000, .readd_delay = 0};
 
     queue_timer_init(&f->t, 0, 1);
-    qt_add(f, &loop, 10);
-    assert_int_equal(qt_advance(f, 10), 1);
-    assert_int_equal(qt_advance(f, 10), 1);
-    assert_int_equal(qt_advance(f, 11), 1);
+    queue_timer_test_add(f, &loop, 10);
+    assert_int_equal(queue_timer_test_advance(f, 10), 1);
+    assert_int_equal(queue_timer_test_advance(f, 10), 1);
+    assert_int_equal(queue_timer_test_advance(f, 11), 1);
     assert_int_equal(loop.fired, 3);
     assert_true(queue_timer_next_due(&f->t) <= 11);
 }
@@ -283,16 +287,16 @@ queue_timer_callback_readding_now_waits_for_next_advance(void **state)
 static void
 queue_timer_past_due_fires_on_next_advance(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item late = {0}, zero = {0}, now_item = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item late = {0}, zero = {0}, now_item = {0};
 
     queue_timer_init(&f->t, 5000, 100);
-    assert_int_equal(qt_advance(f, 5000), 0);
-    qt_add(f, &late, 100);
-    qt_add(f, &zero, 0);
-    qt_add(f, &now_item, 5000);
+    assert_int_equal(queue_timer_test_advance(f, 5000), 0);
+    queue_timer_test_add(f, &late, 100);
+    queue_timer_test_add(f, &zero, 0);
+    queue_timer_test_add(f, &now_item, 5000);
     assert_int_equal(queue_timer_next_due(&f->t), 0);
-    assert_int_equal(qt_advance(f, 5000), 3);
+    assert_int_equal(queue_timer_test_advance(f, 5000), 3);
     assert_int_equal(f->out_of_order, 0);
     assert_int_equal(late.fired + zero.fired + now_item.fired, 3);
 }
@@ -300,22 +304,23 @@ queue_timer_past_due_fires_on_next_advance(void **state)
 static void
 queue_timer_seven_days_ahead_fire_on_time_in_big_steps(void **state)
 {
-    struct qt_fixture *f = *state;
+    struct queue_timer_test_fixture *f = *state;
     static const uint64_t offsets[] = {
         1,           999,      SEC,         59 * SEC + 1, HOUR - 1,
         HOUR,        HOUR + 1, DAY - 1,     DAY,          3 * DAY + 7,
         7 * DAY - 1, 7 * DAY,  7 * DAY + 1, 10 * DAY,     40 * DAY + 123};
     size_t n = sizeof(offsets) / sizeof(offsets[0]);
-    struct qt_item items[sizeof(offsets) / sizeof(offsets[0])] = {0};
+    struct queue_timer_test_item items[sizeof(offsets) / sizeof(offsets[0])] = {
+        0};
 
     /* 1 ms resolution so that "on time" is exact. */
     queue_timer_init(&f->t, T0, 1);
     for (size_t i = 0; i < n; i++) {
-        qt_add(f, &items[i], T0 + offsets[i]);
+        queue_timer_test_add(f, &items[i], T0 + offsets[i]);
     }
     /* Steps of 7 minutes 13 s, so that steps rarely land on due times. */
     for (uint64_t now = T0; now < T0 + 41 * DAY; now += 433 * SEC) {
-        qt_advance(f, now);
+        queue_timer_test_advance(f, now);
         for (size_t i = 0; i < n; i++) {
             if (items[i].due <= now) {
                 assert_int_equal(items[i].fired, 1);
@@ -333,10 +338,10 @@ queue_timer_seven_days_ahead_fire_on_time_in_big_steps(void **state)
 static void
 queue_timer_driving_by_next_due_fires_exactly_on_time(void **state)
 {
-    struct qt_fixture *f = *state;
+    struct queue_timer_test_fixture *f = *state;
 
-    enum { N = 3000 };
-    struct qt_item *items = calloc(N, sizeof(*items));
+    enum { N = 2000 };
+    struct queue_timer_test_item *items = calloc(N, sizeof(*items));
     uint64_t seed = 99;
     unsigned wakeups = 0;
 
@@ -344,20 +349,20 @@ queue_timer_driving_by_next_due_fires_exactly_on_time(void **state)
     queue_timer_init(&f->t, T0, 1000);
     for (size_t i = 0; i < N; i++) {
         /* Mostly whole seconds (KumoMTA-like) with some ms offsets. */
-        uint64_t r = qt_rand(&seed);
+        uint64_t r = queue_timer_test_rand(&seed);
         uint64_t due = T0 + (r % (8 * DAY)) / SEC * SEC;
 
         if (i % 3 == 0) {
             due += (r >> 40) % 1000;
         }
-        qt_add(f, &items[i], due);
+        queue_timer_test_add(f, &items[i], due);
     }
     while (queue_timer_count(&f->t) > 0) {
         uint64_t next = queue_timer_next_due(&f->t);
 
-        assert_true(next <= qt_min_due(items, N));
+        assert_true(next <= queue_timer_test_min_due(items, N));
         assert_true(next > f->now);
-        qt_advance(f, next);
+        queue_timer_test_advance(f, next);
         wakeups++;
     }
     for (size_t i = 0; i < N; i++) {
@@ -372,47 +377,49 @@ queue_timer_driving_by_next_due_fires_exactly_on_time(void **state)
 static void
 queue_timer_next_due_never_after_earliest_under_random_ops(void **state)
 {
-    struct qt_fixture *f = *state;
+    struct queue_timer_test_fixture *f = *state;
 
     enum { N = 1000 };
-    struct qt_item *items = calloc(N, sizeof(*items));
+    struct queue_timer_test_item *items = calloc(N, sizeof(*items));
     uint64_t seed = 1234;
     uint64_t now = T0;
 
     assert_non_null(items);
     queue_timer_init(&f->t, now, 50);
     f->now = now;
-    for (int op = 0; op < 20000; op++) {
-        uint64_t r = qt_rand(&seed);
-        struct qt_item *it = &items[r % N];
+    for (int op = 0; op < 10000; op++) {
+        uint64_t r = queue_timer_test_rand(&seed);
+        struct queue_timer_test_item *it = &items[r % N];
         uint64_t next;
+        uint64_t min_due;
 
         switch ((r >> 20) % 8) {
         case 0:
         case 1:
         case 2:
             /* Spread over ms, seconds, hours, days, years ahead. */
-            qt_add(f, it,
-                   now + ((r >> 24) % 4096) * (1ULL << ((r >> 40) % 36)));
+            queue_timer_test_add(
+                f, it, now + ((r >> 24) % 4096) * (1ULL << ((r >> 40) % 36)));
             break;
         case 3:
-            qt_add(f, it, now - (r >> 30) % 1000); /* past due */
+            queue_timer_test_add(f, it, now - (r >> 30) % 1000); /* past due */
             break;
         case 4:
             queue_timer_cancel(&f->t, &it->te);
             break;
         case 5:
             now += (r >> 24) % 200;
-            qt_advance(f, now);
+            queue_timer_test_advance(f, now);
             break;
         default:
             now += (r >> 24) % (1ULL << ((r >> 40) % 32));
-            qt_advance(f, now);
+            queue_timer_test_advance(f, now);
             break;
         }
         next = queue_timer_next_due(&f->t);
-        assert_true(next <= qt_min_due(items, N));
-        if (qt_min_due(items, N) > f->now && (r >> 20) % 8 >= 5) {
+        min_due = queue_timer_test_min_due(items, N);
+        assert_true(next <= min_due);
+        if (min_due > f->now && (r >> 20) % 8 >= 5) {
             /* Right after an advance nothing left is due: no busy loop. */
             assert_true(next > f->now);
         }
@@ -432,48 +439,48 @@ queue_timer_next_due_never_after_earliest_under_random_ops(void **state)
 static void
 queue_timer_beyond_wheel_span_waits_in_overflow(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item far = {0}, never = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item far = {0}, never = {0};
     uint64_t due = T0 + (1ULL << 37) + 12345; /* ~4.4 years at 1 ms */
 
     queue_timer_init(&f->t, T0, 1);
-    qt_add(f, &far, due);
-    qt_add(f, &never, UINT64_MAX);
+    queue_timer_test_add(f, &far, due);
+    queue_timer_test_add(f, &never, UINT64_MAX);
     assert_true(queue_timer_next_due(&f->t) <= due);
-    assert_int_equal(qt_advance(f, T0 + (1ULL << 36)), 0);
-    assert_int_equal(qt_advance(f, due - 1), 0);
+    assert_int_equal(queue_timer_test_advance(f, T0 + (1ULL << 36)), 0);
+    assert_int_equal(queue_timer_test_advance(f, due - 1), 0);
     assert_true(queue_timer_next_due(&f->t) <= due);
-    assert_int_equal(qt_advance(f, due), 1);
+    assert_int_equal(queue_timer_test_advance(f, due), 1);
     assert_int_equal(far.fired, 1);
-    assert_int_equal(qt_advance(f, UINT64_MAX - 1), 0);
-    assert_int_equal(qt_advance(f, UINT64_MAX), 1);
+    assert_int_equal(queue_timer_test_advance(f, UINT64_MAX - 1), 0);
+    assert_int_equal(queue_timer_test_advance(f, UINT64_MAX), 1);
     assert_int_equal(never.fired, 1);
 }
 
 static void
 queue_timer_backwards_clock_fires_only_what_is_due(void **state)
 {
-    struct qt_fixture *f = *state;
-    struct qt_item a = {0}, b = {0};
+    struct queue_timer_test_fixture *f = *state;
+    struct queue_timer_test_item a = {0}, b = {0};
 
     queue_timer_init(&f->t, 10000, 10);
-    assert_int_equal(qt_advance(f, 10000), 0);
-    qt_add(f, &a, 9000);
-    qt_add(f, &b, 10500);
-    assert_int_equal(qt_advance(f, 9500), 1);
+    assert_int_equal(queue_timer_test_advance(f, 10000), 0);
+    queue_timer_test_add(f, &a, 9000);
+    queue_timer_test_add(f, &b, 10500);
+    assert_int_equal(queue_timer_test_advance(f, 9500), 1);
     assert_int_equal(a.fired, 1);
     assert_int_equal(b.fired, 0);
-    assert_int_equal(qt_advance(f, 10500), 1);
+    assert_int_equal(queue_timer_test_advance(f, 10500), 1);
     assert_int_equal(f->early, 0);
 }
 
 static void
 queue_timer_million_entries_insert_and_fire(void **state)
 {
-    struct qt_fixture *f = *state;
+    struct queue_timer_test_fixture *f = *state;
 
     enum { N = 1000000 };
-    struct qt_item *items = calloc(N, sizeof(*items));
+    struct queue_timer_test_item *items = calloc(N, sizeof(*items));
     uint64_t seed = 2024;
     uint64_t t_start, t_added, t_done;
     size_t fired = 0;
@@ -483,22 +490,22 @@ queue_timer_million_entries_insert_and_fire(void **state)
     /* A 7-day max_age queue with a 1 s tick, advanced once a minute. */
     queue_timer_init(&f->t, T0, 1000);
     for (size_t i = 0; i < N; i++) {
-        items[i].due = T0 + qt_rand(&seed) % (7 * DAY);
+        items[i].due = T0 + queue_timer_test_rand(&seed) % (7 * DAY);
     }
-    t_start = qt_ns();
+    t_start = queue_timer_test_ns();
     for (size_t i = 0; i < N; i++) {
         queue_timer_add(&f->t, &items[i].te, items[i].due);
     }
-    t_added = qt_ns();
+    t_added = queue_timer_test_ns();
     assert_int_equal(queue_timer_count(&f->t), N);
     for (uint64_t now = T0; queue_timer_count(&f->t) > 0; now += MINUTE) {
-        size_t n = qt_advance(f, now);
+        size_t n = queue_timer_test_advance(f, now);
 
         fired += n;
         steps++;
         assert_int_equal(queue_timer_count(&f->t), N - fired);
     }
-    t_done = qt_ns();
+    t_done = queue_timer_test_ns();
     assert_int_equal(fired, N);
     assert_int_equal(f->fired, N);
     assert_int_equal(f->early, 0);
@@ -518,7 +525,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, qt_setup, qt_teardown)
+#define T(f)                                                                   \
+    cmocka_unit_test_setup_teardown(f, queue_timer_test_setup,                 \
+                                    queue_timer_test_teardown)
         T(queue_timer_fires_in_due_order_and_never_early),
         T(queue_timer_waits_for_due_time_inside_a_tick),
         T(queue_timer_cancel_disarms_and_tolerates_unarmed),
