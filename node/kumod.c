@@ -21,6 +21,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "egress.h"
 #include "logrec.h"
 #include "message.h"
 #include "policy.h"
@@ -379,6 +380,7 @@ kumod_on_cluster_ready(void *ctx)
     }
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
+    queue_mgr_start(kd->queues);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
              rc.missing ? " (some could not be read, see above)" : "");
     LOG_INFO("kumod: initialization complete");
@@ -468,6 +470,14 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         return rv;
     }
 
+    rv = egress_mgr_new(kd, &kd->egress);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot start delivery (DNS resolver): %s",
+                 km_strerror(rv));
+        free(state_dir);
+        return rv;
+    }
+
     struct cluster_config cc;
     struct cluster_host ch;
     memset(&cc, 0, sizeof(cc));
@@ -530,6 +540,33 @@ kumod_on_cluster_closed(void *arg)
 }
 
 static void
+kumod_on_queue_closed(void *arg)
+{
+    struct kumod *kd = arg;
+
+    kd->closing++; /* for the cluster, released in kumod_on_cluster_closed */
+    if (kd->cluster != NULL) {
+        cluster_close(kd->cluster, kumod_on_cluster_closed, kd);
+    } else {
+        kumod_on_cluster_closed(kd);
+    }
+    kumod_on_closed(kd); /* the queue's count */
+}
+
+static void
+kumod_on_egress_closed(void *arg)
+{
+    struct kumod *kd = arg;
+
+    kd->egress = NULL;
+    if (kd->queues != NULL) {
+        queue_mgr_close(kd->queues, kumod_on_queue_closed, kd);
+    } else {
+        kumod_on_queue_closed(kd);
+    }
+}
+
+static void
 kumod_on_listeners_closed(void *arg)
 {
     struct kumod *kd = arg;
@@ -537,11 +574,12 @@ kumod_on_listeners_closed(void *arg)
     if (--kd->closing > 0) {
         return;
     }
-    kd->closing++; /* for the cluster, released in kumod_on_cluster_closed */
-    if (kd->cluster != NULL) {
-        cluster_close(kd->cluster, kumod_on_cluster_closed, kd);
+    /* Then delivery, the queue timer, raft, and the spools and logs. */
+    kd->closing++; /* released in kumod_on_queue_closed */
+    if (kd->egress != NULL) {
+        egress_mgr_close(kd->egress, kumod_on_egress_closed, kd);
     } else {
-        kumod_on_cluster_closed(kd);
+        kumod_on_egress_closed(kd);
     }
 }
 
@@ -576,6 +614,14 @@ kumod_on_shutdown_poll(uv_timer_t *t)
     if (kd->inflight_ingests > 0) {
         return; /* accepted mail is always finished first */
     }
+    /* Deliveries in flight finish, and their Done records commit, within
+     * the same grace as sessions. */
+    bool busy = (kd->egress != NULL && egress_inflight(kd->egress) > 0) ||
+                (kd->queues != NULL && queue_mgr_pending_commits(kd->queues) > 0);
+    if (busy && km_now_mono_ms() - kd->shutdown_started_ms <
+                    KUMOD_SHUTDOWN_SESSION_GRACE_MS) {
+        return;
+    }
     if (sessions > 0 && km_now_mono_ms() - kd->shutdown_started_ms <
                             KUMOD_SHUTDOWN_SESSION_GRACE_MS) {
         return;
@@ -600,6 +646,9 @@ kumod_request_shutdown(struct kumod *kd)
     kd->shutdown_started_ms = km_now_mono_ms();
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_shutdown(kd->listeners[i]);
+    }
+    if (kd->egress != NULL) {
+        egress_stop(kd->egress);
     }
     uv_timer_start(&kd->shutdown_timer, kumod_on_shutdown_poll, 0,
                    KUMOD_SHUTDOWN_POLL_MS);

@@ -17,6 +17,7 @@
 #include "base/km_id.h"
 
 struct cluster;
+struct egress_mgr;
 struct logrec;
 struct logrec_event;
 struct message;
@@ -63,6 +64,7 @@ struct kumod {
     size_t n_dns_servers;
 
     struct queue_mgr *queues;
+    struct egress_mgr *egress;
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;

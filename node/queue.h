@@ -1,7 +1,11 @@
-/* queue.h - scheduled queues: messages that are durable and committed,
- * grouped by KumoMTA's queue name (campaign:tenant@domain!routing_domain).
- * This holds them and counts them; due times, retries and the ready queues
- * that deliver them are the delivery layer's. Loop thread only. */
+/* queue.h - scheduled queues (KumoMTA's `campaign:tenant@domain!routing`):
+ * committed messages wait here for their due time on one timer wheel.
+ * Each queue's configuration comes from the policy's get_queue_config
+ * event (refreshed every refresh_interval). A due message goes to egress
+ * (egress.h); the outcome of its attempt comes back through
+ * queue_attempt_done(), which writes the log record and the Raft record
+ * (Deferred, or Done plus spool deletion) and schedules a retry or ends
+ * the message (Delivery, Bounce, Expiration). Loop thread only. */
 #ifndef KUMO_QUEUE_H
 #define KUMO_QUEUE_H
 #include <stdbool.h>
@@ -11,20 +15,54 @@ struct kumod;
 struct message;
 struct queue_mgr; /* opaque */
 
-/* The caller owns *out (queue_mgr_free). */
+/* The caller owns *out; release with queue_mgr_close() then
+ * queue_mgr_free(). */
 int queue_mgr_new(struct kumod *kd, struct queue_mgr **out);
-/* Drops every reference the queues hold. */
+/* Drops every reference the queues hold. Only after queue_mgr_close's
+ * callback (or if the loop never ran). */
 void queue_mgr_free(struct queue_mgr *qm);
 
-/* Add m to its scheduled queue (takes a reference). `reason` is for the
- * trace log ("Received", "Enumerated"). */
+/* Start promoting due messages (after recovery). */
+void queue_mgr_start(struct queue_mgr *qm);
+typedef void (*queue_close_cb)(void *arg);
+/* Stop promoting and close the timer handle; then cb. */
+void queue_mgr_close(struct queue_mgr *qm, queue_close_cb cb, void *arg);
+
+/* Add m to its scheduled queue (takes a reference), due at
+ * message_due_ms(m) (0 = now). Inserting an id that is queued does
+ * nothing. `reason` is for the trace log ("Received", "Enumerated"). */
 void queue_insert(struct queue_mgr *qm, struct message *m, const char *reason);
 /* The queued message with that id, or NULL (borrowed). */
 struct message *queue_find(struct queue_mgr *qm, const char *id);
 /* Remove the message (dropping the queue's reference); false if absent. */
 bool queue_remove(struct queue_mgr *qm, const char *id);
 
+enum queue_outcome_kind {
+    QUEUE_DELIVERED, /* 2xx: Delivery record, Done, spool deleted */
+    QUEUE_TRANSIENT, /* 4xx or no answer: TransientFailure, retry */
+    QUEUE_BOUNCED,   /* 5xx: Bounce record, Done, spool deleted */
+};
+
+/* How one delivery attempt ended. Strings are borrowed for the call. */
+struct queue_outcome {
+    enum queue_outcome_kind kind;
+    int code;            /* the response code (0: none, e.g. no connection) */
+    const char *content; /* response text, may start with "x.y.z " */
+    const char *command; /* the command answered, or NULL */
+    const char *site;    /* ready queue name */
+    const char *peer_name, *peer_addr, *source_addr;
+    const char *egress_pool, *egress_source;
+    const char *delivery_protocol; /* "ESMTP", "Maildir" */
+    const char *tls_cipher, *tls_protocol_version;
+};
+
+/* Egress reports the end of an attempt of m (submitted by the queue). */
+void queue_attempt_done(struct queue_mgr *qm, struct message *m,
+                        const struct queue_outcome *o);
+
 size_t queue_mgr_count(const struct queue_mgr *qm);
+/* Final outcomes whose Done record is not committed yet. */
+size_t queue_mgr_pending_commits(const struct queue_mgr *qm);
 /* Visit every scheduled queue with its message count. */
 void queue_mgr_foreach_queue(const struct queue_mgr *qm,
                              void (*fn)(void *arg, const char *name,

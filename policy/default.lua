@@ -1,6 +1,8 @@
 -- default.lua: the policy that `make run` starts. kumod runs it from var/run
 -- in the checkout, so every relative path below lands under var/run/.
--- It accepts mail on 127.0.0.1:2025 and spools it; delivery comes later.
+-- It accepts mail on 127.0.0.1:2025, spools it, and delivers every message
+-- to the maildir var/run/maildir (new mail lands in maildir/new/): nothing
+-- leaves the machine. policy/examples/mx-delivery.lua delivers by MX.
 local kumo = require 'kumo'
 
 kumo.on('init', function()
@@ -38,6 +40,15 @@ end)
 
 -- Runs once per received message before the 250 reply. Messages go to the
 -- scheduled queue named after the recipient domain, which is the default,
--- so there is nothing to set here yet.
+-- so there is nothing to set here.
 kumo.on('smtp_server_message_received', function(msg, conn_meta)
+end)
+
+-- Every scheduled queue delivers into one local maildir instead of looking
+-- up MX records, and retries a failed write after a minute.
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config {
+    protocol = { maildir_path = 'maildir' },
+    retry_interval = '1m',
+  }
 end)

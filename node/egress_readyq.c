@@ -1,0 +1,891 @@
+/* egress_readyq.c - ready queues: a FIFO of due messages per egress path,
+ * the connection plan (MX hosts in preference order, or the mx_list), and
+ * the dispatcher that opens connections within connection_limit and
+ * max_connection_rate, sends within max_message_rate, reuses a connection
+ * up to max_deliveries_per_connection and closes it after idle_timeout.
+ * A connection that cannot be made tries the next address, then the next
+ * host; when every host failed, the message at the head gets a transient
+ * failure (all queued messages after consecutive_connection_failures_
+ * before_delay such failures). Loop thread only. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/km.h"
+#include "base/km_map.h"
+#include "base/log.h"
+#include "dns.h"
+#include "egress_int.h"
+#include "egress_maildir.h"
+#include "kumod.h"
+#include "message.h"
+#include "policy.h"
+#include "smtp_client.h"
+#include "spool.h"
+
+static void
+egress_readyq_dispatch(struct readyq *rq);
+
+/* ---- Connection plan ---- */
+
+static void
+egress_readyq_clear_plan(struct readyq *rq)
+{
+    for (size_t i = 0; i < rq->n_hosts; i++) {
+        free(rq->hosts[i].name);
+        free(rq->hosts[i].addrs);
+    }
+    free(rq->hosts);
+    rq->hosts = NULL;
+    rq->n_hosts = 0;
+}
+
+static uint16_t
+egress_readyq_port(const struct readyq *rq)
+{
+    return rq->cfg.smtp_port != 0 ? rq->cfg.smtp_port : 25;
+}
+
+/* The plan from an MX answer: hosts by preference, their addresses. */
+static void
+egress_readyq_plan_mx(struct readyq *rq, const struct dns_mx_result *mx)
+{
+    egress_readyq_clear_plan(rq);
+    rq->hosts = km_calloc(mx->n_hosts ? mx->n_hosts : 1, sizeof(*rq->hosts));
+    for (size_t i = 0; i < mx->n_hosts; i++) {
+        const struct dns_host *h = &mx->hosts[i];
+        struct egress_host *eh = &rq->hosts[rq->n_hosts++];
+        eh->name = km_strdup(h->name);
+        eh->port = egress_readyq_port(rq);
+        eh->addrs = km_calloc(h->n_addrs ? h->n_addrs : 1, sizeof(*eh->addrs));
+        for (size_t j = 0; j < h->n_addrs; j++) {
+            eh->addrs[eh->n_addrs++] = h->addrs[j].sa;
+        }
+    }
+}
+
+struct egress_lookup {
+    struct readyq *rq;
+    size_t host;
+};
+
+static void
+egress_readyq_on_addr(void *arg, int status, const struct dns_addr_result *r)
+{
+    struct egress_lookup *lk = arg;
+    struct readyq *rq = lk->rq;
+    struct egress_host *eh = &rq->hosts[lk->host];
+
+    free(lk);
+    if (status == DNS_OK && r != NULL) {
+        eh->addrs = km_calloc(r->n_addrs ? r->n_addrs : 1, sizeof(*eh->addrs));
+        for (size_t j = 0; j < r->n_addrs; j++) {
+            eh->addrs[eh->n_addrs++] = r->addrs[j].sa;
+        }
+    } else {
+        LOG_WARN("egress: %s: cannot resolve %s: %s", rq->name, eh->name,
+                 status >= 0 ? dns_status_str((enum dns_status)status)
+                             : km_strerror(status));
+    }
+    KM_ASSERT(rq->pending_lookups > 0);
+    rq->pending_lookups--;
+    KM_ASSERT(rq->open > 0);
+    rq->open--;
+    if (rq->closing) {
+        if (rq->open == 0) {
+            egress_readyq_close(rq);
+        }
+        return;
+    }
+    egress_readyq_dispatch(rq);
+}
+
+/* The plan from an mx_list: literals at once, names through DNS. */
+static void
+egress_readyq_plan_mx_list(struct readyq *rq,
+                           const struct egress_mx_entry *list, size_t n)
+{
+    egress_readyq_clear_plan(rq);
+    rq->hosts = km_calloc(n ? n : 1, sizeof(*rq->hosts));
+    for (size_t i = 0; i < n; i++) {
+        struct egress_host *eh = &rq->hosts[rq->n_hosts++];
+        const char *host = list[i].host;
+
+        eh->name = km_strdup(list[i].name != NULL ? list[i].name : host);
+        eh->port = list[i].port != 0 ? list[i].port : egress_readyq_port(rq);
+        if (list[i].is_literal) {
+            struct sockaddr_storage ss;
+            memset(&ss, 0, sizeof(ss));
+            struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+            struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+            if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+                s4->sin_family = AF_INET;
+            } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+                s6->sin6_family = AF_INET6;
+            } else {
+                continue;
+            }
+            eh->addrs = km_memdup(&ss, sizeof(ss));
+            eh->n_addrs = 1;
+            continue;
+        }
+        struct egress_lookup *lk = km_calloc(1, sizeof(*lk));
+        (void)host;
+        lk->rq = rq;
+        lk->host = rq->n_hosts - 1;
+        rq->pending_lookups++;
+        rq->open++;
+        if (dns_resolve_addr(rq->em->dns, list[i].host, egress_readyq_on_addr,
+                             lk) !=
+            0) {
+            rq->pending_lookups--;
+            rq->open--;
+            free(lk);
+        }
+    }
+}
+
+/* ---- Configuration ---- */
+
+static int
+egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
+{
+    struct policy_arg args[3] = {
+        {.kind = POLICY_ARG_STRING, .u.str = rq->routing_domain},
+        {.kind = POLICY_ARG_STRING, .u.str = rq->source_name},
+        {.kind = POLICY_ARG_STRING, .u.str = rq->site},
+    };
+    struct policy_result res;
+    struct egress_path_config cfg;
+    int rv;
+
+    memset(&res, 0, sizeof(res));
+    rv = policy_call(rq->em->kd->policy, "get_egress_path_config", args, 3,
+                     &res, NULL, 0);
+    if (rv != 0) {
+        snprintf(err, errlen, "get_egress_path_config failed");
+        policy_result_fini(&res);
+        return rv;
+    }
+    rv = egress_path_config_parse(res.value, &cfg, err, errlen);
+    policy_result_fini(&res);
+    if (rv != 0) {
+        return rv;
+    }
+    if (rq->cfg_fetched_ms != 0) {
+        egress_path_config_fini(&rq->cfg);
+    }
+    rq->cfg = cfg;
+    rq->cfg_fetched_ms = km_now_mono_ms();
+    rq->connection_limit = cfg.connection_limit ? cfg.connection_limit : 1;
+    rq->has_conn_rate = false;
+    rq->has_msg_rate = false;
+    struct egress_throttle_spec spec;
+    char terr[256];
+    if (cfg.max_connection_rate != NULL &&
+        egress_throttle_parse(cfg.max_connection_rate, &spec, terr,
+                              sizeof(terr)) == 0) {
+        egress_gcra_init(&rq->conn_rate, &spec);
+        rq->has_conn_rate = true;
+    }
+    if (cfg.max_message_rate != NULL &&
+        egress_throttle_parse(cfg.max_message_rate, &spec, terr,
+                              sizeof(terr)) == 0) {
+        egress_gcra_init(&rq->msg_rate, &spec);
+        rq->has_msg_rate = true;
+    }
+    return 0;
+}
+
+static void
+egress_readyq_on_wake(uv_timer_t *t)
+{
+    egress_readyq_dispatch(t->data);
+}
+
+struct readyq *
+egress_readyq_get(struct egress_mgr *em, const char *name,
+                  const struct egress_item *it, const char *site,
+                  struct dns_mx_result *mx, char *err, size_t errlen)
+{
+    struct readyq *rq = km_map_get(em->readyqs, name);
+
+    if (rq == NULL) {
+        rq = km_calloc(1, sizeof(*rq));
+        rq->em = em;
+        rq->name = km_strdup(name);
+        rq->site = km_strdup(site);
+        rq->routing_domain = km_strdup(it->routing_domain);
+        rq->source_name = km_strdup(it->source);
+        rq->pool_name = km_strdup(it->pool);
+        if (it->maildir_path != NULL) {
+            rq->maildir_path = km_strdup(it->maildir_path);
+        }
+        if (egress_readyq_configure(rq, err, errlen) != 0) {
+            free(rq->name);
+            free(rq->site);
+            free(rq->routing_domain);
+            free(rq->source_name);
+            free(rq->pool_name);
+            free(rq->maildir_path);
+            free(rq);
+            return NULL;
+        }
+        uv_timer_init(em->kd->loop, &rq->wake);
+        rq->wake.data = rq;
+        rq->open = 1; /* the wake timer */
+        km_map_put(em->readyqs, name, rq, NULL);
+        if (it->n_mx_list > 0) {
+            egress_readyq_plan_mx_list(rq, it->mx_list, it->n_mx_list);
+        }
+    } else if (km_now_mono_ms() - rq->cfg_fetched_ms >=
+               rq->cfg.refresh_interval_ms) {
+        char rerr[256];
+        if (egress_readyq_configure(rq, rerr, sizeof(rerr)) != 0) {
+            LOG_WARN("egress: %s: keeping the previous configuration: %s",
+                     rq->name, rerr);
+            rq->cfg_fetched_ms = km_now_mono_ms();
+        }
+    }
+    if (mx != NULL) {
+        /* The newest answer is the plan (the DNS cache honours TTLs). */
+        egress_readyq_plan_mx(rq, mx);
+    }
+    return rq;
+}
+
+void
+egress_readyq_push(struct readyq *rq, struct egress_item *it)
+{
+    it->next = NULL;
+    if (rq->tail != NULL) {
+        rq->tail->next = it;
+    } else {
+        rq->head = it;
+    }
+    rq->tail = it;
+    rq->n_queued++;
+    egress_readyq_dispatch(rq);
+}
+
+static struct egress_item *
+egress_readyq_pop(struct readyq *rq)
+{
+    struct egress_item *it = rq->head;
+
+    if (it != NULL) {
+        rq->head = it->next;
+        if (rq->head == NULL) {
+            rq->tail = NULL;
+        }
+        it->next = NULL;
+        rq->n_queued--;
+    }
+    return it;
+}
+
+/* Load the body from the spool if it is not in memory. */
+static int
+egress_readyq_load(struct readyq *rq, struct egress_item *it)
+{
+    struct buf *data = message_data(it->msg);
+
+    if (data->len > 0) {
+        return 0;
+    }
+    return spool_get(rq->em->kd->data_spool, message_id(it->msg), data);
+}
+
+/* Whether max_message_rate lets one more message go now; if not, the
+ * wake timer is set for when it will. */
+static bool
+egress_readyq_rate_ok(struct readyq *rq, struct egress_gcra *g, bool has)
+{
+    uint64_t wait = 0;
+
+    if (!has || egress_gcra_try(g, km_now_mono_ms(), &wait)) {
+        return true;
+    }
+    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
+        uv_timer_start(&rq->wake, egress_readyq_on_wake, wait ? wait : 1, 0);
+    }
+    return false;
+}
+
+/* ---- Outcomes ---- */
+
+/* "x.y.z text" as log records expect it. */
+static void
+egress_readyq_content(const struct smtp_client_response *r, struct buf *out)
+{
+    if (r->enh_class != 0) {
+        buf_appendf(out, "%d.%d.%d ", r->enh_class, r->enh_subject,
+                    r->enh_detail);
+    }
+    buf_append_str(out, r->content != NULL ? r->content : "");
+}
+
+static enum queue_outcome_kind
+egress_readyq_kind(int code)
+{
+    if (code >= 200 && code < 300) {
+        return QUEUE_DELIVERED;
+    }
+    if (code >= 500 && code < 600) {
+        return QUEUE_BOUNCED;
+    }
+    return QUEUE_TRANSIENT;
+}
+
+/* ---- Connections ---- */
+
+static void
+egress_conn_try_next(struct egress_conn *conn);
+
+static void
+egress_conn_maybe_free(struct egress_conn *conn)
+{
+    struct readyq *rq = conn->rq;
+
+    if (conn->c != NULL || !uv_is_closing((uv_handle_t *)&conn->idle)) {
+        return;
+    }
+    /* Unlink and free. */
+    for (struct egress_conn **pp = &rq->conns; *pp != NULL;
+         pp = &(*pp)->next) {
+        if (*pp == conn) {
+            *pp = conn->next;
+            break;
+        }
+    }
+    free(conn->last_error);
+    free(conn);
+    KM_ASSERT(rq->open > 0);
+    rq->open--;
+    if (rq->closing) {
+        if (rq->open == 0) {
+            egress_readyq_close(rq);
+        }
+        return;
+    }
+    egress_readyq_dispatch(rq);
+}
+
+static void
+egress_conn_on_idle_closed(uv_handle_t *h)
+{
+    egress_conn_maybe_free(h->data);
+}
+
+static void
+egress_conn_on_client_closed(void *arg)
+{
+    struct egress_conn *conn = arg;
+
+    conn->c = NULL;
+    egress_conn_maybe_free(conn);
+}
+
+/* Close the connection (QUIT when `quit`), then free it. */
+static void
+egress_conn_end(struct egress_conn *conn, bool quit)
+{
+    struct readyq *rq = conn->rq;
+
+    if (conn->ending) {
+        return;
+    }
+    conn->ending = true;
+    KM_ASSERT(rq->n_conns > 0);
+    rq->n_conns--;
+    if (conn->current != NULL) {
+        /* A transaction was cut short: its callback will not run. The
+         * message is still spooled and listed by Raft. */
+        egress_item_drop(conn->current);
+        conn->current = NULL;
+    }
+    uv_timer_stop(&conn->idle);
+    uv_close((uv_handle_t *)&conn->idle, egress_conn_on_idle_closed);
+    if (conn->c != NULL) {
+        struct smtp_client *c = conn->c;
+        if (quit) {
+            smtp_client_quit(c, egress_conn_on_client_closed, conn);
+        } else {
+            smtp_client_abort(c, egress_conn_on_client_closed, conn);
+        }
+    }
+}
+
+static void
+egress_conn_on_idle(uv_timer_t *t)
+{
+    egress_conn_end(t->data, true);
+}
+
+static void
+egress_conn_on_sent(void *arg, struct smtp_client *c,
+                    const struct smtp_client_result *res)
+{
+    struct egress_conn *conn = arg;
+    struct readyq *rq = conn->rq;
+    struct egress_item *it = conn->current;
+    const struct smtp_client_response *r =
+        res->n_rcpts > 0 ? &res->rcpt[0] : res->txn;
+    struct queue_outcome o;
+    struct buf content = BUF_INIT;
+    char peer_ip[64] = "";
+    const char *peer = smtp_client_peer(c);
+
+    conn->current = NULL;
+    conn->busy = false;
+    conn->deliveries++;
+    if (peer != NULL) {
+        snprintf(peer_ip, sizeof(peer_ip), "%s", peer);
+        char *colon = strrchr(peer_ip, ':');
+        if (colon != NULL) {
+            *colon = '\0';
+        }
+        if (peer_ip[0] == '[') {
+            memmove(peer_ip, peer_ip + 1, strlen(peer_ip));
+            peer_ip[strcspn(peer_ip, "]")] = '\0';
+        }
+    }
+    egress_readyq_content(r, &content);
+    memset(&o, 0, sizeof(o));
+    o.kind = egress_readyq_kind(r->code);
+    o.code = r->code;
+    o.content = buf_cstr(&content);
+    o.command = r->command;
+    o.site = rq->name;
+    o.peer_name = smtp_client_mx_name(c);
+    o.peer_addr = peer_ip;
+    o.source_addr = smtp_client_source(c);
+    o.egress_pool = it->pool;
+    o.egress_source = it->source;
+    o.delivery_protocol = "ESMTP";
+    o.tls_cipher = smtp_client_tls_cipher(c);
+    o.tls_protocol_version = smtp_client_tls_version(c);
+    egress_item_done(it, &o);
+    buf_fini(&content);
+
+    if (!smtp_client_is_usable(c)) {
+        egress_conn_end(conn, false);
+    } else if (conn->deliveries >= rq->cfg.max_deliveries_per_connection ||
+               rq->closing) {
+        egress_conn_end(conn, true);
+    } else {
+        egress_readyq_dispatch(rq);
+        if (!conn->busy && !conn->ending) {
+            uv_timer_start(&conn->idle, egress_conn_on_idle,
+                           rq->cfg.idle_timeout_ms, 0);
+        }
+    }
+}
+
+/* Start a transaction for it on an idle connection. */
+static void
+egress_conn_send(struct egress_conn *conn, struct egress_item *it)
+{
+    struct readyq *rq = conn->rq;
+    const char *rcpt = message_recipient(it->msg);
+    int rv;
+
+    uv_timer_stop(&conn->idle);
+    if (egress_readyq_load(rq, it) != 0) {
+        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+                         "4.3.0 KumoMTA internal: cannot read the message "
+                         "from the spool",
+                         rq->name);
+        return;
+    }
+    conn->busy = true;
+    conn->current = it;
+    rv = smtp_client_send(conn->c, message_sender(it->msg), &rcpt, 1,
+                          message_data(it->msg), egress_conn_on_sent, conn);
+    if (rv != 0) {
+        conn->busy = false;
+        conn->current = NULL;
+        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+                         "4.4.2 KumoMTA internal: the connection was lost",
+                         rq->name);
+        egress_conn_end(conn, false);
+    }
+}
+
+/* Every host of the plan failed: the head message pays for it. */
+static void
+egress_conn_exhausted(struct egress_conn *conn)
+{
+    struct readyq *rq = conn->rq;
+    char text[1200];
+    int code = conn->last_code >= 400 && conn->last_code < 500
+                   ? conn->last_code
+                   : 451;
+
+    snprintf(text, sizeof(text),
+             "4.4.1 KumoMTA internal: failed to connect to any candidate "
+             "hosts: %s",
+             conn->last_error != NULL ? conn->last_error
+                                      : "no hosts to try");
+    rq->consecutive_failures++;
+    egress_conn_end(conn, false);
+    if (rq->consecutive_failures >=
+        rq->cfg.consecutive_connection_failures_before_delay) {
+        /* KumoMTA delays the whole ready queue at this point. */
+        struct egress_item *it;
+        while ((it = egress_readyq_pop(rq)) != NULL) {
+            egress_item_fail(it, QUEUE_TRANSIENT, code, text, rq->name);
+        }
+        rq->consecutive_failures = 0;
+        return;
+    }
+    struct egress_item *it = egress_readyq_pop(rq);
+    if (it != NULL) {
+        egress_item_fail(it, QUEUE_TRANSIENT, code, text, rq->name);
+    }
+}
+
+static void
+egress_conn_on_ready(void *arg, struct smtp_client *c,
+                     const struct smtp_client_response *failure)
+{
+    struct egress_conn *conn = arg;
+    struct readyq *rq = conn->rq;
+
+    if (failure != NULL) {
+        free(conn->last_error);
+        conn->last_error = smtp_client_response_line(failure);
+        conn->last_code = failure->code;
+        conn->c = NULL;
+        smtp_client_abort(c, NULL, NULL);
+        if (rq->closing || rq->em->closing) {
+            conn->c = NULL;
+            egress_conn_end(conn, false);
+            return;
+        }
+        egress_conn_try_next(conn);
+        return;
+    }
+    conn->ready = true;
+    rq->consecutive_failures = 0;
+    egress_readyq_dispatch(rq);
+    if (!conn->busy && !conn->ending) {
+        uv_timer_start(&conn->idle, egress_conn_on_idle,
+                       rq->cfg.idle_timeout_ms, 0);
+    }
+}
+
+static enum smtp_client_tls
+egress_readyq_tls(enum egress_tls t)
+{
+    switch (t) {
+    case EGRESS_TLS_DISABLED:
+        return SMTP_CLIENT_TLS_DISABLED;
+    case EGRESS_TLS_OPPORTUNISTIC_INSECURE:
+        return SMTP_CLIENT_TLS_OPPORTUNISTIC_INSECURE;
+    case EGRESS_TLS_REQUIRED:
+        return SMTP_CLIENT_TLS_REQUIRED;
+    case EGRESS_TLS_REQUIRED_INSECURE:
+        return SMTP_CLIENT_TLS_REQUIRED_INSECURE;
+    case EGRESS_TLS_OPPORTUNISTIC:
+    default:
+        return SMTP_CLIENT_TLS_OPPORTUNISTIC;
+    }
+}
+
+static void
+egress_conn_params(struct readyq *rq, struct smtp_client_params *p)
+{
+    struct egress_source_slot *src =
+        km_map_get(rq->em->sources, rq->source_name);
+    const struct egress_path_config *cfg = &rq->cfg;
+
+    smtp_client_params_init(p);
+    p->ehlo_domain = cfg->ehlo_domain;
+    if (p->ehlo_domain == NULL && src != NULL) {
+        p->ehlo_domain = src->src.ehlo_domain;
+    }
+    if (p->ehlo_domain == NULL) {
+        p->ehlo_domain = km_hostname();
+    }
+    p->source_address = src != NULL ? src->src.source_address : NULL;
+    p->enable_tls = egress_readyq_tls(cfg->enable_tls);
+    p->tls_verify = rq->em->tls_verify;
+    p->tls_noverify = rq->em->tls_noverify;
+    p->enable_pipelining = cfg->enable_pipelining;
+    p->enable_rset = cfg->enable_rset;
+    p->smtp_auth_plain_username = cfg->smtp_auth_plain_username;
+    p->smtp_auth_plain_password = cfg->smtp_auth_plain_password;
+    p->connect_timeout_ms = cfg->connect_timeout_ms;
+    p->banner_timeout_ms = cfg->banner_timeout_ms;
+    p->ehlo_timeout_ms = cfg->ehlo_timeout_ms;
+    p->starttls_timeout_ms = cfg->starttls_timeout_ms;
+    p->mail_from_timeout_ms = cfg->mail_from_timeout_ms;
+    p->rcpt_to_timeout_ms = cfg->rcpt_to_timeout_ms;
+    p->data_timeout_ms = cfg->data_timeout_ms;
+    p->data_dot_timeout_ms = cfg->data_dot_timeout_ms;
+    p->rset_timeout_ms = cfg->rset_timeout_ms;
+}
+
+/* Connect to the next address of the plan that is allowed. */
+static void
+egress_conn_try_next(struct egress_conn *conn)
+{
+    struct readyq *rq = conn->rq;
+    struct egress_source_slot *src =
+        km_map_get(rq->em->sources, rq->source_name);
+    struct smtp_client_params params;
+    char ip[64];
+
+    egress_conn_params(rq, &params);
+    while (conn->host_idx < rq->n_hosts) {
+        struct egress_host *h = &rq->hosts[conn->host_idx];
+        while (conn->addr_idx < h->n_addrs) {
+            struct sockaddr_storage sa = h->addrs[conn->addr_idx++];
+            uint16_t port = h->port;
+            if (src != NULL && src->src.remote_port != 0) {
+                port = src->src.remote_port;
+            }
+            if (sa.ss_family == AF_INET) {
+                struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+                s4->sin_port = htons(port);
+                inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+            } else {
+                struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+                s6->sin6_port = htons(port);
+                inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+            }
+            if (egress_path_host_prohibited(&rq->cfg,
+                                            (const struct sockaddr *)&sa)) {
+                free(conn->last_error);
+                conn->last_error = km_asprintf(
+                    "%s (%s) is on the prohibited_hosts list", h->name, ip);
+                conn->last_code = 0;
+                continue;
+            }
+            int rv = smtp_client_connect(rq->em->kd->loop,
+                                         (const struct sockaddr *)&sa, h->name,
+                                         &params, egress_conn_on_ready, conn,
+                                         &conn->c);
+            if (rv == 0) {
+                return;
+            }
+            conn->c = NULL;
+            free(conn->last_error);
+            conn->last_error =
+                km_asprintf("%s (%s): %s", h->name, ip, km_strerror(rv));
+            conn->last_code = 0;
+        }
+        conn->host_idx++;
+        conn->addr_idx = 0;
+    }
+    egress_conn_exhausted(conn);
+}
+
+static void
+egress_conn_open(struct readyq *rq)
+{
+    struct egress_conn *conn = km_calloc(1, sizeof(*conn));
+
+    conn->rq = rq;
+    uv_timer_init(rq->em->kd->loop, &conn->idle);
+    conn->idle.data = conn;
+    conn->next = rq->conns;
+    rq->conns = conn;
+    rq->n_conns++;
+    rq->open++;
+    egress_conn_try_next(conn);
+}
+
+/* ---- Maildir ---- */
+
+struct egress_maildir_req {
+    struct readyq *rq;
+    struct egress_item *it;
+};
+
+static void
+egress_readyq_on_maildir(void *arg, int status, const char *path)
+{
+    struct egress_maildir_req *req = arg;
+    struct readyq *rq = req->rq;
+    struct egress_item *it = req->it;
+    char text[600];
+
+    free(req);
+    KM_ASSERT(rq->n_maildir_busy > 0);
+    rq->n_maildir_busy--;
+    if (status == 0) {
+        struct queue_outcome o;
+        memset(&o, 0, sizeof(o));
+        o.kind = QUEUE_DELIVERED;
+        o.code = 250;
+        o.content = "2.0.0 delivered to the maildir";
+        o.site = rq->name;
+        o.egress_pool = it->pool;
+        o.egress_source = it->source;
+        o.delivery_protocol = "Maildir";
+        (void)path;
+        egress_item_done(it, &o);
+    } else {
+        snprintf(text, sizeof(text), "4.3.0 KumoMTA internal: maildir %s: %s",
+                 rq->maildir_path, km_strerror(status));
+        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, rq->name);
+    }
+    KM_ASSERT(rq->open > 0);
+    rq->open--;
+    if (rq->closing) {
+        if (rq->open == 0) {
+            egress_readyq_close(rq);
+        }
+        return;
+    }
+    egress_readyq_dispatch(rq);
+}
+
+static void
+egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
+{
+    struct egress_maildir_req *req;
+    int rv;
+
+    if (egress_readyq_load(rq, it) != 0) {
+        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+                         "4.3.0 KumoMTA internal: cannot read the message "
+                         "from the spool",
+                         rq->name);
+        return;
+    }
+    req = km_calloc(1, sizeof(*req));
+    req->rq = rq;
+    req->it = it;
+    rq->n_maildir_busy++;
+    rq->open++;
+    rv = egress_maildir_deliver_async(rq->em->kd->loop, rq->maildir_path,
+                                      it->msg, egress_readyq_on_maildir, req);
+    if (rv != 0) {
+        rq->n_maildir_busy--;
+        rq->open--;
+        free(req);
+        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+                         "4.3.0 KumoMTA internal: maildir delivery failed",
+                         rq->name);
+    }
+}
+
+/* ---- The dispatcher ---- */
+
+static void
+egress_readyq_dispatch(struct readyq *rq)
+{
+    if (rq->closing || rq->em->closing || kumod_is_stopping(rq->em->kd)) {
+        return;
+    }
+    if (rq->maildir_path != NULL) {
+        while (rq->head != NULL && rq->n_maildir_busy < rq->connection_limit &&
+               egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate)) {
+            egress_readyq_maildir(rq, egress_readyq_pop(rq));
+        }
+        return;
+    }
+    /* Idle connections first. */
+    for (struct egress_conn *conn = rq->conns; conn != NULL && rq->head;
+         conn = conn->next) {
+        if (!conn->ready || conn->busy || conn->ending ||
+            !smtp_client_is_usable(conn->c)) {
+            continue;
+        }
+        if (!egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate)) {
+            return;
+        }
+        egress_conn_send(conn, egress_readyq_pop(rq));
+    }
+    if (rq->pending_lookups > 0) {
+        return; /* the mx_list plan is not complete yet */
+    }
+    /* Then more connections for what is left, within the limits. */
+    size_t connecting = 0;
+    for (struct egress_conn *conn = rq->conns; conn != NULL;
+         conn = conn->next) {
+        if (!conn->ready && !conn->ending) {
+            connecting++;
+        }
+    }
+    while (rq->n_queued > connecting && rq->n_conns < rq->connection_limit &&
+           egress_readyq_rate_ok(rq, &rq->conn_rate, rq->has_conn_rate)) {
+        egress_conn_open(rq);
+        connecting++;
+    }
+}
+
+/* ---- Close ---- */
+
+void
+egress_readyq_stop(struct readyq *rq)
+{
+    struct egress_item *it;
+    struct egress_conn *next;
+
+    while ((it = egress_readyq_pop(rq)) != NULL) {
+        egress_item_drop(it);
+    }
+    for (struct egress_conn *conn = rq->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        if (!conn->busy) {
+            egress_conn_end(conn, true);
+        }
+    }
+}
+
+static void
+egress_readyq_on_wake_closed(uv_handle_t *h)
+{
+    struct readyq *rq = h->data;
+
+    KM_ASSERT(rq->open > 0);
+    rq->open--;
+    if (rq->open == 0) {
+        egress_readyq_close(rq);
+    }
+}
+
+void
+egress_readyq_close(struct readyq *rq)
+{
+    struct egress_mgr *em = rq->em;
+
+    if (!rq->closing) {
+        struct egress_item *it;
+
+        rq->closing = true;
+        while ((it = egress_readyq_pop(rq)) != NULL) {
+            egress_item_drop(it);
+        }
+        struct egress_conn *next;
+        for (struct egress_conn *conn = rq->conns; conn != NULL;
+             conn = next) {
+            next = conn->next;
+            egress_conn_end(conn, !conn->busy);
+        }
+        uv_timer_stop(&rq->wake);
+        uv_close((uv_handle_t *)&rq->wake, egress_readyq_on_wake_closed);
+        return;
+    }
+    if (rq->open > 0) {
+        return;
+    }
+    egress_readyq_clear_plan(rq);
+    if (rq->cfg_fetched_ms != 0) {
+        egress_path_config_fini(&rq->cfg);
+    }
+    free(rq->name);
+    free(rq->site);
+    free(rq->routing_domain);
+    free(rq->source_name);
+    free(rq->pool_name);
+    free(rq->maildir_path);
+    free(rq);
+    egress_close_step(em);
+}
