@@ -963,8 +963,12 @@ smtp_client_on_reply(struct smtp_client *c, struct smtp_client_response *r)
 {
     struct smtp_client_pending e;
 
-    LOG_TRACE(TRACE_SMTP, "smtp_client: %s: <- %d %s", c->peer, r->code,
-              r->content);
+    if ((log_trace_current & TRACE_SMTP) != 0) {
+        /* One log line per reply, as KumoMTA's single-line form. */
+        char *line = smtp_client_response_line(r);
+        LOG_TRACE(TRACE_SMTP, "smtp_client: %s: <- %s", c->peer, line);
+        free(line);
+    }
     if (c->n_pending == 0) {
         /* Unsolicited (often a 421 before an idle close): out of sync. */
         if (r->code == 421) {

@@ -17,6 +17,7 @@
 
 #include "base/buf.h"
 #include "base/km.h"
+#include "base/log.h"
 #include "smtp_client.h"
 #include "tls.h"
 
@@ -46,6 +47,7 @@ struct srv {
     const char *mail_reply;
     const char *rcpt_replies[4];
     const char *dot_reply;
+    const char *ehlo_reply; /* replaces the EHLO reply */
     bool close_in_data;
     /* state */
     bool in_data;
@@ -248,7 +250,9 @@ srv_ehlo(struct srv *s)
 static void
 srv_line(struct srv *s, const char *l)
 {
-    if (strncmp(l, "EHLO", 4) == 0) {
+    if (strncmp(l, "EHLO", 4) == 0 && s->ehlo_reply != NULL) {
+        srv_send(s, s->ehlo_reply);
+    } else if (strncmp(l, "EHLO", 4) == 0) {
         srv_ehlo(s);
     } else if (strncmp(l, "HELO", 4) == 0) {
         srv_send(s, "250 mx.test\r\n");
@@ -834,6 +838,76 @@ quit_sends_quit_and_closes(void **state)
     assert_non_null(strstr(f->srv.log.data, "QUIT\r\n"));
 }
 
+static void
+ehlo_5xx_falls_back_to_helo(void **state)
+{
+    struct fixture *f = *state;
+
+    f->srv.ehlo_reply = "502 5.5.2 what is EHLO\r\n";
+    connect_ok(f);
+    assert_non_null(strstr(f->srv.log.data, "HELO client.test\r\n"));
+    assert_false(smtp_client_has_ext(f->client, "PIPELINING"));
+    send_msg(f, BODY, 1);
+    assert_int_equal(f->rcpt[0].code, 250);
+}
+
+static void
+ehlo_4xx_is_a_failure_carrying_the_reply(void **state)
+{
+    struct fixture *f = *state;
+
+    f->srv.ehlo_reply = "450 4.7.1 slow down\r\n";
+    connect_port(f, f->srv.port);
+    assert_int_equal(f->failure.code, 450);
+    assert_string_equal(f->failure.command, "EHLO client.test\r\n");
+}
+
+static void
+rcpt_421_fails_pending_recipients_and_kills_connection(void **state)
+{
+    struct fixture *f = *state;
+
+    f->srv.rcpt_replies[1] = "421 4.7.0 closing\r\n";
+    connect_ok(f);
+    send_msg(f, BODY, 2);
+    assert_int_equal(f->rcpt[0].code, 421);
+    assert_int_equal(f->rcpt[1].code, 421);
+    assert_string_equal(f->rcpt[1].content, "closing");
+    assert_int_equal(f->srv.body.len, 0);
+    assert_false(smtp_client_is_usable(f->client));
+    assert_int_equal(smtp_client_send(f->client, "s@x", (const char *[]){"r@x"},
+                                      1, &f->srv.body, test_on_sent, f),
+                     KM_ECLOSING);
+}
+
+static void
+garbage_reply_fails_the_transaction_transiently(void **state)
+{
+    struct fixture *f = *state;
+
+    f->srv.mail_reply = "hello there\r\n";
+    connect_ok(f);
+    send_msg(f, BODY, 1);
+    assert_int_equal(f->rcpt[0].code, 421);
+    assert_int_equal(f->rcpt[0].enh_class, 4);
+    assert_non_null(strstr(f->rcpt[0].content, "invalid reply"));
+    assert_false(smtp_client_is_usable(f->client));
+}
+
+static void
+dot_reply_timeout_fails_the_transaction_transiently(void **state)
+{
+    struct fixture *f = *state;
+
+    f->srv.dot_reply = "";
+    f->params.data_dot_timeout_ms = 200;
+    connect_ok(f);
+    send_msg(f, BODY, 1);
+    assert_int_equal(f->rcpt[0].code, 421);
+    assert_non_null(strstr(f->rcpt[0].content, "timed out after 200 ms"));
+    assert_non_null(strstr(f->rcpt[0].content, "final dot"));
+}
+
 int
 main(void)
 {
@@ -859,7 +933,17 @@ main(void)
         T(auth_plain_is_sent_after_tls_with_rfc4616_base64),
         T(auth_plain_without_tls_is_refused),
         T(quit_sends_quit_and_closes),
+        T(ehlo_5xx_falls_back_to_helo),
+        T(ehlo_4xx_is_a_failure_carrying_the_reply),
+        T(rcpt_421_fails_pending_recipients_and_kills_connection),
+        T(garbage_reply_fails_the_transaction_transiently),
+        T(dot_reply_timeout_fails_the_transaction_transiently),
     };
 #undef T
+    /* KUMO_TEST_TRACE=1 shows the SMTP conversation (and runs the
+     * trace paths under the sanitizers). */
+    if (getenv("KUMO_TEST_TRACE") != NULL) {
+        log_set_filter("debug,smtp");
+    }
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
