@@ -1,0 +1,1179 @@
+/* egress_config.c - queue_config, egress_source, egress_pool and
+ * egress_path objects from the policy's JSON into structs with KumoMTA's
+ * code defaults (kumo-api-types egress_path.rs, rfc5321 client_types.rs,
+ * queue.rs), plus the small parsers they need: mx_list entries, strict
+ * CIDR blocks, connection limits ("1,000", "local:20") and the smooth
+ * weighted round-robin of pools. Pure functions over JSON and strings: no
+ * loop, no I/O, no policy. The policy already rejected unknown keys and
+ * wrong types; here we reject bad values, naming the key. */
+#include "egress_config.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "base/km.h"
+
+#define EGRESS_MS_SECOND (1000ull)
+#define EGRESS_MS_MINUTE (60ull * EGRESS_MS_SECOND)
+#define EGRESS_MS_DAY    (24ull * 60ull * EGRESS_MS_MINUTE)
+
+/* Replaying a pool's round costs one step per pick; past this many picks a
+ * replaced pool restarts its round instead (see egress_pool_choose). */
+#define EGRESS_POOL_REPLAY_MAX 65536u
+
+static const char *const egress_tls_names[] = {
+    [EGRESS_TLS_DISABLED] = "Disabled",
+    [EGRESS_TLS_OPPORTUNISTIC] = "Opportunistic",
+    [EGRESS_TLS_OPPORTUNISTIC_INSECURE] = "OpportunisticInsecure",
+    [EGRESS_TLS_REQUIRED] = "Required",
+    [EGRESS_TLS_REQUIRED_INSECURE] = "RequiredInsecure",
+};
+
+static const char *const egress_queue_strategies[] = {
+    "TimerWheel", "SkipList", "SingletonTimerWheel", NULL};
+
+static const char *const egress_default_prohibited[] = {"127.0.0.0/8", "::1",
+                                                        "0.0.0.0", "::"};
+
+/* ---- Errors and JSON accessors ---- */
+
+static int egress_config_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Write the reason into err; always returns KM_ECONFIG. */
+static int
+egress_config_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err != NULL && errlen > 0) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return KM_ECONFIG;
+}
+
+/* j must be NULL or an object whose "__kind", if any, is `kind`. */
+static int
+egress_config_check_kind(json_t *j, const char *kind, char *err, size_t errlen)
+{
+    json_t *k;
+
+    if (j == NULL) {
+        return 0;
+    }
+    if (!json_is_object(j)) {
+        return egress_config_fail(err, errlen, "%s: expected an object", kind);
+    }
+    k = json_object_get(j, "__kind");
+    if (k != NULL &&
+        (!json_is_string(k) || strcmp(json_string_value(k), kind) != 0)) {
+        return egress_config_fail(
+            err, errlen, "%s: expected a %s object, got %s", kind, kind,
+            json_is_string(k) ? json_string_value(k) : "(not a string)");
+    }
+    return 0;
+}
+
+/* The value at key, or NULL when j is NULL or the key is absent or null. */
+static json_t *
+egress_config_get(json_t *j, const char *key)
+{
+    json_t *v = j != NULL ? json_object_get(j, key) : NULL;
+
+    return json_is_null(v) ? NULL : v;
+}
+
+/* An integer in [min, max] at key into *out; absent keeps *out. */
+static int
+egress_config_uint(json_t *j, const char *kind, const char *key, uint64_t min,
+                   uint64_t max, uint64_t *out, char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, key);
+    json_int_t n;
+
+    if (v == NULL) {
+        return 0;
+    }
+    n = json_is_integer(v) ? json_integer_value(v) : -1;
+    if (!json_is_integer(v) || n < 0 || (uint64_t)n < min ||
+        (uint64_t)n > max) {
+        return egress_config_fail(
+            err, errlen, "%s: %s: must be an integer from %llu to %llu", kind,
+            key, (unsigned long long)min, (unsigned long long)max);
+    }
+    *out = (uint64_t)n;
+    return 0;
+}
+
+/* A uint32_t variant of egress_config_uint. */
+static int
+egress_config_u32(json_t *j, const char *kind, const char *key, uint32_t min,
+                  uint32_t *out, char *err, size_t errlen)
+{
+    uint64_t v = *out;
+    int rv = egress_config_uint(j, kind, key, min, UINT32_MAX, &v, err, errlen);
+
+    *out = (uint32_t)v;
+    return rv;
+}
+
+/* A duration (integer milliseconds, as the policy converts them). */
+static int
+egress_config_ms(json_t *j, const char *kind, const char *key, bool nonzero,
+                 uint64_t *out, char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        return egress_config_fail(
+            err, errlen, "%s: %s: must be a non-negative duration in ms", kind,
+            key);
+    }
+    if (nonzero && json_integer_value(v) == 0) {
+        return egress_config_fail(
+            err, errlen, "%s: %s: must be greater than zero", kind, key);
+    }
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int
+egress_config_bool(json_t *j, const char *kind, const char *key, bool *out,
+                   char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_boolean(v)) {
+        return egress_config_fail(err, errlen, "%s: %s: must be a boolean",
+                                  kind, key);
+    }
+    *out = json_is_true(v);
+    return 0;
+}
+
+/* A non-empty string at key replaces *out (freeing the old value). */
+static int
+egress_config_str(json_t *j, const char *kind, const char *key, char **out,
+                  char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, key);
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        return egress_config_fail(
+            err, errlen, "%s: %s: must be a non-empty string", kind, key);
+    }
+    free(*out);
+    *out = km_strdup(json_string_value(v));
+    return 0;
+}
+
+/* ---- CIDR ---- */
+
+int
+egress_cidr_parse(const char *s, struct egress_cidr *out)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    struct egress_cidr c;
+    unsigned maxbits, prefix;
+
+    if (alen == 0 || alen >= sizeof(tmp)) {
+        return KM_EINVAL;
+    }
+    memcpy(tmp, s, alen);
+    tmp[alen] = '\0';
+    memset(&c, 0, sizeof(c));
+    if (inet_pton(AF_INET, tmp, c.addr) == 1) {
+        c.family = AF_INET;
+        maxbits = 32;
+    } else if (inet_pton(AF_INET6, tmp, c.addr) == 1) {
+        c.family = AF_INET6;
+        maxbits = 128;
+    } else {
+        return KM_EINVAL;
+    }
+    prefix = maxbits;
+    if (slash != NULL) {
+        const char *d = slash + 1;
+
+        if (*d == '\0' || strlen(d) > 3) {
+            return KM_EINVAL;
+        }
+        prefix = 0;
+        for (; *d != '\0'; d++) {
+            if (*d < '0' || *d > '9') {
+                return KM_EINVAL;
+            }
+            prefix = prefix * 10 + (unsigned)(*d - '0');
+        }
+        if (prefix > maxbits) {
+            return KM_EINVAL;
+        }
+    }
+    c.prefix = prefix;
+    /* Strict like the cidr crate: "127.0.0.1/8" is an error, not 127/8. */
+    for (unsigned bit = prefix; bit < maxbits; bit++) {
+        if (c.addr[bit / 8] & (0x80u >> (bit % 8))) {
+            return KM_EINVAL;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+/* Whether the raw address (4 or 16 bytes by family) lies in c. */
+static bool
+egress_cidr_contains(const struct egress_cidr *c, int family,
+                     const uint8_t *addr)
+{
+    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
+                                         0, 0, 0, 0, 0xff, 0xff};
+    unsigned full, rest;
+
+    if (c->family == AF_INET && family == AF_INET6 &&
+        memcmp(addr, v4mapped, sizeof(v4mapped)) == 0) {
+        addr += 12;
+        family = AF_INET;
+    }
+    if (c->family != family) {
+        return false;
+    }
+    full = c->prefix / 8;
+    rest = c->prefix % 8;
+    if (memcmp(c->addr, addr, full) != 0) {
+        return false;
+    }
+    if (rest != 0) {
+        uint8_t mask = (uint8_t)(0xffu << (8 - rest));
+
+        if ((c->addr[full] & mask) != (addr[full] & mask)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
+egress_cidr_list_contains(const struct egress_cidr_list *l,
+                          const struct sockaddr *sa)
+{
+    const uint8_t *addr;
+    int family = sa->sa_family;
+
+    if (family == AF_INET) {
+        addr = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)
+                   ->sin_addr;
+    } else if (family == AF_INET6) {
+        addr = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)
+                   ->sin6_addr;
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        if (egress_cidr_contains(&l->v[i], family, addr)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+egress_cidr_list_fini(struct egress_cidr_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->text[i]);
+    }
+    free(l->text);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}
+
+/* Append one block given as text; KM_EINVAL if it does not parse. */
+static int
+egress_cidr_list_add(struct egress_cidr_list *l, const char *s)
+{
+    struct egress_cidr c;
+
+    if (egress_cidr_parse(s, &c) != 0) {
+        return KM_EINVAL;
+    }
+    l->v = km_realloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->text = km_realloc(l->text, (l->n + 1) * sizeof(*l->text));
+    l->v[l->n] = c;
+    l->text[l->n] = km_strdup(s);
+    l->n++;
+    return 0;
+}
+
+/* Replace *l with the list at key (a string or an array of strings). */
+static int
+egress_config_cidrs(json_t *j, const char *kind, const char *key,
+                    struct egress_cidr_list *l, char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, key);
+    json_t *item;
+    size_t i;
+
+    if (v == NULL) {
+        return 0;
+    }
+    egress_cidr_list_fini(l);
+    if (json_is_string(v)) {
+        if (egress_cidr_list_add(l, json_string_value(v)) != 0) {
+            return egress_config_fail(err, errlen, "%s: %s: invalid CIDR '%s'",
+                                      kind, key, json_string_value(v));
+        }
+        return 0;
+    }
+    if (!json_is_array(v)) {
+        return egress_config_fail(
+            err, errlen, "%s: %s: must be a list of CIDR blocks", kind, key);
+    }
+    json_array_foreach(v, i, item)
+    {
+        if (!json_is_string(item) ||
+            egress_cidr_list_add(l, json_string_value(item)) != 0) {
+            return egress_config_fail(
+                err, errlen, "%s: %s[%zu]: invalid CIDR '%s'", kind, key, i + 1,
+                json_is_string(item) ? json_string_value(item)
+                                     : "(not a string)");
+        }
+    }
+    return 0;
+}
+
+/* ---- mx_list entries ---- */
+
+/* A decimal port 1..65535 from the view [p, p+n). */
+static int
+egress_config_port(const char *p, size_t n, uint16_t *out)
+{
+    unsigned v = 0;
+
+    if (n == 0 || n > 5) {
+        return KM_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return KM_EINVAL;
+        }
+        v = v * 10 + (unsigned)(p[i] - '0');
+    }
+    if (v == 0 || v > 65535) {
+        return KM_EINVAL;
+    }
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* Letters, digits, '-', '_' and dots between labels (a trailing dot is
+ * allowed); at most 253 characters before it. */
+static bool
+egress_config_is_hostname(const char *p, size_t n)
+{
+    if (n > 0 && p[n - 1] == '.') {
+        n--;
+    }
+    if (n == 0 || n > 253 || p[0] == '.') {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+                  (c == '.' && p[i - 1] != '.');
+
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int
+egress_parse_mx_list_entry(const char *s, char **host, uint16_t *port,
+                           bool *is_literal)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    uint8_t bin[16];
+    uint16_t pv = 0;
+    const char *name, *colon;
+    size_t nlen;
+
+    if (s[0] == '[') {
+        /* RFC 5321 4.1.3 address literal, optionally followed by :port. */
+        const char *close = strchr(s, ']');
+        const char *inner = s + 1;
+        bool v6tag = strncasecmp(inner, "IPv6:", 5) == 0;
+
+        if (close == NULL) {
+            return KM_EINVAL;
+        }
+        if (v6tag) {
+            inner += 5;
+        }
+        nlen = (size_t)(close - inner);
+        if (close < inner || nlen == 0 || nlen >= sizeof(tmp)) {
+            return KM_EINVAL;
+        }
+        memcpy(tmp, inner, nlen);
+        tmp[nlen] = '\0';
+        if (inet_pton(AF_INET6, tmp, bin) != 1 &&
+            (v6tag || inet_pton(AF_INET, tmp, bin) != 1)) {
+            return KM_EINVAL;
+        }
+        if (close[1] == ':') {
+            if (egress_config_port(close + 2, strlen(close + 2), &pv) != 0) {
+                return KM_EINVAL;
+            }
+        } else if (close[1] != '\0') {
+            return KM_EINVAL;
+        }
+        *host = km_strdup(tmp);
+        *port = pv;
+        *is_literal = true;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, s, bin) == 1) {
+        /* A bare IPv6 address: its colons leave no room for a port. */
+        *host = km_strdup(s);
+        *port = 0;
+        *is_literal = true;
+        return 0;
+    }
+    name = s;
+    colon = strchr(s, ':');
+    nlen = colon != NULL ? (size_t)(colon - s) : strlen(s);
+    if (colon != NULL &&
+        egress_config_port(colon + 1, strlen(colon + 1), &pv) != 0) {
+        return KM_EINVAL;
+    }
+    if (nlen == 0 || nlen >= 256) {
+        return KM_EINVAL;
+    }
+    if (nlen < sizeof(tmp)) {
+        memcpy(tmp, name, nlen);
+        tmp[nlen] = '\0';
+        if (inet_pton(AF_INET, tmp, bin) == 1) {
+            *host = km_strdup(tmp);
+            *port = pv;
+            *is_literal = true;
+            return 0;
+        }
+    }
+    if (!egress_config_is_hostname(name, nlen)) {
+        return KM_EINVAL;
+    }
+    *host = km_strndup(name, nlen);
+    *port = pv;
+    *is_literal = false;
+    return 0;
+}
+
+/* ---- queue_config ---- */
+
+void
+egress_queue_config_fini(struct queue_config *qc)
+{
+    free(qc->egress_pool);
+    free(qc->max_message_rate);
+    for (size_t i = 0; i < qc->n_mx_list; i++) {
+        free(qc->mx_list[i].host);
+        free(qc->mx_list[i].name);
+    }
+    free(qc->mx_list);
+    free(qc->maildir_path);
+    memset(qc, 0, sizeof(*qc));
+}
+
+/* One mx_list item: a string, or KumoMTA's {name=, addr=} table whose addr
+ * is an IP address (optionally bracketed, with a port). */
+static int
+egress_queue_mx_entry(json_t *item, size_t idx, struct egress_mx_entry *e,
+                      char *err, size_t errlen)
+{
+    static const char kind[] = "queue_config";
+    json_t *name, *addr;
+
+    if (json_is_string(item)) {
+        if (egress_parse_mx_list_entry(json_string_value(item), &e->host,
+                                       &e->port, &e->is_literal) != 0) {
+            return egress_config_fail(
+                err, errlen,
+                "%s: protocol.smtp.mx_list[%zu]: '%s' is not a host, "
+                "host:port, [address] or [address]:port",
+                kind, idx + 1, json_string_value(item));
+        }
+        return 0;
+    }
+    name = json_is_object(item) ? json_object_get(item, "name") : NULL;
+    addr = json_is_object(item) ? json_object_get(item, "addr") : NULL;
+    if (!json_is_string(name) || !json_is_string(addr) ||
+        !egress_config_is_hostname(json_string_value(name),
+                                   strlen(json_string_value(name)))) {
+        return egress_config_fail(
+            err, errlen,
+            "%s: protocol.smtp.mx_list[%zu]: must be a string or "
+            "{name=host, addr=ip}",
+            kind, idx + 1);
+    }
+    if (egress_parse_mx_list_entry(json_string_value(addr), &e->host, &e->port,
+                                   &e->is_literal) != 0 ||
+        !e->is_literal) {
+        free(e->host);
+        e->host = NULL;
+        return egress_config_fail(
+            err, errlen,
+            "%s: protocol.smtp.mx_list[%zu].addr: '%s' is not an "
+            "IP address",
+            kind, idx + 1, json_string_value(addr));
+    }
+    e->name = km_strdup(json_string_value(name));
+    return 0;
+}
+
+static int
+egress_queue_mx_list(json_t *mx, struct queue_config *qc, char *err,
+                     size_t errlen)
+{
+    json_t *item;
+    size_t i;
+    int rv;
+
+    if (json_is_string(mx) || json_is_object(mx)) {
+        qc->mx_list = km_calloc(1, sizeof(*qc->mx_list));
+        qc->n_mx_list = 1;
+        return egress_queue_mx_entry(mx, 0, &qc->mx_list[0], err, errlen);
+    }
+    if (!json_is_array(mx) || json_array_size(mx) == 0) {
+        return egress_config_fail(
+            err, errlen,
+            "queue_config: protocol.smtp.mx_list: must be a non-empty list");
+    }
+    qc->mx_list = km_calloc(json_array_size(mx), sizeof(*qc->mx_list));
+    json_array_foreach(mx, i, item)
+    {
+        rv = egress_queue_mx_entry(item, i, &qc->mx_list[i], err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
+        qc->n_mx_list = i + 1;
+    }
+    return 0;
+}
+
+/* protocol = {smtp={mx_list=...}} or {maildir_path=, dir_mode=,
+ * file_mode=}; absent means SMTP via MX. */
+static int
+egress_queue_protocol(json_t *proto, struct queue_config *qc, char *err,
+                      size_t errlen)
+{
+    static const char kind[] = "queue_config";
+    json_t *smtp, *maildir, *mx;
+    uint64_t mode;
+    int rv;
+
+    if (proto == NULL) {
+        return 0;
+    }
+    if (!json_is_object(proto)) {
+        return egress_config_fail(err, errlen, "%s: protocol: must be a table",
+                                  kind);
+    }
+    smtp = egress_config_get(proto, "smtp");
+    maildir = egress_config_get(proto, "maildir_path");
+    if (smtp != NULL && maildir != NULL) {
+        return egress_config_fail(
+            err, errlen, "%s: protocol: give either smtp or maildir_path",
+            kind);
+    }
+    if (smtp != NULL) {
+        if (!json_is_object(smtp)) {
+            return egress_config_fail(
+                err, errlen, "%s: protocol.smtp: must be a table", kind);
+        }
+        mx = egress_config_get(smtp, "mx_list");
+        if (mx != NULL) {
+            qc->protocol = EGRESS_PROTO_SMTP_MX_LIST;
+            return egress_queue_mx_list(mx, qc, err, errlen);
+        }
+        return 0;
+    }
+    if (maildir == NULL) {
+        return 0;
+    }
+    rv = egress_config_str(proto, kind, "maildir_path", &qc->maildir_path, err,
+                           errlen);
+    if (rv != 0) {
+        return egress_config_fail(
+            err, errlen,
+            "%s: protocol.maildir_path: must be a non-empty string", kind);
+    }
+    qc->protocol = EGRESS_PROTO_MAILDIR;
+    mode = qc->maildir_dir_mode;
+    rv = egress_config_uint(proto, "queue_config: protocol", "dir_mode", 0,
+                            07777, &mode, err, errlen);
+    qc->maildir_dir_mode = (unsigned)mode;
+    if (rv != 0) {
+        return rv;
+    }
+    mode = qc->maildir_file_mode;
+    rv = egress_config_uint(proto, "queue_config: protocol", "file_mode", 0,
+                            07777, &mode, err, errlen);
+    qc->maildir_file_mode = (unsigned)mode;
+    return rv;
+}
+
+/* strategy: one of KumoMTA's scheduled-queue strategies (checked only). */
+static int
+egress_queue_strategy(json_t *j, char *err, size_t errlen)
+{
+    json_t *v = egress_config_get(j, "strategy");
+
+    if (v == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; json_is_string(v) && egress_queue_strategies[i] != NULL;
+         i++) {
+        if (strcmp(json_string_value(v), egress_queue_strategies[i]) == 0) {
+            return 0;
+        }
+    }
+    return egress_config_fail(err, errlen,
+                              "queue_config: strategy: must be one of: "
+                              "TimerWheel, SkipList, SingletonTimerWheel");
+}
+
+int
+egress_queue_config_parse(json_t *j, struct queue_config *out, char *err,
+                          size_t errlen)
+{
+    static const char kind[] = "queue_config";
+    struct queue_config *qc = out;
+    int rv;
+
+    memset(qc, 0, sizeof(*qc));
+    rv = egress_config_check_kind(j, kind, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    qc->retry_interval_ms = 20 * EGRESS_MS_MINUTE;
+    qc->max_retry_interval_ms = 0;
+    qc->max_age_ms = 7 * EGRESS_MS_DAY;
+    qc->egress_pool = km_strdup(EGRESS_UNSPECIFIED);
+    qc->protocol = EGRESS_PROTO_SMTP;
+    qc->maildir_dir_mode = EGRESS_MAILDIR_DIR_MODE;
+    qc->maildir_file_mode = EGRESS_MAILDIR_FILE_MODE;
+    qc->refresh_interval_ms = 60 * EGRESS_MS_SECOND;
+    qc->reap_interval_ms = 10 * EGRESS_MS_MINUTE;
+
+    if ((rv = egress_config_ms(j, kind, "retry_interval", true,
+                               &qc->retry_interval_ms, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "max_retry_interval", false,
+                               &qc->max_retry_interval_ms, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "max_age", false, &qc->max_age_ms, err,
+                               errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "egress_pool", &qc->egress_pool, err,
+                                errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "max_message_rate",
+                                &qc->max_message_rate, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "refresh_interval", false,
+                               &qc->refresh_interval_ms, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "reap_interval", false,
+                               &qc->reap_interval_ms, err, errlen)) != 0 ||
+        (rv = egress_queue_strategy(j, err, errlen)) != 0 ||
+        (rv = egress_queue_protocol(egress_config_get(j, "protocol"), qc, err,
+                                    errlen)) != 0) {
+        goto err_after_defaults;
+    }
+    return 0;
+
+err_after_defaults:
+    egress_queue_config_fini(qc);
+    return rv;
+}
+
+/* ---- egress_source ---- */
+
+void
+egress_source_fini(struct egress_source *s)
+{
+    free(s->name);
+    free(s->source_address);
+    free(s->ehlo_domain);
+    memset(s, 0, sizeof(*s));
+}
+
+void
+egress_source_init_unspecified(struct egress_source *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->name = km_strdup(EGRESS_UNSPECIFIED);
+    out->ttl_ms = 60 * EGRESS_MS_SECOND;
+}
+
+int
+egress_source_parse(json_t *j, struct egress_source *out, char *err,
+                    size_t errlen)
+{
+    static const char kind[] = "egress_source";
+    uint64_t port = 0;
+    uint8_t bin[16];
+    int rv;
+
+    memset(out, 0, sizeof(*out));
+    rv = egress_config_check_kind(j, kind, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    out->ttl_ms = 60 * EGRESS_MS_SECOND;
+    if ((rv = egress_config_str(j, kind, "name", &out->name, err, errlen)) !=
+            0 ||
+        (rv = egress_config_str(j, kind, "source_address", &out->source_address,
+                                err, errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "ehlo_domain", &out->ehlo_domain, err,
+                                errlen)) != 0 ||
+        (rv = egress_config_uint(j, kind, "remote_port", 0, 65535, &port, err,
+                                 errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "ttl", false, &out->ttl_ms, err,
+                               errlen)) != 0) {
+        goto err_after_defaults;
+    }
+    out->remote_port = (uint16_t)port;
+    if (out->name == NULL) {
+        rv = egress_config_fail(err, errlen, "%s: name: is required", kind);
+        goto err_after_defaults;
+    }
+    if (out->source_address != NULL &&
+        inet_pton(AF_INET, out->source_address, bin) != 1 &&
+        inet_pton(AF_INET6, out->source_address, bin) != 1) {
+        rv = egress_config_fail(err, errlen,
+                                "%s: source_address: '%s' is not an IP address",
+                                kind, out->source_address);
+        goto err_after_defaults;
+    }
+    return 0;
+
+err_after_defaults:
+    egress_source_fini(out);
+    return rv;
+}
+
+/* ---- egress_pool ---- */
+
+void
+egress_pool_fini(struct egress_pool *p)
+{
+    for (size_t i = 0; i < p->n_entries; i++) {
+        free(p->entries[i].name);
+    }
+    free(p->entries);
+    free(p->name);
+    memset(p, 0, sizeof(*p));
+}
+
+void
+egress_pool_init_unspecified(struct egress_pool *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->name = km_strdup(EGRESS_UNSPECIFIED);
+    out->entries = km_calloc(1, sizeof(*out->entries));
+    out->entries[0].name = km_strdup(EGRESS_UNSPECIFIED);
+    out->entries[0].weight = 1;
+    out->n_entries = 1;
+    out->ttl_ms = 60 * EGRESS_MS_SECOND;
+}
+
+static int
+egress_pool_entries(json_t *arr, struct egress_pool *p, char *err,
+                    size_t errlen)
+{
+    json_t *item;
+    size_t i;
+    int rv;
+
+    if (arr == NULL) {
+        return 0;
+    }
+    if (!json_is_array(arr)) {
+        return egress_config_fail(
+            err, errlen, "egress_pool: entries: must be a list of tables");
+    }
+    p->entries = km_calloc(json_array_size(arr) + 1, sizeof(*p->entries));
+    json_array_foreach(arr, i, item)
+    {
+        struct egress_pool_entry *e = &p->entries[i];
+        char what[48];
+
+        snprintf(what, sizeof(what), "egress_pool: entries[%zu]", i + 1);
+        if (!json_is_object(item)) {
+            return egress_config_fail(err, errlen, "%s: must be a table", what);
+        }
+        e->weight = 1;
+        p->n_entries = i + 1;
+        if (egress_config_str(item, what, "name", &e->name, err, errlen) != 0 ||
+            e->name == NULL) {
+            return egress_config_fail(
+                err, errlen, "%s.name: must be a non-empty string", what);
+        }
+        rv =
+            egress_config_u32(item, what, "weight", 0, &e->weight, err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+int
+egress_pool_parse(json_t *j, struct egress_pool *out, char *err, size_t errlen)
+{
+    static const char kind[] = "egress_pool";
+    int rv;
+
+    memset(out, 0, sizeof(*out));
+    rv = egress_config_check_kind(j, kind, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    out->ttl_ms = 60 * EGRESS_MS_SECOND;
+    if ((rv = egress_config_str(j, kind, "name", &out->name, err, errlen)) !=
+            0 ||
+        (rv = egress_config_ms(j, kind, "ttl", false, &out->ttl_ms, err,
+                               errlen)) != 0 ||
+        (rv = egress_pool_entries(egress_config_get(j, "entries"), out, err,
+                                  errlen)) != 0) {
+        goto err_after_defaults;
+    }
+    if (out->name == NULL) {
+        rv = egress_config_fail(err, errlen, "%s: name: is required", kind);
+        goto err_after_defaults;
+    }
+    return 0;
+
+err_after_defaults:
+    egress_pool_fini(out);
+    return rv;
+}
+
+/* One step of nginx's smooth weighted round-robin: every entry gains its
+ * weight, the largest (first on ties) is chosen and pays the total back.
+ * After `total` steps each entry was chosen weight times and every
+ * `current` is 0 again. */
+static size_t
+egress_pool_step(struct egress_pool *p, uint64_t total)
+{
+    size_t best = SIZE_MAX;
+
+    for (size_t i = 0; i < p->n_entries; i++) {
+        struct egress_pool_entry *e = &p->entries[i];
+
+        if (e->weight == 0) {
+            continue;
+        }
+        e->current += e->weight;
+        if (best == SIZE_MAX || e->current > p->entries[best].current) {
+            best = i;
+        }
+    }
+    p->entries[best].current -= (int64_t)total;
+    p->picks = (p->picks + 1) % total;
+    return best;
+}
+
+const char *
+egress_pool_choose(struct egress_pool *p, uint64_t *state)
+{
+    uint64_t total = 0, target;
+    size_t i;
+
+    for (i = 0; i < p->n_entries; i++) {
+        total += p->entries[i].weight;
+    }
+    if (total == 0) {
+        return NULL;
+    }
+    target = *state % total;
+    if (p->picks != target) {
+        /* A fresh pool (policy refresh) or another caller's counter:
+         * rebuild the round's state by replaying it from the start. */
+        for (i = 0; i < p->n_entries; i++) {
+            p->entries[i].current = 0;
+        }
+        p->picks = 0;
+        if (target > EGRESS_POOL_REPLAY_MAX) {
+            p->picks = target;
+        }
+        while (p->picks != target) {
+            egress_pool_step(p, total);
+        }
+    }
+    i = egress_pool_step(p, total);
+    *state += 1;
+    return p->entries[i].name;
+}
+
+/* ---- egress_path ---- */
+
+const char *
+egress_tls_name(enum egress_tls t)
+{
+    if ((size_t)t >= sizeof(egress_tls_names) / sizeof(egress_tls_names[0])) {
+        return "?";
+    }
+    return egress_tls_names[t];
+}
+
+void
+egress_path_config_fini(struct egress_path_config *c)
+{
+    free(c->max_connection_rate);
+    free(c->max_message_rate);
+    egress_cidr_list_fini(&c->prohibited_hosts);
+    egress_cidr_list_fini(&c->skip_hosts);
+    free(c->ehlo_domain);
+    free(c->smtp_auth_plain_username);
+    free(c->smtp_auth_plain_password);
+    memset(c, 0, sizeof(*c));
+}
+
+/* KumoMTA's LimitSpec text: optional "local:", then digits that may be
+ * grouped by ',' or '_' ("1,000", "10_000"). */
+static int
+egress_path_parse_limit(const char *s, uint32_t *out, bool *local)
+{
+    uint64_t v = 0;
+    bool loc = false;
+
+    if (strncmp(s, "local:", 6) == 0) {
+        loc = true;
+        s += 6;
+    }
+    if (*s < '0' || *s > '9') {
+        return KM_EINVAL;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s >= '0' && *s <= '9') {
+            v = v * 10 + (uint64_t)(*s - '0');
+            if (v > UINT32_MAX) {
+                return KM_EINVAL;
+            }
+        } else if ((*s != ',' && *s != '_') || s[1] < '0' || s[1] > '9') {
+            return KM_EINVAL;
+        }
+    }
+    *out = (uint32_t)v;
+    *local = loc;
+    return 0;
+}
+
+static int
+egress_path_connection_limit(json_t *j, struct egress_path_config *c, char *err,
+                             size_t errlen)
+{
+    json_t *v = egress_config_get(j, "connection_limit");
+    uint32_t limit = 0;
+    bool local = false;
+
+    if (v == NULL) {
+        return 0;
+    }
+    if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+        json_integer_value(v) <= (json_int_t)UINT32_MAX) {
+        limit = (uint32_t)json_integer_value(v);
+    } else if (!json_is_string(v) ||
+               egress_path_parse_limit(json_string_value(v), &limit, &local) !=
+                   0) {
+        return egress_config_fail(
+            err, errlen,
+            "egress_path: connection_limit: must be a number such as 32, "
+            "\"1,000\" or \"local:20\"");
+    }
+    if (limit == 0) {
+        /* Zero would park every message in the ready queue forever. */
+        return egress_config_fail(
+            err, errlen, "egress_path: connection_limit: must be at least 1");
+    }
+    c->connection_limit = limit;
+    c->connection_limit_local = local;
+    return 0;
+}
+
+static int
+egress_path_tls(json_t *j, struct egress_path_config *c, char *err,
+                size_t errlen)
+{
+    json_t *v = egress_config_get(j, "enable_tls");
+    size_t n = sizeof(egress_tls_names) / sizeof(egress_tls_names[0]);
+
+    if (v == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; json_is_string(v) && i < n; i++) {
+        if (strcmp(json_string_value(v), egress_tls_names[i]) == 0) {
+            c->enable_tls = (enum egress_tls)i;
+            return 0;
+        }
+    }
+    return egress_config_fail(
+        err, errlen,
+        "egress_path: enable_tls: must be one of: Disabled, Opportunistic, "
+        "OpportunisticInsecure, Required, RequiredInsecure");
+}
+
+/* The protocol timeouts: a zero one would fail every delivery. */
+static int
+egress_path_timeouts(json_t *j, struct egress_path_config *c, char *err,
+                     size_t errlen)
+{
+    const struct {
+        const char *key;
+        uint64_t *ms;
+    } t[] = {
+        {"connect_timeout", &c->connect_timeout_ms},
+        {"banner_timeout", &c->banner_timeout_ms},
+        {"ehlo_timeout", &c->ehlo_timeout_ms},
+        {"mail_from_timeout", &c->mail_from_timeout_ms},
+        {"rcpt_to_timeout", &c->rcpt_to_timeout_ms},
+        {"data_timeout", &c->data_timeout_ms},
+        {"data_dot_timeout", &c->data_dot_timeout_ms},
+        {"rset_timeout", &c->rset_timeout_ms},
+        {"starttls_timeout", &c->starttls_timeout_ms},
+    };
+
+    int rv;
+
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        rv = egress_config_ms(j, "egress_path", t[i].key, true, t[i].ms, err,
+                              errlen);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* Fill KumoMTA's code defaults. */
+static void
+egress_path_defaults(struct egress_path_config *c)
+{
+    size_t n = sizeof(egress_default_prohibited) /
+               sizeof(egress_default_prohibited[0]);
+
+    c->connection_limit = 32;
+    c->max_deliveries_per_connection = 1024;
+    c->max_ready = 1024;
+    c->enable_tls = EGRESS_TLS_OPPORTUNISTIC;
+    c->smtp_port = 25;
+    for (size_t i = 0; i < n; i++) {
+        int rv = egress_cidr_list_add(&c->prohibited_hosts,
+                                      egress_default_prohibited[i]);
+
+        KM_ASSERT(rv == 0);
+    }
+    c->enable_pipelining = true;
+    c->enable_rset = true;
+    c->consecutive_connection_failures_before_delay = 100;
+    c->connect_timeout_ms = 60 * EGRESS_MS_SECOND;
+    c->banner_timeout_ms = 60 * EGRESS_MS_SECOND;
+    c->ehlo_timeout_ms = 300 * EGRESS_MS_SECOND;
+    c->mail_from_timeout_ms = 300 * EGRESS_MS_SECOND;
+    c->rcpt_to_timeout_ms = 300 * EGRESS_MS_SECOND;
+    /* Code defaults; KumoMTA's docs say 30 s, 60 s and 60 s. */
+    c->data_timeout_ms = 300 * EGRESS_MS_SECOND;
+    c->data_dot_timeout_ms = 300 * EGRESS_MS_SECOND;
+    c->idle_timeout_ms = 5 * EGRESS_MS_SECOND;
+    c->rset_timeout_ms = 5 * EGRESS_MS_SECOND;
+    c->starttls_timeout_ms = 5 * EGRESS_MS_SECOND;
+    c->refresh_interval_ms = 60 * EGRESS_MS_SECOND;
+}
+
+int
+egress_path_config_parse(json_t *j, struct egress_path_config *out, char *err,
+                         size_t errlen)
+{
+    static const char kind[] = "egress_path";
+    struct egress_path_config *c = out;
+    uint64_t port = 25;
+    int rv;
+
+    memset(c, 0, sizeof(*c));
+    rv = egress_config_check_kind(j, kind, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    egress_path_defaults(c);
+    if ((rv = egress_path_connection_limit(j, c, err, errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "max_connection_rate",
+                                &c->max_connection_rate, err, errlen)) != 0 ||
+        (rv = egress_config_u32(j, kind, "max_deliveries_per_connection", 1,
+                                &c->max_deliveries_per_connection, err,
+                                errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "max_message_rate",
+                                &c->max_message_rate, err, errlen)) != 0 ||
+        (rv = egress_config_u32(j, kind, "max_ready", 1, &c->max_ready, err,
+                                errlen)) != 0 ||
+        (rv = egress_path_tls(j, c, err, errlen)) != 0 ||
+        (rv = egress_config_uint(j, kind, "smtp_port", 1, 65535, &port, err,
+                                 errlen)) != 0 ||
+        (rv = egress_config_cidrs(j, kind, "prohibited_hosts",
+                                  &c->prohibited_hosts, err, errlen)) != 0 ||
+        (rv = egress_config_cidrs(j, kind, "skip_hosts", &c->skip_hosts, err,
+                                  errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "ehlo_domain", &c->ehlo_domain, err,
+                                errlen)) != 0 ||
+        (rv = egress_config_bool(j, kind, "enable_pipelining",
+                                 &c->enable_pipelining, err, errlen)) != 0 ||
+        (rv = egress_config_bool(j, kind, "enable_rset", &c->enable_rset, err,
+                                 errlen)) != 0 ||
+        (rv = egress_config_str(j, kind, "smtp_auth_plain_username",
+                                &c->smtp_auth_plain_username, err, errlen)) !=
+            0 ||
+        (rv = egress_config_str(j, kind, "smtp_auth_plain_password",
+                                &c->smtp_auth_plain_password, err, errlen)) !=
+            0 ||
+        (rv = egress_config_u32(
+             j, kind, "consecutive_connection_failures_before_delay", 0,
+             &c->consecutive_connection_failures_before_delay, err, errlen)) !=
+            0 ||
+        (rv = egress_path_timeouts(j, c, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "idle_timeout", false,
+                               &c->idle_timeout_ms, err, errlen)) != 0 ||
+        (rv = egress_config_ms(j, kind, "refresh_interval", false,
+                               &c->refresh_interval_ms, err, errlen)) != 0) {
+        goto err_after_defaults;
+    }
+    c->smtp_port = (uint16_t)port;
+    return 0;
+
+err_after_defaults:
+    egress_path_config_fini(c);
+    return rv;
+}
+
+bool
+egress_path_host_prohibited(const struct egress_path_config *c,
+                            const struct sockaddr *addr)
+{
+    return egress_cidr_list_contains(&c->prohibited_hosts, addr) ||
+           egress_cidr_list_contains(&c->skip_hosts, addr);
+}
