@@ -239,7 +239,7 @@ egress_get_source(struct egress_mgr *em, const char *name, char *err,
 
 static void
 egress_route_to_readyq(struct egress_item *it, const char *site,
-                       struct dns_mx_result *mx)
+                       const struct dns_mx_result *mx)
 {
     struct egress_mgr *em = it->em;
     struct buf name = BUF_INIT;
@@ -277,7 +277,7 @@ egress_on_mx(void *arg, int status, const struct dns_mx_result *mx)
     }
     switch (status) {
     case DNS_OK:
-        egress_route_to_readyq(it, mx->site_name, (struct dns_mx_result *)mx);
+        egress_route_to_readyq(it, mx->site_name, mx);
         return;
     case DNS_NULL_MX:
         egress_item_fail(it, QUEUE_BOUNCED, 556,
@@ -345,9 +345,10 @@ egress_submit(struct egress_mgr *em, struct message *m,
     }
     const char *src = egress_pool_choose(&pool->pool, &pool->rr_state);
     if (src == NULL) {
-        /* The macro carries the code: keep the enhanced code onwards. */
-        snprintf(text, sizeof(text), "%s pool %s",
-                 EGRESS_TXT_NO_SOURCES + 4, it->pool);
+        /* The macro carries the code: keep the enhanced code onwards. As
+         * KumoMTA does, the text names the scheduled queue. */
+        snprintf(text, sizeof(text), "%s %s.", EGRESS_TXT_NO_SOURCES + 4,
+                 it->queue);
         egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
         return;
     }

@@ -128,7 +128,8 @@ void egress_close_step(struct egress_mgr *em);
  * plan. NULL with err on a policy or configuration error. */
 struct readyq *egress_readyq_get(struct egress_mgr *em, const char *name,
                                  const struct egress_item *it,
-                                 const char *site, struct dns_mx_result *mx,
+                                 const char *site,
+                                 const struct dns_mx_result *mx,
                                  char *err, size_t errlen);
 /* Queue it (takes ownership) and dispatch. */
 void egress_readyq_push(struct readyq *rq, struct egress_item *it);

@@ -208,7 +208,7 @@ egress_readyq_on_wake(uv_timer_t *t)
 struct readyq *
 egress_readyq_get(struct egress_mgr *em, const char *name,
                   const struct egress_item *it, const char *site,
-                  struct dns_mx_result *mx, char *err, size_t errlen)
+                  const struct dns_mx_result *mx, char *err, size_t errlen)
 {
     struct readyq *rq = km_map_get(em->readyqs, name);
 
@@ -333,7 +333,9 @@ egress_readyq_kind(int code)
     if (code >= 200 && code < 300) {
         return QUEUE_DELIVERED;
     }
-    if (code >= 500 && code < 600) {
+    /* 503 is out of sequence, a protocol error on either side: KumoMTA
+     * retries it rather than bounce. */
+    if (code >= 500 && code < 600 && code != 503) {
         return QUEUE_BOUNCED;
     }
     return QUEUE_TRANSIENT;
@@ -758,13 +760,27 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
                          rq->name);
         return;
     }
+    char *path = NULL;
+    char err[512] = "";
+    if (egress_maildir_expand_path(rq->maildir_path, it->msg, &path, err,
+                                   sizeof(err)) != 0) {
+        char text[700];
+        snprintf(text, sizeof(text),
+                 "4.3.0 KumoMTA internal: maildir_path %s: %s",
+                 rq->maildir_path, err);
+        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, rq->name);
+        return;
+    }
     req = km_calloc(1, sizeof(*req));
     req->rq = rq;
     req->it = it;
     rq->n_maildir_busy++;
     rq->open++;
-    rv = egress_maildir_deliver_async(rq->em->kd->loop, rq->maildir_path,
-                                      it->msg, egress_readyq_on_maildir, req);
+    rv = egress_maildir_deliver_async(rq->em->kd->loop, path,
+                                      message_id(it->msg),
+                                      message_data(it->msg),
+                                      egress_readyq_on_maildir, req);
+    free(path);
     if (rv != 0) {
         rq->n_maildir_busy--;
         rq->open--;
