@@ -101,8 +101,8 @@ egress_item_done(struct egress_item *it, const struct queue_outcome *o)
 
 /* The attempt ended before any delivery: report a synthetic response. */
 void
-egress_item_fail(struct egress_item *it, enum queue_outcome_kind kind,
-                 int code, const char *content, const char *site)
+egress_item_fail(struct egress_item *it, enum queue_outcome_kind kind, int code,
+                 const char *content, const char *site)
 {
     struct queue_outcome o;
 
@@ -132,8 +132,8 @@ egress_item_drop(struct egress_item *it)
 /* Call a get_egress_* event with one string argument. Returns the
  * handler's JSON (the caller owns it), or NULL with *had_handler false. */
 static int
-egress_policy_lookup(struct egress_mgr *em, const char *event,
-                     const char *name, json_t **out, bool *had_handler)
+egress_policy_lookup(struct egress_mgr *em, const char *event, const char *name,
+                     json_t **out, bool *had_handler)
 {
     struct policy_arg arg = {.kind = POLICY_ARG_STRING, .u.str = name};
     struct policy_result res;
@@ -251,8 +251,8 @@ egress_route_to_readyq(struct egress_item *it, const char *site,
     } else {
         buf_appendf(&name, "%s->%s@smtp_client", it->source, site);
     }
-    struct readyq *rq = egress_readyq_get(em, buf_cstr(&name), it, site, mx,
-                                          err, sizeof(err));
+    struct readyq *rq =
+        egress_readyq_get(em, buf_cstr(&name), it, site, mx, err, sizeof(err));
     if (rq == NULL) {
         char text[700];
         snprintf(text, sizeof(text),
@@ -336,8 +336,8 @@ egress_submit(struct egress_mgr *em, struct message *m,
         return;
     }
 
-    struct egress_pool_slot *pool = egress_get_pool(em, it->pool, err,
-                                                    sizeof(err));
+    struct egress_pool_slot *pool =
+        egress_get_pool(em, it->pool, err, sizeof(err));
     if (pool == NULL) {
         snprintf(text, sizeof(text), "4.4.4 KumoMTA internal: %s", err);
         egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
@@ -375,8 +375,8 @@ egress_submit(struct egress_mgr *em, struct message *m,
                                                   (unsigned)e->port)
                                     : km_strdup(h);
         }
-        char *site = dns_site_name_mx_list((const char *const *)names,
-                                           it->n_mx_list);
+        char *site =
+            dns_site_name_mx_list((const char *const *)names, it->n_mx_list);
         for (size_t i = 0; i < it->n_mx_list; i++) {
             free(names[i]);
         }

@@ -57,7 +57,7 @@ struct egress_item {
     char *pool;
     char *source;
     char *routing_domain;
-    char *maildir_path; /* maildir protocol, else NULL */
+    char *maildir_path;              /* maildir protocol, else NULL */
     struct egress_mx_entry *mx_list; /* smarthost entries, else NULL */
     size_t n_mx_list;
     struct egress_item *next; /* ready queue FIFO */
@@ -127,10 +127,9 @@ void egress_close_step(struct egress_mgr *em);
  * get_egress_path_config). `mx`, if set, is the current MX answer for the
  * plan. NULL with err on a policy or configuration error. */
 struct readyq *egress_readyq_get(struct egress_mgr *em, const char *name,
-                                 const struct egress_item *it,
-                                 const char *site,
-                                 const struct dns_mx_result *mx,
-                                 char *err, size_t errlen);
+                                 const struct egress_item *it, const char *site,
+                                 const struct dns_mx_result *mx, char *err,
+                                 size_t errlen);
 /* Queue it (takes ownership) and dispatch. */
 void egress_readyq_push(struct readyq *rq, struct egress_item *it);
 /* Drop the queued items and close idle connections (shutdown). */

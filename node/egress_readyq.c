@@ -25,8 +25,7 @@
 #include "smtp_client.h"
 #include "spool.h"
 
-static void
-egress_readyq_dispatch(struct readyq *rq);
+static void egress_readyq_dispatch(struct readyq *rq);
 
 /* ---- Connection plan ---- */
 
@@ -138,8 +137,7 @@ egress_readyq_plan_mx_list(struct readyq *rq,
         rq->pending_lookups++;
         rq->open++;
         if (dns_resolve_addr(rq->em->dns, list[i].host, egress_readyq_on_addr,
-                             lk) !=
-            0) {
+                             lk) != 0) {
             rq->pending_lookups--;
             rq->open--;
             free(lk);
@@ -343,8 +341,7 @@ egress_readyq_kind(int code)
 
 /* ---- Connections ---- */
 
-static void
-egress_conn_try_next(struct egress_conn *conn);
+static void egress_conn_try_next(struct egress_conn *conn);
 
 static void
 egress_conn_maybe_free(struct egress_conn *conn)
@@ -355,8 +352,7 @@ egress_conn_maybe_free(struct egress_conn *conn)
         return;
     }
     /* Unlink and free. */
-    for (struct egress_conn **pp = &rq->conns; *pp != NULL;
-         pp = &(*pp)->next) {
+    for (struct egress_conn **pp = &rq->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == conn) {
             *pp = conn->next;
             break;
@@ -522,15 +518,13 @@ egress_conn_exhausted(struct egress_conn *conn)
 {
     struct readyq *rq = conn->rq;
     char text[1200];
-    int code = conn->last_code >= 400 && conn->last_code < 500
-                   ? conn->last_code
-                   : 451;
+    int code =
+        conn->last_code >= 400 && conn->last_code < 500 ? conn->last_code : 451;
 
     snprintf(text, sizeof(text),
              "4.4.1 KumoMTA internal: failed to connect to any candidate "
              "hosts: %s",
-             conn->last_error != NULL ? conn->last_error
-                                      : "no hosts to try");
+             conn->last_error != NULL ? conn->last_error : "no hosts to try");
     rq->consecutive_failures++;
     egress_conn_end(conn, false);
     if (rq->consecutive_failures >=
@@ -667,10 +661,9 @@ egress_conn_try_next(struct egress_conn *conn)
                 conn->last_code = 0;
                 continue;
             }
-            int rv = smtp_client_connect(rq->em->kd->loop,
-                                         (const struct sockaddr *)&sa, h->name,
-                                         &params, egress_conn_on_ready, conn,
-                                         &conn->c);
+            int rv = smtp_client_connect(
+                rq->em->kd->loop, (const struct sockaddr *)&sa, h->name,
+                &params, egress_conn_on_ready, conn, &conn->c);
             if (rv == 0) {
                 return;
             }
@@ -776,10 +769,9 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
     req->it = it;
     rq->n_maildir_busy++;
     rq->open++;
-    rv = egress_maildir_deliver_async(rq->em->kd->loop, path,
-                                      message_id(it->msg),
-                                      message_data(it->msg),
-                                      egress_readyq_on_maildir, req);
+    rv = egress_maildir_deliver_async(
+        rq->em->kd->loop, path, message_id(it->msg), message_data(it->msg),
+        egress_readyq_on_maildir, req);
     free(path);
     if (rv != 0) {
         rq->n_maildir_busy--;
@@ -880,8 +872,7 @@ egress_readyq_close(struct readyq *rq)
             egress_item_drop(it);
         }
         struct egress_conn *next;
-        for (struct egress_conn *conn = rq->conns; conn != NULL;
-             conn = next) {
+        for (struct egress_conn *conn = rq->conns; conn != NULL; conn = next) {
             next = conn->next;
             egress_conn_end(conn, !conn->busy);
         }

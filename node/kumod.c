@@ -616,8 +616,9 @@ kumod_on_shutdown_poll(uv_timer_t *t)
     }
     /* Deliveries in flight finish, and their Done records commit, within
      * the same grace as sessions. */
-    bool busy = (kd->egress != NULL && egress_inflight(kd->egress) > 0) ||
-                (kd->queues != NULL && queue_mgr_pending_commits(kd->queues) > 0);
+    bool busy =
+        (kd->egress != NULL && egress_inflight(kd->egress) > 0) ||
+        (kd->queues != NULL && queue_mgr_pending_commits(kd->queues) > 0);
     if (busy && km_now_mono_ms() - kd->shutdown_started_ms <
                     KUMOD_SHUTDOWN_SESSION_GRACE_MS) {
         return;

@@ -27,11 +27,11 @@
 #define QUEUE_TICK_MS 100u
 /* KumoMTA's text for an expired message (code 551). */
 #define QUEUE_TXT_EXPIRED                                                      \
-    "5.4.7 Delivery expired: the next attempt would be past the message's "   \
+    "5.4.7 Delivery expired: the next attempt would be past the message's "    \
     "max_age"
 
 #define QUEUE_CONTAINER_OF(p, type, member)                                    \
-    ((type *)(void *)((char *)(p) - offsetof(type, member)))
+    ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 struct queue_sched {
     char *name;
@@ -80,8 +80,7 @@ queue_now(void)
     return (uint64_t)km_now_wall_ms();
 }
 
-static void
-queue_on_timer(uv_timer_t *t);
+static void queue_on_timer(uv_timer_t *t);
 
 int
 queue_mgr_new(struct kumod *kd, struct queue_mgr **out)
@@ -231,8 +230,8 @@ queue_refresh_config(struct queue_mgr *qm, struct queue_sched *q)
         }
     }
     memset(&res, 0, sizeof(res));
-    rv = policy_call(qm->kd->policy, "get_queue_config", args, 4, &res, NULL,
-                     0);
+    rv =
+        policy_call(qm->kd->policy, "get_queue_config", args, 4, &res, NULL, 0);
     if (rv == 0) {
         rv = egress_queue_config_parse(res.value, &cfg, err, sizeof(err));
         if (rv != 0) {
@@ -426,9 +425,9 @@ queue_retry(struct queue_mgr *qm, struct queue_entry *e, const char *response)
     const struct queue_config *cfg = &e->sched->cfg;
     uint32_t attempts = message_num_attempts(m) + 1;
     uint64_t now = queue_now();
-    uint64_t delay = queue_retry_delay_ms(cfg->retry_interval_ms,
-                                          cfg->max_retry_interval_ms,
-                                          attempts, queue_random());
+    uint64_t delay =
+        queue_retry_delay_ms(cfg->retry_interval_ms, cfg->max_retry_interval_ms,
+                             attempts, queue_random());
     int64_t due = (int64_t)(now + delay);
 
     message_set_num_attempts(m, attempts);

@@ -749,6 +749,53 @@ policy_config_validate(lua_State *L, const struct policy_config_fn *f)
     return box;
 }
 
+/* The registry table mapping each kumo.make_*{} object to the boxed JSON
+ * it was validated into (weak keys: an object's JSON goes with it). */
+static const char policy_config_objects_key[] = "kumo.objects";
+
+/* [-0, +1] */
+static void
+policy_config_push_objects(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, policy_config_objects_key) ==
+        LUA_TTABLE) {
+        return;
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, policy_config_objects_key);
+}
+
+int
+policy_config_object_json(lua_State *L, int idx, json_t **out, char *err,
+                          size_t errlen)
+{
+    int rv = 1;
+
+    (void)err;
+    (void)errlen;
+    POLICY_STACK_ENTER(L);
+    idx = lua_absindex(L, idx);
+    policy_config_push_objects(L);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, -2) == LUA_TUSERDATA) {
+        json_t *j = policy_json_box_get(L, lua_gettop(L));
+        if (j != NULL) {
+            /* The validated values, typed as the schema made them. */
+            *out = json_deep_copy(j);
+            rv = 0;
+        }
+    }
+    lua_pop(L, 2);
+    POLICY_STACK_LEAVE(L, 0);
+    return rv;
+}
+
 /* kumo.start_esmtp_listener{...} and the other init-only host calls. */
 static int
 l_config_host_call(lua_State *L)
@@ -782,9 +829,17 @@ l_config_make_object(lua_State *L)
 {
     const struct policy_config_fn *f = policy_config_self(L);
     int box = policy_config_validate(L, f);
+    json_t *j = policy_json_box_get(L, box);
 
-    policy_json_push(L, policy_json_box_get(L, box));
+    policy_json_push(L, j);
     luaL_setmetatable(L, f->mt);
+    /* Remember the JSON for when a handler returns the object. */
+    json_object_set_new(j, "__kind", json_string(f->kind_name));
+    policy_config_push_objects(L);
+    lua_pushvalue(L, -2);
+    lua_pushvalue(L, box);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
     return 1;
 }
 

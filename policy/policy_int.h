@@ -106,4 +106,10 @@ json_t *policy_json_box_get(lua_State *L, int idx);
 /* [-0, +0] Take the JSON out of the box at idx: the caller owns it and the
  * box becomes empty. */
 json_t *policy_json_box_take(lua_State *L, int idx);
+/* If the table at idx is a kumo.make_*{} object, validate it again with
+ * its schema into *out (with "__kind") and return 0, or KM_EPOLICY with
+ * the reason in err; return 1 if it is not such an object. [-0, +0] */
+int policy_config_object_json(lua_State *L, int idx, json_t **out, char *err,
+                              size_t errlen);
+
 #endif /* KUMO_POLICY_INT_H */

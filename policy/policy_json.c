@@ -197,7 +197,14 @@ policy_json_table(lua_State *L, int idx, int depth, json_t **out, char *err,
                   size_t errlen)
 {
     size_t n;
+    int rv;
 
+    /* A kumo.make_*{} object: its schema gives the JSON its types back (an
+     * empty list is an array again, not an empty object). */
+    rv = policy_config_object_json(L, idx, out, err, errlen);
+    if (rv <= 0) {
+        return rv;
+    }
     if (policy_json_is_array(L, idx, &n)) {
         return policy_json_array(L, idx, n, depth, out, err, errlen);
     }
