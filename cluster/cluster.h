@@ -33,6 +33,15 @@ struct cluster_msg {
     uint64_t accepted_by;
 };
 
+/* An admin rule as the FSM keeps it (CLUSTER.md §4.8): what it means is
+ * the daemon's business, carried as JSON. Borrowed in callbacks. */
+struct cluster_admin_rule {
+    const char *id;   /* UUID */
+    int kind;         /* the daemon's enum admin_kind */
+    const char *json; /* the rule */
+    int64_t expires_ms;
+};
+
 /* What the FSM tells the daemon. Called on the loop thread, only after
  * on_ready (the start-up replay is silent). Any may be NULL. */
 struct cluster_host {
@@ -43,6 +52,9 @@ struct cluster_host {
     void (*on_enqueue)(void *ctx, const struct cluster_msg *m);
     void (*on_deferred)(void *ctx, const struct cluster_msg *m);
     void (*on_done)(void *ctx, const char *id, int outcome);
+    /* An admin rule was added (cancelled false) or cancelled. */
+    void (*on_admin)(void *ctx, const struct cluster_admin_rule *r,
+                     bool cancelled);
     /* A fatal raft error (I/O error, disk full): the daemon stops. */
     void (*on_fatal)(void *ctx, int err);
 };
@@ -88,6 +100,17 @@ int cluster_deferred(struct cluster *c, const char *id, uint32_t attempts,
 int cluster_done(struct cluster *c, const char *id,
                  enum cluster_outcome outcome, const char *response,
                  cluster_commit_cb cb, void *arg);
+
+/* Add (or replace) admin rule `id`, or cancel it. Rules whose expires_ms
+ * has passed in FSM time are dropped by every node alike. */
+int cluster_admin(struct cluster *c, const char *id, int kind, const char *json,
+                  int64_t expires_ms, bool cancel, cluster_commit_cb cb,
+                  void *arg);
+/* Visit the active admin rules; fn returns false to stop. */
+void cluster_foreach_admin(const struct cluster *c,
+                           bool (*fn)(void *arg,
+                                      const struct cluster_admin_rule *r),
+                           void *arg);
 
 bool cluster_is_ready(const struct cluster *c);
 size_t cluster_queued_count(const struct cluster *c);

@@ -15,6 +15,7 @@
 struct cluster_fsm {
     struct km_map *msgs;  /* id -> struct cluster_fsm_msg */
     struct km_map *tombs; /* id -> struct cluster_tomb */
+    struct km_map *rules; /* admin rule id -> struct cluster_fsm_admin */
     /* Tombstones in FSM-time order, oldest first, for O(1) pruning. */
     struct cluster_tomb *tomb_head;
     struct cluster_tomb **tomb_tail;
@@ -39,6 +40,15 @@ cluster_fsm_msg_free(struct cluster_fsm_msg *m)
 }
 
 static void
+cluster_fsm_admin_free(struct cluster_fsm_admin *a)
+{
+    if (a != NULL) {
+        free(a->json);
+        free(a);
+    }
+}
+
+static void
 cluster_fsm_clear(struct cluster_fsm *f)
 {
     struct km_map_iter it;
@@ -56,6 +66,11 @@ cluster_fsm_clear(struct cluster_fsm *f)
     }
     f->tomb_tail = &f->tomb_head;
     km_map_clear(f->tombs);
+    km_map_iter_init(&it, f->rules);
+    while (km_map_iter_next(&it, NULL, &v)) {
+        cluster_fsm_admin_free(v);
+    }
+    km_map_clear(f->rules);
     f->time_ms = 0;
 }
 
@@ -66,6 +81,7 @@ cluster_fsm_new(void)
 
     f->msgs = km_map_new();
     f->tombs = km_map_new();
+    f->rules = km_map_new();
     f->tomb_tail = &f->tomb_head;
     return f;
 }
@@ -79,6 +95,7 @@ cluster_fsm_free(struct cluster_fsm *f)
     cluster_fsm_clear(f);
     km_map_free(f->msgs);
     km_map_free(f->tombs);
+    km_map_free(f->rules);
     free(f);
 }
 
@@ -221,6 +238,63 @@ cluster_fsm_done(struct cluster_fsm *f, const struct cluster_rec *r)
     }
 }
 
+/* Drop rules whose expiry has passed in FSM time (on every node alike). */
+static void
+cluster_fsm_expire_rules(struct cluster_fsm *f)
+{
+    struct km_map_iter it;
+    const char *key;
+    void *v;
+
+    km_map_iter_init(&it, f->rules);
+    while (km_map_iter_next(&it, &key, &v)) {
+        struct cluster_fsm_admin *a = v;
+        if (a->pub.expires_ms != 0 && a->pub.expires_ms <= f->time_ms) {
+            km_map_remove(f->rules, key, NULL);
+            cluster_fsm_admin_free(a);
+        }
+    }
+}
+
+static struct cluster_fsm_admin *
+cluster_fsm_admin_from_rec(const struct cluster_rec *r)
+{
+    struct cluster_fsm_admin *a = km_calloc(1, sizeof(*a));
+
+    snprintf(a->id, sizeof(a->id), "%s", r->admin_id);
+    a->json = km_strdup(r->admin_json != NULL ? r->admin_json : "");
+    a->pub.id = a->id;
+    a->pub.kind = r->admin_kind;
+    a->pub.json = a->json;
+    a->pub.expires_ms = r->expires_ms;
+    return a;
+}
+
+static void
+cluster_fsm_admin(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    void *old = NULL;
+
+    if (r->admin_cancel) {
+        if (km_map_remove(f->rules, r->admin_id, &old)) {
+            if (f->ready && f->host.on_admin != NULL) {
+                f->host.on_admin(f->host.ctx, old, true);
+            }
+            cluster_fsm_admin_free(old);
+        }
+        return;
+    }
+    if (r->expires_ms != 0 && r->expires_ms <= f->time_ms) {
+        return; /* already expired in FSM time */
+    }
+    struct cluster_fsm_admin *a = cluster_fsm_admin_from_rec(r);
+    km_map_put(f->rules, a->id, a, &old);
+    cluster_fsm_admin_free(old);
+    if (f->ready && f->host.on_admin != NULL) {
+        f->host.on_admin(f->host.ctx, &a->pub, false);
+    }
+}
+
 void
 cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
 {
@@ -239,10 +313,14 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
         case CLUSTER_REC_DONE:
             cluster_fsm_done(f, r);
             break;
+        case CLUSTER_REC_ADMIN:
+            cluster_fsm_admin(f, r);
+            break;
         case CLUSTER_REC_OTHER:
             break;
         }
     }
+    cluster_fsm_expire_rules(f);
 }
 
 int
@@ -284,10 +362,19 @@ cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
             tombs[n_tombs++] = t;
         }
     }
+    size_t n_rules = 0;
+    const struct cluster_fsm_admin **rules =
+        km_calloc(km_map_count(f->rules) + 1, sizeof(*rules));
+    km_map_iter_init(&it, f->rules);
+    while (km_map_iter_next(&it, NULL, &v)) {
+        rules[n_rules++] = v;
+    }
     int rv = cluster_msg_encode_snapshot(
         f->time_ms, (const struct cluster_fsm_msg *const *)msgs, n_msgs,
-        (const struct cluster_tomb *const *)tombs, n_tombs, chunk_records,
+        (const struct cluster_tomb *const *)tombs, n_tombs,
+        (const struct cluster_fsm_admin *const *)rules, n_rules, chunk_records,
         alloc, release, out, n);
+    free(rules);
     free(tombs);
     free(msgs);
     return rv;
@@ -323,6 +410,18 @@ cluster_fsm_on_snap_tomb(void *ctx, const char *id, int64_t done_at_ms)
     return 0;
 }
 
+static int
+cluster_fsm_on_snap_admin(void *ctx, const struct cluster_rec *rec)
+{
+    struct cluster_fsm *f = ctx;
+    struct cluster_fsm_admin *a = cluster_fsm_admin_from_rec(rec);
+    void *old = NULL;
+
+    km_map_put(f->rules, a->id, a, &old);
+    cluster_fsm_admin_free(old);
+    return 0;
+}
+
 int
 cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
 {
@@ -333,6 +432,7 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
         .on_time = cluster_fsm_on_snap_time,
         .on_msg = cluster_fsm_on_snap_msg,
         .on_tomb = cluster_fsm_on_snap_tomb,
+        .on_admin = cluster_fsm_on_snap_admin,
     };
     int rv = cluster_msg_decode_snapshot(data, len, &sink);
 
@@ -343,8 +443,10 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
     cluster_fsm_clear(f);
     km_map_free(f->msgs);
     km_map_free(f->tombs);
+    km_map_free(f->rules);
     f->msgs = tmp->msgs;
     f->tombs = tmp->tombs;
+    f->rules = tmp->rules;
     f->tomb_head = tmp->tomb_head;
     f->tomb_tail = tmp->tomb_head != NULL ? tmp->tomb_tail : &f->tomb_head;
     f->time_ms = tmp->time_ms;
@@ -391,4 +493,28 @@ cluster_fsm_foreach(const struct cluster_fsm *f,
             break;
         }
     }
+}
+
+void
+cluster_fsm_foreach_admin(const struct cluster_fsm *f,
+                          bool (*fn)(void *arg,
+                                     const struct cluster_admin_rule *r),
+                          void *arg)
+{
+    struct km_map_iter it;
+    void *v;
+
+    km_map_iter_init(&it, f->rules);
+    while (km_map_iter_next(&it, NULL, &v)) {
+        const struct cluster_fsm_admin *a = v;
+        if (!fn(arg, &a->pub)) {
+            break;
+        }
+    }
+}
+
+size_t
+cluster_fsm_admin_count(const struct cluster_fsm *f)
+{
+    return km_map_count(f->rules);
 }

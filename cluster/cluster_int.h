@@ -27,6 +27,7 @@ enum cluster_rec_kind {
     CLUSTER_REC_ENQUEUE,
     CLUSTER_REC_DEFERRED,
     CLUSTER_REC_DONE,
+    CLUSTER_REC_ADMIN,
 };
 
 /* One record of a RaftBatch. Strings and replicas are owned by the record
@@ -56,6 +57,18 @@ struct cluster_rec {
     /* Done */
     int outcome; /* enum cluster_outcome */
     int64_t at_ms;
+    /* Admin (expires_ms above is the rule's expiry) */
+    char admin_id[37];
+    int admin_kind;
+    char *admin_json;
+    bool admin_cancel;
+};
+
+/* An admin rule in the FSM (owned strings). */
+struct cluster_fsm_admin {
+    struct cluster_admin_rule pub; /* points at the fields below */
+    char id[37];
+    char *json;
 };
 
 /* One Raft entry's payload. recs is owned by the batch. */
@@ -106,6 +119,7 @@ struct cluster_snap_sink {
     void (*on_time)(void *ctx, int64_t fsm_time_ms);
     int (*on_msg)(void *ctx, const struct cluster_rec *rec);
     int (*on_tomb)(void *ctx, const char *id, int64_t done_at_ms);
+    int (*on_admin)(void *ctx, const struct cluster_rec *rec);
 };
 
 /* cluster_msg.c */
@@ -135,13 +149,12 @@ int cluster_msg_decode_batch(const void *data, size_t len,
 /* Encode an FSM image as length-prefixed FsmSnapshot chunks of at most
  * chunk_records records each, one blob per chunk, allocated with alloc.
  * The caller owns *out (a km_malloc'd array, *n entries) and each base. */
-int cluster_msg_encode_snapshot(int64_t fsm_time_ms,
-                                const struct cluster_fsm_msg *const *msgs,
-                                size_t n_msgs,
-                                const struct cluster_tomb *const *tombs,
-                                size_t n_tombs, size_t chunk_records,
-                                cluster_alloc_fn alloc, cluster_free_fn release,
-                                struct cluster_blob **out, size_t *n);
+int cluster_msg_encode_snapshot(
+    int64_t fsm_time_ms, const struct cluster_fsm_msg *const *msgs,
+    size_t n_msgs, const struct cluster_tomb *const *tombs, size_t n_tombs,
+    const struct cluster_fsm_admin *const *rules, size_t n_rules,
+    size_t chunk_records, cluster_alloc_fn alloc, cluster_free_fn release,
+    struct cluster_blob **out, size_t *n);
 
 /* Decode a snapshot written by cluster_msg_encode_snapshot, handing every
  * item to sink. KM_ECORRUPT on malformed input, or sink's error. */
@@ -184,6 +197,11 @@ size_t cluster_fsm_tombstone_count(const struct cluster_fsm *f);
 bool cluster_fsm_is_tombstoned(const struct cluster_fsm *f, const char *id);
 const struct cluster_fsm_msg *cluster_fsm_lookup(const struct cluster_fsm *f,
                                                  const char *id);
+void cluster_fsm_foreach_admin(const struct cluster_fsm *f,
+                               bool (*fn)(void *arg,
+                                          const struct cluster_admin_rule *r),
+                               void *arg);
+size_t cluster_fsm_admin_count(const struct cluster_fsm *f);
 void cluster_fsm_foreach(const struct cluster_fsm *f,
                          bool (*fn)(void *arg, const struct cluster_msg *m),
                          void *arg);

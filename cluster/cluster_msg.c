@@ -34,6 +34,7 @@ cluster_rec_fini(struct cluster_rec *rec)
     free(rec->egress_pool);
     free(rec->replicas);
     free(rec->response);
+    free(rec->admin_json);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -176,6 +177,7 @@ struct cluster_msg_scratch {
         Kumo__Cluster__Enqueue enq;
         Kumo__Cluster__Deferred def;
         Kumo__Cluster__Done done;
+        Kumo__Cluster__AdminRule admin;
     } u;
 };
 
@@ -212,6 +214,62 @@ cluster_msg_enqueue_out(Kumo__Cluster__Enqueue *e, uint8_t id[KM_ID_BYTES],
     e->digest.data = cluster_msg_unconst(digest);
     e->digest.len = 32;
     return rv;
+}
+
+/* An admin rule's id is a UUID; its JSON is bounded like a response. */
+#define CLUSTER_MAX_ADMIN_JSON (64u * 1024u)
+
+static int
+cluster_msg_admin_check(const char *id, const char *json)
+{
+    size_t n = strlen(id);
+
+    if (n == 0 || n > 36 || !cluster_msg_utf8_ok(id)) {
+        return KM_EINVAL;
+    }
+    if (json != NULL &&
+        (strlen(json) > CLUSTER_MAX_ADMIN_JSON || !cluster_msg_utf8_ok(json))) {
+        return KM_EINVAL;
+    }
+    return 0;
+}
+
+/* Fill a (and cmd, if not NULL) from an admin rule record (borrowed). */
+static int
+cluster_msg_admin_out(const struct cluster_rec *r, Kumo__Cluster__AdminRule *a,
+                      Kumo__Cluster__Command *cmd)
+{
+    int rv = cluster_msg_admin_check(r->admin_id, r->admin_json);
+
+    kumo__cluster__admin_rule__init(a);
+    a->uuid = cluster_msg_unconst(r->admin_id);
+    a->kind = (Kumo__Cluster__AdminRuleKind)r->admin_kind;
+    a->until_ms = r->expires_ms;
+    a->rule_json = r->admin_json != NULL
+                       ? cluster_msg_unconst(r->admin_json)
+                       : cluster_msg_unconst(protobuf_c_empty_string);
+    a->cancel = r->admin_cancel;
+    if (cmd != NULL) {
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_ADMIN_RULE;
+        cmd->admin_rule = a;
+    }
+    return rv;
+}
+
+static int
+cluster_msg_admin_in(const Kumo__Cluster__AdminRule *a, struct cluster_rec *rec)
+{
+    rec->kind = CLUSTER_REC_ADMIN;
+    if (a->uuid == NULL ||
+        cluster_msg_admin_check(a->uuid, a->rule_json) != 0 || a->kind < 0) {
+        return KM_ECORRUPT;
+    }
+    snprintf(rec->admin_id, sizeof(rec->admin_id), "%s", a->uuid);
+    rec->admin_kind = (int)a->kind;
+    rec->expires_ms = a->until_ms;
+    rec->admin_json = km_strdup(a->rule_json != NULL ? a->rule_json : "");
+    rec->admin_cancel = a->cancel;
+    return 0;
 }
 
 static int
@@ -262,6 +320,8 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
         cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_DONE;
         cmd->done = &s->u.done;
         return cluster_msg_id_out(r->id, s->id, &s->u.done.id);
+    case CLUSTER_REC_ADMIN:
+        return cluster_msg_admin_out(r, &s->u.admin, cmd);
     case CLUSTER_REC_OTHER:
         break;
     }
@@ -418,6 +478,8 @@ cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
         rec->at_ms = cmd->done->at_ms;
         rec->response = cluster_msg_response_in(cmd->done->response);
         return cluster_msg_id_in(&cmd->done->id, rec->id);
+    case KUMO__CLUSTER__COMMAND__CMD_ADMIN_RULE:
+        return cluster_msg_admin_in(cmd->admin_rule, rec);
     case KUMO__CLUSTER__COMMAND__CMD__NOT_SET:
         return KM_ECORRUPT;
     default:
@@ -538,14 +600,15 @@ cluster_msg_meta_out(const struct cluster_fsm_msg *m,
 }
 
 int
-cluster_msg_encode_snapshot(int64_t fsm_time_ms,
-                            const struct cluster_fsm_msg *const *msgs,
-                            size_t n_msgs,
-                            const struct cluster_tomb *const *tombs,
-                            size_t n_tombs, size_t chunk_records,
-                            cluster_alloc_fn alloc, cluster_free_fn release,
-                            struct cluster_blob **out, size_t *n)
+cluster_msg_encode_snapshot(
+    int64_t fsm_time_ms, const struct cluster_fsm_msg *const *msgs,
+    size_t n_msgs, const struct cluster_tomb *const *tombs, size_t n_tombs,
+    const struct cluster_fsm_admin *const *rules, size_t n_rules,
+    size_t chunk_records, cluster_alloc_fn alloc, cluster_free_fn release,
+    struct cluster_blob **out, size_t *n)
 {
+    Kumo__Cluster__AdminRule *ra = km_calloc(n_rules + 1, sizeof(*ra));
+    Kumo__Cluster__AdminRule **rp = km_calloc(n_rules + 1, sizeof(*rp));
     size_t total = n_msgs + n_tombs;
     size_t n_chunks, mi = 0, ti = 0;
     struct cluster_blob *blobs;
@@ -570,6 +633,24 @@ cluster_msg_encode_snapshot(int64_t fsm_time_ms,
         pb.fsm_time_ms = fsm_time_ms;
         pb.messages = mp;
         pb.tombstones = tp;
+        if (c == 0) {
+            /* Admin rules are few: they all go in the first chunk. */
+            for (size_t r = 0; r < n_rules && rv == 0; r++) {
+                struct cluster_rec tmp;
+                memset(&tmp, 0, sizeof(tmp));
+                snprintf(tmp.admin_id, sizeof(tmp.admin_id), "%s",
+                         rules[r]->id);
+                tmp.admin_kind = rules[r]->pub.kind;
+                tmp.admin_json = rules[r]->json;
+                tmp.expires_ms = rules[r]->pub.expires_ms;
+                rv = cluster_msg_admin_out(&tmp, &ra[r], NULL);
+                /* uuid must outlive tmp: point it at the FSM's copy. */
+                ra[r].uuid = cluster_msg_unconst(rules[r]->id);
+                rp[r] = &ra[r];
+            }
+            pb.n_rules = n_rules;
+            pb.rules = rp;
+        }
         while (room > 0 && mi < n_msgs && rv == 0) {
             rv = cluster_msg_meta_out(msgs[mi++], &ms[pb.n_messages]);
             mp[pb.n_messages] = &ms[pb.n_messages].meta;
@@ -600,6 +681,8 @@ cluster_msg_encode_snapshot(int64_t fsm_time_ms,
     free(mp);
     free(ts);
     free(ms);
+    free(rp);
+    free(ra);
     if (rv != 0) {
         free(blobs);
         return rv;
@@ -640,6 +723,15 @@ cluster_msg_chunk_in(const Kumo__Cluster__FsmSnapshot *pb, bool first,
         if (rv == 0) {
             rv = sink->on_tomb(sink->ctx, id, pb->tombstones[i]->done_at_ms);
         }
+    }
+    for (size_t i = 0; i < pb->n_rules && rv == 0; i++) {
+        struct cluster_rec rec;
+        memset(&rec, 0, sizeof(rec));
+        rv = cluster_msg_admin_in(pb->rules[i], &rec);
+        if (rv == 0 && sink->on_admin != NULL) {
+            rv = sink->on_admin(sink->ctx, &rec);
+        }
+        cluster_rec_fini(&rec);
     }
     return rv;
 }

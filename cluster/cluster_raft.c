@@ -384,6 +384,30 @@ cluster_done(struct cluster *c, const char *id, enum cluster_outcome outcome,
     return cluster_raft_submit(c, &rec, cb, arg);
 }
 
+int
+cluster_admin(struct cluster *c, const char *id, int kind, const char *json,
+              int64_t expires_ms, bool cancel, cluster_commit_cb cb, void *arg)
+{
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_ADMIN;
+    snprintf(rec.admin_id, sizeof(rec.admin_id), "%s", id);
+    rec.admin_kind = kind;
+    rec.admin_json = cluster_raft_strdup_opt(json);
+    rec.expires_ms = expires_ms;
+    rec.admin_cancel = cancel;
+    return cluster_raft_submit(c, &rec, cb, arg);
+}
+
+void
+cluster_foreach_admin(const struct cluster *c,
+                      bool (*fn)(void *arg, const struct cluster_admin_rule *r),
+                      void *arg)
+{
+    cluster_fsm_foreach_admin(c->fsm, fn, arg);
+}
+
 /* Leadership */
 
 static void

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "base/buf.h"
 #include "base/km.h"
 #include "base/km_map.h"
@@ -785,10 +786,44 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
 
 /* ---- The dispatcher ---- */
 
+/* suspend-ready-q: the queued messages wait in their scheduled queues. */
+static bool
+egress_readyq_hold_if_suspended(struct readyq *rq)
+{
+    const struct admin_rule *rule = NULL;
+    struct egress_item *it;
+    char text[700];
+
+    if (rq->head == NULL ||
+        !admin_ready_q_suspended(rq->em->kd, rq->name, &rule)) {
+        return false;
+    }
+    snprintf(text, sizeof(text),
+             "KumoMTA internal: ready queue is suspended: %s",
+             rule->reason != NULL ? rule->reason : "");
+    while ((it = egress_readyq_pop(rq)) != NULL) {
+        struct queue_outcome o;
+        memset(&o, 0, sizeof(o));
+        o.kind = QUEUE_DELAYED;
+        o.code = 451;
+        o.content = text;
+        o.site = rq->name;
+        o.egress_pool = it->pool;
+        o.egress_source = it->source;
+        o.delivery_protocol = rq->maildir_path != NULL ? "Maildir" : "ESMTP";
+        o.delay_ms = admin_suspension_delay_ms(rq->em->kd, rule);
+        egress_item_done(it, &o);
+    }
+    return true;
+}
+
 static void
 egress_readyq_dispatch(struct readyq *rq)
 {
     if (rq->closing || rq->em->closing || kumod_is_stopping(rq->em->kd)) {
+        return;
+    }
+    if (egress_readyq_hold_if_suspended(rq)) {
         return;
     }
     if (rq->maildir_path != NULL) {

@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "admin.h"
 #include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
@@ -364,6 +365,9 @@ kumod_on_cluster_ready(void *ctx)
     }
     memset(&rc, 0, sizeof(rc));
     rc.kd = kd;
+    /* Admin rules first: a bounce or a suspension applies to recovered
+     * messages as they become due. */
+    admin_load(kd);
     cluster_foreach(kd->cluster, kumod_recover_one, &rc);
     if (rc.status != 0) {
         LOG_ERROR("kumod: start-up aborted: %s", rc.err);
@@ -384,6 +388,13 @@ kumod_on_cluster_ready(void *ctx)
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
              rc.missing ? " (some could not be read, see above)" : "");
     LOG_INFO("kumod: initialization complete");
+}
+
+static void
+kumod_on_cluster_admin(void *ctx, const struct cluster_admin_rule *r,
+                       bool cancelled)
+{
+    admin_on_rule(ctx, r, cancelled);
 }
 
 static void
@@ -492,6 +503,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     ch.ctx = kd;
     ch.on_ready = kumod_on_cluster_ready;
     ch.on_fatal = kumod_on_cluster_fatal;
+    ch.on_admin = kumod_on_cluster_admin;
     rv = cluster_open(kd->loop, &cc, &ch, &kd->cluster);
     if (rv != 0) {
         snprintf(err, errlen, "cannot start raft in %s: %s", kd->raft_dir,
@@ -686,6 +698,7 @@ kumod_fini(struct kumod *kd)
     if (kd->queues != NULL) {
         queue_mgr_free(kd->queues);
     }
+    admin_free_all(kd);
     policy_free(kd->policy);
     free(kd->listeners);
     free(kd->logs);

@@ -16,6 +16,7 @@
 
 #include "base/km_id.h"
 
+struct admin_state;
 struct cluster;
 struct egress_mgr;
 struct logrec;
@@ -65,6 +66,7 @@ struct kumod {
 
     struct queue_mgr *queues;
     struct egress_mgr *egress;
+    struct admin_state *admin; /* active admin rules (admin.c) */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;

@@ -10,6 +10,7 @@
 
 #include <openssl/rand.h>
 
+#include "admin.h"
 #include "base/km.h"
 #include "base/km_map.h"
 #include "base/log.h"
@@ -469,7 +470,141 @@ queue_attempt_done(struct queue_mgr *qm, struct message *m,
         queue_log(qm, e, "TransientFailure", o, o->code, o->content);
         queue_retry(qm, e, response);
         break;
+    case QUEUE_DELAYED:
+        /* Held by a suspension: not an attempt, nothing to commit. */
+        queue_log(qm, e, "TransientFailure", o, o->code, o->content);
+        message_drop_data(m);
+        queue_schedule(qm, e, queue_now() + o->delay_ms);
+        break;
     }
+}
+
+/* AdminBounce: 551 5.7.1, then the message ends like a bounce. */
+static void
+queue_admin_bounce_entry(struct queue_mgr *qm, struct queue_entry *e,
+                         const char *reason, bool suppress_logging)
+{
+    char text[700];
+
+    queue_timer_cancel(&qm->wheel, &e->timer);
+    snprintf(text, sizeof(text), "5.7.1 Administrator bounced with reason: %s",
+             reason != NULL ? reason : "");
+    if (!suppress_logging) {
+        queue_log(qm, e, "AdminBounce", NULL, 551, text);
+    }
+    char response[720];
+    snprintf(response, sizeof(response), "551 %s", text);
+    queue_end(qm, e, CLUSTER_ADMIN_BOUNCED, response);
+}
+
+static struct queue_entry *
+queue_waiting(struct queue_mgr *qm, const char *id)
+{
+    struct queue_entry *e = km_map_get(qm->by_id, id);
+
+    return e != NULL && e->state == QUEUE_ENTRY_SCHEDULED ? e : NULL;
+}
+
+bool
+queue_admin_bounce(struct queue_mgr *qm, const char *id, const char *reason,
+                   bool suppress_logging)
+{
+    struct queue_entry *e = queue_waiting(qm, id);
+
+    if (e == NULL) {
+        return false;
+    }
+    queue_admin_bounce_entry(qm, e, reason, suppress_logging);
+    return true;
+}
+
+bool
+queue_admin_flush(struct queue_mgr *qm, const char *id)
+{
+    struct queue_entry *e = queue_waiting(qm, id);
+
+    if (e == NULL) {
+        return false;
+    }
+    message_set_due_ms(e->msg, 0);
+    queue_schedule(qm, e, queue_now());
+    return true;
+}
+
+static void
+queue_on_meta_rewritten(void *arg, int status)
+{
+    char *id = arg;
+
+    if (status != 0) {
+        LOG_WARN("queue: %s: rebind: spool meta not rewritten: %s", id,
+                 km_strerror(status));
+    }
+    free(id);
+}
+
+bool
+queue_admin_rebound(struct queue_mgr *qm, const char *id, const char *old_queue,
+                    const char *reason, bool suppress_logging)
+{
+    struct queue_entry *e = queue_waiting(qm, id);
+    struct buf rec = BUF_INIT;
+    char text[1200];
+
+    if (e == NULL) {
+        return false;
+    }
+    struct queue_sched *q = queue_sched_get(qm, e->msg);
+    if (q != e->sched) {
+        KM_ASSERT(e->sched->count > 0);
+        e->sched->count--;
+        e->sched = q;
+        q->count++;
+    }
+    /* The new envelope and meta must survive a restart. */
+    message_meta_record(e->msg, &rec);
+    char *idc = km_strdup(id);
+    if (spool_put(qm->kd->meta_spool, id, rec.data, rec.len,
+                  queue_on_meta_rewritten, idc) != 0) {
+        queue_on_meta_rewritten(idc, KM_ECLOSING);
+    }
+    buf_fini(&rec);
+    if (!suppress_logging) {
+        snprintf(text, sizeof(text), "Rebound from %s to %s: %s", old_queue,
+                 q->name, reason != NULL ? reason : "");
+        queue_log(qm, e, "AdminRebind", NULL, 250, text);
+    }
+    message_set_due_ms(e->msg, 0);
+    queue_schedule(qm, e, queue_now());
+    return true;
+}
+
+void
+queue_foreach_id(struct queue_mgr *qm,
+                 void (*fn)(void *arg, struct message *m, const char *queue),
+                 void *arg)
+{
+    size_t n = km_map_count(qm->by_id), i = 0;
+    struct message **msgs = km_calloc(n + 1, sizeof(*msgs));
+    char **queues = km_calloc(n + 1, sizeof(*queues));
+    struct km_map_iter it;
+    void *v;
+
+    km_map_iter_init(&it, qm->by_id);
+    while (km_map_iter_next(&it, NULL, &v) && i < n) {
+        struct queue_entry *e = v;
+        message_ref(e->msg);
+        msgs[i] = e->msg;
+        queues[i] = km_strdup(e->sched->name);
+        i++;
+    }
+    for (size_t j = 0; j < i; j++) {
+        fn(arg, msgs[j], queues[j]);
+        message_unref(msgs[j]);
+        free(queues[j]);
+    }
+    free(queues);
+    free(msgs);
 }
 
 /* A message is due: check its age, then hand it to egress. */
@@ -483,6 +618,30 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
                             (int64_t)queue_now())) {
         queue_expire(qm, e);
         return;
+    }
+    const struct admin_rule *rule = NULL;
+    switch (admin_check_message(qm->kd, e->msg, q->name, &rule)) {
+    case ADMIN_VERDICT_BOUNCE:
+        queue_admin_bounce_entry(qm, e, rule->reason, rule->suppress_logging);
+        return;
+    case ADMIN_VERDICT_SUSPENDED: {
+        char text[700];
+        struct queue_outcome o;
+        memset(&o, 0, sizeof(o));
+        snprintf(text, sizeof(text),
+                 "KumoMTA internal: scheduled queue is suspended: %s",
+                 rule->reason != NULL ? rule->reason : "");
+        o.kind = QUEUE_DELAYED;
+        o.code = 451;
+        o.content = text;
+        o.site = "";
+        o.delay_ms = admin_suspension_delay_ms(qm->kd, rule);
+        e->state = QUEUE_ENTRY_EGRESS;
+        queue_attempt_done(qm, e->msg, &o);
+        return;
+    }
+    case ADMIN_VERDICT_PASS:
+        break;
     }
     e->state = QUEUE_ENTRY_EGRESS;
     egress_submit(qm->kd->egress, e->msg, &q->cfg, q->name);

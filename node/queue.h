@@ -10,6 +10,7 @@
 #define KUMO_QUEUE_H
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct kumod;
 struct message;
@@ -41,6 +42,8 @@ enum queue_outcome_kind {
     QUEUE_DELIVERED, /* 2xx: Delivery record, Done, spool deleted */
     QUEUE_TRANSIENT, /* 4xx or no answer: TransientFailure, retry */
     QUEUE_BOUNCED,   /* 5xx: Bounce record, Done, spool deleted */
+    QUEUE_DELAYED,   /* held (a suspension): TransientFailure, tried
+                        again after delay_ms, the attempt is not counted */
 };
 
 /* How one delivery attempt ended. Strings are borrowed for the call. */
@@ -54,11 +57,31 @@ struct queue_outcome {
     const char *egress_pool, *egress_source;
     const char *delivery_protocol; /* "ESMTP", "Maildir" */
     const char *tls_cipher, *tls_protocol_version;
+    uint64_t delay_ms; /* QUEUE_DELAYED */
 };
 
 /* Egress reports the end of an attempt of m (submitted by the queue). */
 void queue_attempt_done(struct queue_mgr *qm, struct message *m,
                         const struct queue_outcome *o);
+
+/* Admin actions on one queued message (id); false if it is not waiting
+ * in a scheduled queue (absent, or being delivered right now). */
+/* AdminBounce record (unless suppressed), Done, spool deleted. */
+bool queue_admin_bounce(struct queue_mgr *qm, const char *id,
+                        const char *reason, bool suppress_logging);
+/* Make it due now (flush). */
+bool queue_admin_flush(struct queue_mgr *qm, const char *id);
+/* Its meta changed (rebind): move it to its new scheduled queue, rewrite
+ * its spool meta record, log AdminRebind (unless suppressed), due now. */
+bool queue_admin_rebound(struct queue_mgr *qm, const char *id,
+                         const char *old_queue, const char *reason,
+                         bool suppress_logging);
+/* Visit the ids of every queued message (a snapshot: the callback may act
+ * on the message). */
+void queue_foreach_id(struct queue_mgr *qm,
+                      void (*fn)(void *arg, struct message *m,
+                                 const char *queue),
+                      void *arg);
 
 size_t queue_mgr_count(const struct queue_mgr *qm);
 /* Final outcomes whose Done record is not committed yet. */

@@ -576,12 +576,98 @@ fsm_encode_rejects_bad_records(void **state)
     assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), KM_EINVAL);
 }
 
+static void
+fsm_test_admin(struct fsm_test *t, int64_t time_ms, const char *id,
+               int64_t expires_ms, bool cancel)
+{
+    struct cluster_rec r = {.kind = CLUSTER_REC_ADMIN,
+                            .admin_kind = 1,
+                            .expires_ms = expires_ms,
+                            .admin_cancel = cancel};
+
+    snprintf(r.admin_id, sizeof(r.admin_id), "%s", id);
+    r.admin_json = km_strdup("{\"domain\":\"example.test\",\"reason\":\"r\"}");
+    fsm_test_apply(t, time_ms, &r, 1);
+}
+
+static bool
+fsm_test_find_admin(void *arg, const struct cluster_admin_rule *r)
+{
+    const struct cluster_admin_rule **out = arg;
+
+    *out = r;
+    return false;
+}
+
+static void
+admin_rule_is_kept_until_cancelled(void **state)
+{
+    struct fsm_test *t = *state;
+    const struct cluster_admin_rule *r = NULL;
+
+    fsm_test_admin(t, 1000, "11111111-2222-4333-8444-555555555555", 100000,
+                   false);
+    assert_int_equal(cluster_fsm_admin_count(t->fsm), 1);
+    cluster_fsm_foreach_admin(t->fsm, fsm_test_find_admin, &r);
+    assert_non_null(r);
+    assert_string_equal(r->id, "11111111-2222-4333-8444-555555555555");
+    assert_int_equal(r->kind, 1);
+    assert_int_equal(r->expires_ms, 100000);
+    assert_non_null(strstr(r->json, "example.test"));
+    fsm_test_admin(t, 2000, "11111111-2222-4333-8444-555555555555", 100000,
+                   true);
+    assert_int_equal(cluster_fsm_admin_count(t->fsm), 0);
+}
+
+static void
+admin_rule_expires_in_fsm_time_not_wall_time(void **state)
+{
+    struct fsm_test *t = *state;
+
+    fsm_test_admin(t, 1000, "a-rule", 5000, false);
+    assert_int_equal(cluster_fsm_admin_count(t->fsm), 1);
+    /* Any batch stamped at or after the expiry drops it on every node. */
+    fsm_test_enqueue(t, 5000, 1);
+    assert_int_equal(cluster_fsm_admin_count(t->fsm), 0);
+    /* A rule already expired when applied is never added. */
+    fsm_test_admin(t, 6000, "late-rule", 5500, false);
+    assert_int_equal(cluster_fsm_admin_count(t->fsm), 0);
+}
+
+static void
+admin_rule_survives_snapshot_and_restore(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_blob *blobs = NULL;
+    const struct cluster_admin_rule *r = NULL;
+    size_t n = 0, len = 0;
+
+    fsm_test_admin(t, 1000, "snap-rule", 900000, false);
+    fsm_test_enqueue(t, 1000, 7);
+    assert_int_equal(cluster_fsm_snapshot(t->fsm, 4, malloc, free, &blobs, &n),
+                     0);
+    void *img = fsm_test_join(blobs, n, &len);
+    fsm_test_free_blobs(blobs, n);
+    struct cluster_fsm *back = cluster_fsm_new();
+    assert_int_equal(cluster_fsm_restore(back, img, len), 0);
+    free(img);
+    assert_int_equal(cluster_fsm_admin_count(back), 1);
+    cluster_fsm_foreach_admin(back, fsm_test_find_admin, &r);
+    assert_string_equal(r->id, "snap-rule");
+    assert_int_equal(r->expires_ms, 900000);
+    assert_int_equal(cluster_fsm_count(back), 1);
+    cluster_fsm_free(back);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(f)                                                                   \
     cmocka_unit_test_setup_teardown(f, fsm_test_setup, fsm_test_teardown)
+        T(admin_rule_is_kept_until_cancelled),
+        T(admin_rule_expires_in_fsm_time_not_wall_time),
+        T(admin_rule_survives_snapshot_and_restore),
         T(fsm_enqueue_inserts_message_with_all_fields),
         T(fsm_duplicate_enqueue_is_ignored),
         T(fsm_enqueue_after_done_is_ignored),
