@@ -112,6 +112,7 @@ struct egress_conn {
     int last_code;
     struct egress_item *current;
     uv_timer_t idle;
+    bool idle_closed; /* the idle timer's close callback has run */
     struct egress_conn *next;
 };
 

@@ -349,7 +349,9 @@ egress_conn_maybe_free(struct egress_conn *conn)
 {
     struct readyq *rq = conn->rq;
 
-    if (conn->c != NULL || !uv_is_closing((uv_handle_t *)&conn->idle)) {
+    /* Both the client and the idle timer must have finished closing
+     * (uv_is_closing() is already true while a close is pending). */
+    if (conn->c != NULL || !conn->idle_closed) {
         return;
     }
     /* Unlink and free. */
@@ -375,7 +377,10 @@ egress_conn_maybe_free(struct egress_conn *conn)
 static void
 egress_conn_on_idle_closed(uv_handle_t *h)
 {
-    egress_conn_maybe_free(h->data);
+    struct egress_conn *conn = h->data;
+
+    conn->idle_closed = true;
+    egress_conn_maybe_free(conn);
 }
 
 static void
