@@ -9,22 +9,10 @@ import time
 import pytest
 
 import kumod_harness as H
-from sinks import PostfixSink, SmtpSink, free_port_on, make_cert
+from sinks import PostfixSink, SmtpSink, free_port_on
 
 
 # -- Fixture / helpers ---------------------------------------------------------
-
-@pytest.fixture
-def sink():
-    s = SmtpSink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def sink_cert(tmp_path_factory):
-    return make_cert(tmp_path_factory.mktemp("sinkcert"), "sink.test")
-
 
 def client(sink, ehlo="kumod.test"):
     c = smtplib.SMTP(sink.host, sink.port, timeout=10)
