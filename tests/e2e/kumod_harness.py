@@ -23,6 +23,8 @@ HOSTNAME = "mx.example.test"
 READY_LINE = "initialization complete"
 START_TIMEOUT = float(os.environ.get("KUMOD_START_TIMEOUT", "30"))  # ASan is slow
 STOP_TIMEOUT = float(os.environ.get("KUMOD_STOP_TIMEOUT", "30"))
+# multiplies every wait_for() deadline (e.g. 0.2 for a quick look at failures)
+WAIT_SCALE = float(os.environ.get("KUMOD_WAIT_SCALE", "1"))
 ID_RE = re.compile(r"[0-9a-f]{32}")
 OK_IDS_RE = re.compile(r"OK ids=([0-9a-f]{32}(?: [0-9a-f]{32})*)")
 RECOVERED_RE = re.compile(r"recovered (\d+) messages")
@@ -66,6 +68,7 @@ def port_is_free(port):
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     """Poll predicate() until it returns something truthy; return that value.
     Raise AssertionError naming `what` at the deadline."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

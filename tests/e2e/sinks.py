@@ -44,6 +44,7 @@ SLOW_RE = re.compile(r"slow(\d+(?:\.\d+)?)?-", re.I)
 TEMPFAIL_REPLY = "451 4.3.0 sink: temporary failure, try again later"
 PERMFAIL_REPLY = "550 5.1.1 sink: no such user here"
 BANNER_421 = "421 4.3.2 sink: too busy, go away"
+WAIT_SCALE = float(os.environ.get("KUMOD_WAIT_SCALE", "1"))  # as kumod_harness
 
 
 def free_port_on(*hosts):
@@ -370,6 +371,7 @@ class SmtpSink:
 
     def wait_transactions(self, n, timeout=30):
         """Wait until at least n transactions arrived; return them all."""
+        timeout *= WAIT_SCALE
         deadline = time.monotonic() + timeout
         while True:
             t = self.transactions()
@@ -383,6 +385,7 @@ class SmtpSink:
             time.sleep(0.05)
 
     def wait_rcpts(self, predicate, timeout=30, what="RCPT answers"):
+        timeout *= WAIT_SCALE
         deadline = time.monotonic() + timeout
         while True:
             v = predicate(self.rcpt_answers())
