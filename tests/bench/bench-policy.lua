@@ -1,6 +1,8 @@
 -- bench-policy.lua: kumod for tests/bench/run.sh. Rendered by run.sh, which
 -- replaces @DIR@ (the run directory) and @PORT@ (the listener port).
--- Accepts bench.test from loopback into the durable RocksDB spool.
+-- Accepts bench.test from loopback into the durable RocksDB spool. There is
+-- no route: the MX lookup goes to a dead name server, so every message just
+-- waits in its scheduled queue (the injection and memory benchmarks).
 local kumo = require 'kumo'
 
 kumo.on('init', function()

@@ -8,6 +8,10 @@ make_kumod   factory: make_kumod(listener={...}, extra=LUA, init_extra=LUA,
              and teardown fails if a sanitizer reported anything
 kumod        a started kumod on the default policy
 tls_cert     (session) (cert_path, key_path): self-signed for mx.example.test
+make_sink    factory: make_sink(**SmtpSink kwargs) -> a started sinks.SmtpSink,
+             stopped at teardown
+sink         a started SmtpSink on 127.0.0.1:<free port>
+sink_cert    (session) (cert_path, key_path): self-signed for sink.test
 """
 import os
 import shutil
@@ -22,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fakedns import FakeDNS  # noqa: E402
 from kumod_harness import Kumod  # noqa: E402
+from sinks import SmtpSink, make_cert  # noqa: E402
 
 _failed = []
 
@@ -107,3 +112,27 @@ def tls_cert(tmp_root):
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
     return cert, key
+
+
+@pytest.fixture
+def make_sink():
+    started = []
+
+    def factory(**kw):
+        s = SmtpSink(**kw).start()
+        started.append(s)
+        return s
+
+    yield factory
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def sink(make_sink):
+    return make_sink()
+
+
+@pytest.fixture(scope="session")
+def sink_cert(tmp_root):
+    return make_cert(tmp_root / "sink-tls", "sink.test")

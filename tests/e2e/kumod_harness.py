@@ -23,6 +23,8 @@ HOSTNAME = "mx.example.test"
 READY_LINE = "initialization complete"
 START_TIMEOUT = float(os.environ.get("KUMOD_START_TIMEOUT", "30"))  # ASan is slow
 STOP_TIMEOUT = float(os.environ.get("KUMOD_STOP_TIMEOUT", "30"))
+# multiplies every wait_for() deadline (e.g. 0.2 for a quick look at failures)
+WAIT_SCALE = float(os.environ.get("KUMOD_WAIT_SCALE", "1"))
 ID_RE = re.compile(r"[0-9a-f]{32}")
 OK_IDS_RE = re.compile(r"OK ids=([0-9a-f]{32}(?: [0-9a-f]{32})*)")
 RECOVERED_RE = re.compile(r"recovered (\d+) messages")
@@ -66,6 +68,7 @@ def port_is_free(port):
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
     """Poll predicate() until it returns something truthy; return that value.
     Raise AssertionError naming `what` at the deadline."""
+    timeout *= WAIT_SCALE
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -403,6 +406,41 @@ class Kumod:
     def path(self, name):
         return self.dir / name
 
+    # -- delivery helpers -------------------------------------------------
+
+    def send(self, rcpts=("bob@dest.test",), sender="alice@client.test", msg=None, n=1):
+        """Inject n messages (one transaction each) over one session; return
+        the ids (one per recipient per message) in order."""
+        s = self.smtp(ehlo="client.test")
+        ids = []
+        for _ in range(n):
+            code, text = send_message(s, sender=sender, rcpts=tuple(rcpts), msg=msg)
+            assert code == 250, f"DATA: {code} {text}"
+            ids += parse_ids(text)
+        s.quit()
+        return ids
+
+    def wait_for_records(self, type, n=1, timeout=30, **match):
+        """Wait until at least n records of `type` have every field in match
+        equal (e.g. id=...); return those records, oldest first."""
+        def pick(recs):
+            got = [r for r in recs if r.get("type") == type
+                   and all(r.get(k) == v for k, v in match.items())]
+            return got if len(got) >= n else None
+        try:
+            return self.wait_records(pick, timeout, what=f"{n} {type} record(s) with {match}")
+        except AssertionError as e:
+            summary = [(r.get("type"), r.get("id"), r.get("recipient"),
+                        (r.get("response") or {}).get("code"),
+                        (r.get("response") or {}).get("content"))
+                       for r in self.records()]
+            raise AssertionError(f"{e}\nrecords so far: {summary}\nlog tail:\n"
+                                 f"{self.log_tail()}") from None
+
+    def records_for(self, mid, type=None):
+        """Records of one message id (optionally of one type), oldest first."""
+        return [r for r in self.records(type) if r.get("id") == mid]
+
 
 # --------------------------------------------------------------------------
 # Clients
@@ -556,3 +594,106 @@ def run_kumod(args, timeout=60, cwd=None):
     """Run kumod to completion (for --version, --validate, ...)."""
     return subprocess.run([kumod_bin(), *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+# --------------------------------------------------------------------------
+# Delivery policy
+
+DELIVERY_LUA = """
+-- delivery configuration (rendered by kumod_harness.delivery_policy)
+local DELIVERY = @DELIVERY@
+
+local function merged(base, over)
+  local t = {}
+  for k, v in pairs(base or {}) do t[k] = v end
+  for k, v in pairs(over or {}) do t[k] = v end
+  return t
+end
+
+local function delivery_queue_config(domain, tenant, campaign, routing_domain)
+  return kumo.make_queue_config(merged(DELIVERY.queue, DELIVERY.queues[domain]))
+end
+local function delivery_path_config(routing_domain, egress_source, site_name)
+  return kumo.make_egress_path(merged(DELIVERY.path, DELIVERY.paths[routing_domain]))
+end
+
+kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
+  append('get_queue_config.txt', table.concat({ tostring(domain), tostring(tenant),
+    tostring(campaign), tostring(routing_domain) }, ' '))
+  return delivery_queue_config(domain, tenant, campaign, routing_domain)
+end)
+
+kumo.on('get_egress_path_config', function(routing_domain, egress_source, site_name)
+  append('get_egress_path_config.txt', table.concat({ tostring(routing_domain),
+    tostring(egress_source), tostring(site_name) }, ' '))
+  return delivery_path_config(routing_domain, egress_source, site_name)
+end)
+
+if DELIVERY.sources then
+  kumo.on('get_egress_source', function(name)
+    return kumo.make_egress_source(merged({ name = name }, DELIVERY.sources[name]))
+  end)
+end
+if DELIVERY.pools then
+  kumo.on('get_egress_pool', function(name)
+    local p = DELIVERY.pools[name]
+    if p then
+      return kumo.make_egress_pool { name = name, entries = p }
+    end
+    return kumo.make_egress_pool { name = name, entries = { { name = 'unspecified' } } }
+  end)
+end
+
+-- build every configured object once at startup: a schema error stops
+-- kumod at init with the policy line, not later inside delivery
+function delivery_check()
+  delivery_queue_config('startup.check.test')
+  for domain in pairs(DELIVERY.queues) do delivery_queue_config(domain) end
+  delivery_path_config('startup.check.test', 'unspecified', 'startup')
+  for domain in pairs(DELIVERY.paths) do delivery_path_config(domain, 'unspecified', 'startup') end
+  for name, s in pairs(DELIVERY.sources or {}) do
+    kumo.make_egress_source(merged({ name = name }, s))
+  end
+  for name, p in pairs(DELIVERY.pools or {}) do
+    kumo.make_egress_pool { name = name, entries = p }
+  end
+end
+"""
+
+DEFAULT_QUEUE = {"retry_interval": "1s", "max_retry_interval": "2s"}
+
+
+def sink_path(port, **kw):
+    """Egress path settings that let kumod reach a sink on loopback: no
+    prohibited hosts, no TLS, the sink's port."""
+    p = {"prohibited_hosts": [], "enable_tls": "Disabled", "smtp_port": int(port)}
+    p.update(kw)
+    return p
+
+
+def delivery_policy(queue=None, queues=None, path=None, paths=None, sources=None,
+                    pools=None, extra="", init_extra=""):
+    """Keyword arguments for make_kumod()/Kumod() with the delivery events:
+
+    queue   make_queue_config params for every queue (merged over
+            DEFAULT_QUEUE: retry_interval 1s, max_retry_interval 2s)
+    queues  {domain: params} merged over `queue` for that domain
+    path    make_egress_path params for every path (use sink_path(port))
+    paths   {routing_domain: params} merged over `path`
+    sources {name: make_egress_source params} (defines get_egress_source)
+    pools   {name: [{"name": source, "weight": w}, ...]} (get_egress_pool)
+
+    Values are Python (lua_value); LuaExpr for raw Lua such as
+    LuaExpr("TEST_DIR .. '/maildir'"). Every call of get_queue_config and
+    get_egress_path_config appends its arguments to
+    get_queue_config.txt / get_egress_path_config.txt in the test dir."""
+    q = dict(DEFAULT_QUEUE)
+    q.update(queue or {})
+    conf = {"queue": q, "queues": queues or {}, "path": path or {}, "paths": paths or {}}
+    if sources is not None:
+        conf["sources"] = sources
+    if pools is not None:
+        conf["pools"] = pools
+    lua = DELIVERY_LUA.replace("@DELIVERY@", lua_value(conf))
+    return {"extra": lua + "\n" + extra,
+            "init_extra": "  delivery_check()\n" + init_extra}
