@@ -1,0 +1,889 @@
+/* http_api.c - kumo.start_http_listener: parameters, KumoMTA's access
+ * rule (trusted_hosts, HTTP Basic through http_server_validate_auth_basic
+ * with a 60 s cache), routing, and the small endpoints: liveness, metrics
+ * (Prometheus text and JSON, gauges refreshed per request), queue summary
+ * and cluster status. Injection and admin live in http_api_inject.c and
+ * http_api_admin.c; NNG in http_api_server.c. Loop thread only. */
+#include "http_api.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "base/km.h"
+#include "base/km_map.h"
+#include "base/log.h"
+#include "cluster.h"
+#include "http_api_int.h"
+#include "kumod.h"
+#include "metrics.h"
+#include "policy.h"
+#include "queue.h"
+#include "spool.h"
+
+#define HTTP_API_DEFAULT_LISTEN     "127.0.0.1:8000"
+#define HTTP_API_DEFAULT_BODY_LIMIT (2u * 1024u * 1024u)
+#define HTTP_API_AUTH_CACHE_MS      (60 * 1000)
+#define HTTP_API_AUTH_CACHE_MAX     4096
+#define HTTP_API_TRUSTED_GROUP      "kumomta:http-listener-trusted-ip"
+
+struct http_api_auth_entry {
+    int64_t expires_ms;
+    bool ok;
+};
+
+enum http_api_access {
+    HTTP_API_OPEN,    /* anyone */
+    HTTP_API_INJECT,  /* trusted or authenticated */
+    HTTP_API_TRUSTED, /* trusted hosts only */
+};
+
+/* Parameters */
+
+static int
+http_api_parse_cidr(const char *s, struct http_api_cidr *out)
+{
+    char ip[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t n = slash != NULL ? (size_t)(slash - s) : strlen(s);
+    unsigned max;
+    char *end;
+
+    if (n == 0 || n >= sizeof(ip)) {
+        return KM_EINVAL;
+    }
+    memcpy(ip, s, n);
+    ip[n] = '\0';
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, ip, out->addr) == 1) {
+        out->family = AF_INET;
+        max = 32;
+    } else if (inet_pton(AF_INET6, ip, out->addr) == 1) {
+        out->family = AF_INET6;
+        max = 128;
+    } else {
+        return KM_EINVAL;
+    }
+    out->prefix = max;
+    if (slash != NULL) {
+        unsigned long p = strtoul(slash + 1, &end, 10);
+        if (end == slash + 1 || *end != '\0' || p > max) {
+            return KM_EINVAL;
+        }
+        out->prefix = (unsigned)p;
+    }
+    return 0;
+}
+
+static bool
+http_api_cidr_match(const struct http_api_cidr *c, int family,
+                    const uint8_t *addr)
+{
+    unsigned bits = c->prefix;
+    size_t i = 0;
+
+    if (c->family != family) {
+        return false;
+    }
+    for (; bits >= 8; bits -= 8, i++) {
+        if (c->addr[i] != addr[i]) {
+            return false;
+        }
+    }
+    if (bits > 0) {
+        uint8_t mask = (uint8_t)(0xff << (8 - bits));
+        return (c->addr[i] & mask) == (addr[i] & mask);
+    }
+    return true;
+}
+
+static bool
+http_api_is_trusted(const struct http_api *h, const char *peer)
+{
+    uint8_t addr[16];
+    int family;
+
+    if (peer[0] == '\0') {
+        return false;
+    }
+    if (inet_pton(AF_INET, peer, addr) == 1) {
+        family = AF_INET;
+    } else if (inet_pton(AF_INET6, peer, addr) == 1) {
+        family = AF_INET6;
+        /* ::ffff:a.b.c.d is an IPv4 peer on a dual-stack socket. */
+        if (memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+            memmove(addr, addr + 12, 4);
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < h->n_trusted; i++) {
+        if (http_api_cidr_match(&h->trusted[i], family, addr)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Fill h's settings from params (validated JSON). */
+static int
+http_api_apply_params(struct http_api *h, json_t *params, char *err,
+                      size_t errlen)
+{
+    json_t *v = json_object_get(params, "listen");
+    json_t *list = json_object_get(params, "trusted_hosts");
+    const char *cert, *key;
+    size_t i;
+    json_t *e;
+
+    h->listen = km_strdup(json_is_string(v) ? json_string_value(v)
+                                            : HTTP_API_DEFAULT_LISTEN);
+    if (strchr(h->listen, ':') == NULL) {
+        snprintf(err, errlen, "listen '%s': expected ip:port", h->listen);
+        return KM_ECONFIG;
+    }
+    v = json_object_get(params, "hostname");
+    h->hostname =
+        km_strdup(json_is_string(v) ? json_string_value(v) : km_hostname());
+    v = json_object_get(params, "request_body_limit");
+    h->body_limit = json_is_integer(v) && json_integer_value(v) > 0
+                        ? (size_t)json_integer_value(v)
+                        : HTTP_API_DEFAULT_BODY_LIMIT;
+    if (list == NULL) {
+        h->trusted = km_calloc(2, sizeof(*h->trusted));
+        http_api_parse_cidr("127.0.0.1", &h->trusted[0]);
+        http_api_parse_cidr("::1", &h->trusted[1]);
+        h->n_trusted = 2;
+    } else {
+        h->trusted = km_calloc(json_array_size(list) + 1, sizeof(*h->trusted));
+        json_array_foreach(list, i, e)
+        {
+            const char *s = json_string_value(e);
+            if (s == NULL ||
+                http_api_parse_cidr(s, &h->trusted[h->n_trusted]) != 0) {
+                snprintf(err, errlen,
+                         "trusted_hosts: '%s' is not an IP address or CIDR",
+                         s != NULL ? s : "?");
+                return KM_ECONFIG;
+            }
+            h->n_trusted++;
+        }
+    }
+    cert = json_string_value(json_object_get(params, "tls_certificate"));
+    key = json_string_value(json_object_get(params, "tls_private_key"));
+    if (json_is_true(json_object_get(params, "use_tls")) &&
+        (cert == NULL || key == NULL)) {
+        snprintf(err, errlen,
+                 "use_tls needs tls_certificate and "
+                 "tls_private_key");
+        return KM_ECONFIG;
+    }
+    return 0;
+}
+
+static void
+http_api_free(struct http_api *h)
+{
+    struct km_map_iter it;
+    void *v;
+
+    if (h->auth_cache != NULL) {
+        km_map_iter_init(&it, h->auth_cache);
+        while (km_map_iter_next(&it, NULL, &v)) {
+            free(v);
+        }
+        km_map_free(h->auth_cache);
+    }
+    metrics_free(h->own_metrics);
+    free(h->listen);
+    free(h->hostname);
+    free(h->trusted);
+    free(h);
+}
+
+int
+http_api_check_params(json_t *params, char *err, size_t errlen)
+{
+    struct http_api *h = km_calloc(1, sizeof(*h));
+    int rv = http_api_apply_params(h, params, err, errlen);
+
+    http_api_free(h);
+    return rv;
+}
+
+/* Helpers shared by the module */
+
+struct metrics *
+http_api_metrics(struct http_api *h)
+{
+    /* The node has no shared metrics object in struct kumod yet: this
+     * listener keeps its own. TODO(integration): return kd->metrics. */
+    return h->metrics;
+}
+
+void
+http_api_reply_json(struct http_req *req, int status, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    if (s == NULL) {
+        http_api_server_reply(req, 500, "text/plain", "json\n", 5, NULL);
+        return;
+    }
+    http_api_server_reply(req, status, "application/json", s, strlen(s), NULL);
+    free(s);
+}
+
+void
+http_api_reply_error(struct http_req *req, int status, const char *fmt, ...)
+{
+    char text[1024];
+    va_list ap;
+    json_t *j;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    j = json_pack("{s:s}", "error", text);
+    http_api_reply_json(req, status, j);
+    json_decref(j);
+}
+
+static int
+http_api_hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    c = (char)tolower((unsigned char)c);
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    return -1;
+}
+
+static char *
+http_api_url_decode(const char *p, size_t n)
+{
+    struct buf b = BUF_INIT;
+    char *out;
+
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '+') {
+            buf_append_char(&b, ' ');
+        } else if (p[i] == '%' && i + 2 < n && http_api_hexval(p[i + 1]) >= 0 &&
+                   http_api_hexval(p[i + 2]) >= 0) {
+            buf_append_char(&b, (char)(http_api_hexval(p[i + 1]) * 16 +
+                                       http_api_hexval(p[i + 2])));
+            i += 2;
+        } else {
+            buf_append_char(&b, p[i]);
+        }
+    }
+    out = km_strdup(buf_cstr(&b));
+    buf_fini(&b);
+    return out;
+}
+
+char *
+http_api_query_param(const char *query, const char *name)
+{
+    size_t nl = strlen(name);
+    const char *p = query;
+
+    while (p != NULL && *p != '\0') {
+        const char *amp = strchr(p, '&');
+        size_t len = amp != NULL ? (size_t)(amp - p) : strlen(p);
+
+        if (len >= nl && strncmp(p, name, nl) == 0 &&
+            (len == nl || p[nl] == '=')) {
+            return len == nl ? km_strdup("")
+                             : http_api_url_decode(p + nl + 1, len - nl - 1);
+        }
+        p = amp != NULL ? amp + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* Access */
+
+static int
+http_api_b64_value(char c)
+{
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A';
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 26;
+    }
+    if (c >= '0' && c <= '9') {
+        return c - '0' + 52;
+    }
+    if (c == '+') {
+        return 62;
+    }
+    if (c == '/') {
+        return 63;
+    }
+    return -1;
+}
+
+/* Standard base64 (padding optional) into out. */
+static int
+http_api_b64_decode(const char *s, struct buf *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+
+    for (; *s != '\0' && *s != '='; s++) {
+        int v = http_api_b64_value(*s);
+        if (v < 0) {
+            return KM_EINVAL;
+        }
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf_append_char(out, (char)((acc >> bits) & 0xff));
+        }
+    }
+    return 0;
+}
+
+static void
+http_api_auth_key(const char *user, const char *pass, char out[65])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    EVP_DigestUpdate(ctx, user, strlen(user));
+    EVP_DigestUpdate(ctx, "\0", 1);
+    EVP_DigestUpdate(ctx, pass, strlen(pass));
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned i = 0; i < 32 && i < mdlen; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+    out[64] = '\0';
+}
+
+/* Run http_server_validate_auth_basic (cached 60 s). KM_EPOLICY when the
+ * handler failed (not cached). */
+static int
+http_api_validate_basic(struct http_api *h, const char *user, const char *pass,
+                        bool *ok)
+{
+    struct policy_arg args[2];
+    struct policy_result res;
+    struct http_api_auth_entry *e;
+    char key[65];
+    int64_t now = km_now_wall_ms();
+    int rv;
+
+    http_api_auth_key(user, pass, key);
+    e = km_map_get(h->auth_cache, key);
+    if (e != NULL && e->expires_ms > now) {
+        *ok = e->ok;
+        return 0;
+    }
+    *ok = false;
+    if (h->kd->policy != NULL) {
+        args[0].kind = POLICY_ARG_STRING;
+        args[0].u.str = user;
+        args[1].kind = POLICY_ARG_STRING;
+        args[1].u.str = pass;
+        memset(&res, 0, sizeof(res));
+        rv = policy_call(h->kd->policy, "http_server_validate_auth_basic", args,
+                         2, &res, NULL, 0);
+        if (rv == KM_EPOLICY) {
+            policy_result_fini(&res);
+            return rv;
+        }
+        /* true, or an AuthInfo table, accepts. */
+        *ok = rv == 0 && (json_is_true(res.value) || json_is_object(res.value));
+        policy_result_fini(&res);
+    }
+    if (km_map_count(h->auth_cache) >= HTTP_API_AUTH_CACHE_MAX) {
+        struct km_map_iter it;
+        void *v;
+        km_map_iter_init(&it, h->auth_cache);
+        while (km_map_iter_next(&it, NULL, &v)) {
+            free(v);
+        }
+        km_map_clear(h->auth_cache);
+        e = NULL;
+    }
+    if (e == NULL) {
+        e = km_calloc(1, sizeof(*e));
+        km_map_put(h->auth_cache, key, e, NULL);
+    }
+    e->ok = *ok;
+    e->expires_ms = now + HTTP_API_AUTH_CACHE_MS;
+    return 0;
+}
+
+static void
+http_api_unauthorized(struct http_req *req, const char *why)
+{
+    static const char *const hdrs[] = {"WWW-Authenticate",
+                                       "Basic realm=\"kumod\"", NULL};
+    json_t *j = json_pack("{s:s}", "error", why);
+    char *s = json_dumps(j, JSON_COMPACT);
+
+    http_api_server_reply(req, 401, "application/json", s, strlen(s), hdrs);
+    free(s);
+    json_decref(j);
+}
+
+/* KumoMTA's rule: credentials, when given, must be valid (even from a
+ * trusted host); then the route's ACL. Returns true if the request may
+ * go on; otherwise it has been answered. */
+static bool
+http_api_check_access(struct http_api *h, struct http_req *req,
+                      enum http_api_access acl, struct http_api_auth *auth)
+{
+    const char *a = req->authorization;
+
+    memset(auth, 0, sizeof(*auth));
+    auth->peer_ip = req->peer_ip;
+    auth->trusted = http_api_is_trusted(h, req->peer_ip);
+    if (a != NULL) {
+        struct buf creds = BUF_INIT;
+        const char *colon;
+        bool ok;
+        int rv;
+
+        while (*a == ' ') {
+            a++;
+        }
+        if (strncasecmp(a, "Bearer ", 7) == 0) {
+            http_api_unauthorized(req, "bearer tokens are not supported");
+            return false;
+        }
+        if (strncasecmp(a, "Basic ", 6) != 0 ||
+            http_api_b64_decode(a + 6 + strspn(a + 6, " "), &creds) != 0 ||
+            (colon = memchr(buf_cstr(&creds), ':', creds.len)) == NULL ||
+            strlen(buf_cstr(&creds)) != creds.len) {
+            buf_fini(&creds);
+            http_api_reply_error(req, 400, "malformed Authorization header");
+            return false;
+        }
+        snprintf(auth->user, sizeof(auth->user), "%.*s",
+                 (int)(colon - buf_cstr(&creds)), buf_cstr(&creds));
+        /* Split user:password in place. */
+        creds.data[colon - creds.data] = '\0';
+        rv = http_api_validate_basic(h, creds.data,
+                                     creds.data + strlen(creds.data) + 1, &ok);
+        buf_fini(&creds);
+        if (rv != 0) {
+            http_api_reply_error(req, 500, "authentication failed: %s",
+                                 km_strerror(rv));
+            return false;
+        }
+        if (!ok) {
+            LOG_INFO("http_api: %s: invalid credentials for '%s'", req->peer_ip,
+                     auth->user);
+            http_api_unauthorized(req, "invalid credentials");
+            return false;
+        }
+        auth->authenticated = true;
+    }
+    switch (acl) {
+    case HTTP_API_OPEN:
+        return true;
+    case HTTP_API_INJECT:
+        if (auth->trusted || auth->authenticated) {
+            return true;
+        }
+        break;
+    case HTTP_API_TRUSTED:
+        if (auth->trusted) {
+            return true;
+        }
+        if (auth->authenticated) {
+            http_api_reply_error(req, 403, "%s is not a trusted host",
+                                 req->peer_ip);
+            return false;
+        }
+        break;
+    }
+    http_api_unauthorized(req, "authentication required");
+    return false;
+}
+
+/* Endpoints */
+
+static void
+http_api_text(struct http_req *req, int status, const char *text)
+{
+    http_api_server_reply(req, status, "text/plain; charset=utf-8", text,
+                          strlen(text), NULL);
+}
+
+static void
+http_api_liveness(struct http_api *h, struct http_req *req)
+{
+    if (h->shutting_down || kumod_is_stopping(h->kd)) {
+        http_api_text(req, 503, "shutting down");
+    } else if (!kumod_is_ready(h->kd)) {
+        http_api_text(req, 503, "waiting for spool startup");
+    } else {
+        http_api_text(req, 200, "OK");
+    }
+}
+
+static void
+http_api_on_queue_gauge(void *arg, const char *name, size_t count)
+{
+    metrics_set(arg, "scheduled_count",
+                "number of messages in the scheduled queue", "queue", name,
+                (double)count);
+}
+
+static void
+http_api_spool_gauges(struct metrics *m, struct spool *sp, const char *name)
+{
+    struct spool_stats st;
+
+    if (sp == NULL) {
+        return;
+    }
+    spool_get_stats(sp, &st);
+    metrics_set(m, "kumod_spool_puts_total", "spool writes", "spool", name,
+                (double)st.puts);
+    metrics_set(m, "kumod_spool_deletes_total", "spool deletions", "spool",
+                name, (double)st.deletes);
+    metrics_set(m, "kumod_spool_batches_total", "synced spool write batches",
+                "spool", name, (double)st.batches);
+    metrics_set(m, "kumod_spool_put_bytes_total", "bytes written to the spool",
+                "spool", name, (double)st.put_bytes);
+    metrics_set(m, "kumod_spool_pending", "spool writes waiting for a batch",
+                "spool", name, (double)st.pending);
+}
+
+/* Gauges read at request time. */
+static void
+http_api_refresh_gauges(struct http_api *h)
+{
+    struct metrics *m = http_api_metrics(h);
+    struct kumod *kd = h->kd;
+
+    metrics_clear(m, "scheduled_count");
+    if (kd->queues != NULL) {
+        queue_mgr_foreach_queue(kd->queues, http_api_on_queue_gauge, m);
+        metrics_set(m, "message_count",
+                    "total number of messages in the scheduled queues", NULL,
+                    NULL, (double)queue_mgr_count(kd->queues));
+    }
+    if (kd->cluster != NULL) {
+        struct cluster_stats st;
+
+        cluster_get_stats(kd->cluster, &st);
+        metrics_set(m, "kumod_raft_term", "current raft term", NULL, NULL,
+                    (double)st.term);
+        metrics_set(m, "kumod_raft_commit_index", "raft commit index", NULL,
+                    NULL, (double)st.commit_index);
+        metrics_set(m, "kumod_raft_applied_index", "raft applied index", NULL,
+                    NULL, (double)st.applied_index);
+        metrics_set(m, "kumod_raft_is_leader",
+                    "1 if this node is the raft leader", NULL, NULL,
+                    st.state != NULL && strcmp(st.state, "leader") == 0 ? 1
+                                                                        : 0);
+    }
+    http_api_spool_gauges(m, kd->data_spool, "data");
+    http_api_spool_gauges(m, kd->meta_spool, "meta");
+}
+
+static void
+http_api_metrics_text(struct http_api *h, struct http_req *req)
+{
+    struct buf out = BUF_INIT;
+
+    http_api_refresh_gauges(h);
+    metrics_render_text(http_api_metrics(h), &out);
+    http_api_server_reply(req, 200, "text/plain; version=0.0.4", buf_cstr(&out),
+                          out.len, NULL);
+    buf_fini(&out);
+}
+
+static void
+http_api_metrics_json(struct http_api *h, struct http_req *req)
+{
+    json_t *j;
+
+    http_api_refresh_gauges(h);
+    j = metrics_render_json(http_api_metrics(h));
+    http_api_reply_json(req, 200, j);
+    json_decref(j);
+}
+
+static void
+http_api_on_queue_summary(void *arg, const char *name, size_t count)
+{
+    json_array_append_new(
+        arg, json_pack("{s:s,s:I}", "queue", name, "count", (json_int_t)count));
+}
+
+static void
+http_api_queue_summary(struct http_api *h, struct http_req *req)
+{
+    json_t *list = json_array();
+    size_t total = 0;
+    json_t *j;
+
+    if (h->kd->queues != NULL) {
+        queue_mgr_foreach_queue(h->kd->queues, http_api_on_queue_summary, list);
+        total = queue_mgr_count(h->kd->queues);
+    }
+    j = json_pack("{s:o,s:I}", "scheduled", list, "total", (json_int_t)total);
+    http_api_reply_json(req, 200, j);
+    json_decref(j);
+}
+
+static void
+http_api_cluster_status(struct http_api *h, struct http_req *req)
+{
+    struct cluster_stats st;
+    json_t *members = json_array();
+    json_t *j;
+    bool leader;
+
+    memset(&st, 0, sizeof(st));
+    if (h->kd->cluster != NULL) {
+        cluster_get_stats(h->kd->cluster, &st);
+    }
+    leader = st.state != NULL && strcmp(st.state, "leader") == 0;
+    /* A one-node group: this node is the only member. */
+    json_array_append_new(
+        members,
+        json_pack("{s:I,s:s,s:s,s:I,s:I,s:i,s:I,s:s,s:s}", "id",
+                  (json_int_t)(leader ? st.leader_id : 1), "raft_addr", "",
+                  "role", st.state != NULL ? st.state : "unavailable",
+                  "applied_index", (json_int_t)st.applied_index, "lag",
+                  (json_int_t)(st.commit_index > st.applied_index
+                                   ? st.commit_index - st.applied_index
+                                   : 0),
+                  "last_ping_ms", 0, "queued",
+                  (json_int_t)(h->kd->queues != NULL
+                                   ? queue_mgr_count(h->kd->queues)
+                                   : 0),
+                  "version", KUMO_VERSION, "state",
+                  kumod_is_ready(h->kd) ? "up" : "starting"));
+    j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:o}", "cluster_id", "", "node_id",
+                  h->kd->nodeid, "term", (json_int_t)st.term, "leader_id",
+                  (json_int_t)st.leader_id, "commit_index",
+                  (json_int_t)st.commit_index, "members", members);
+    http_api_reply_json(req, 200, j);
+    json_decref(j);
+}
+
+/* Routing */
+
+static bool
+http_api_method_is(const struct http_req *req, const char *m)
+{
+    return strcmp(req->method, m) == 0;
+}
+
+/* 503 unless the node takes work; true if it does. */
+static bool
+http_api_check_ready(struct http_api *h, struct http_req *req)
+{
+    if (h->shutting_down || kumod_is_stopping(h->kd)) {
+        http_api_reply_error(req, 503, "shutting down");
+        return false;
+    }
+    if (!kumod_is_ready(h->kd)) {
+        http_api_reply_error(req, 503, "waiting for spool startup");
+        return false;
+    }
+    return true;
+}
+
+/* Body framing we cannot take. */
+static bool
+http_api_check_body(struct http_req *req)
+{
+    if (req->body_too_large) {
+        http_api_reply_error(req, 413,
+                             "request body exceeds "
+                             "request_body_limit");
+        return false;
+    }
+    if (req->body_chunked) {
+        http_api_reply_error(req, 411,
+                             "chunked request bodies are not "
+                             "supported: send Content-Length");
+        return false;
+    }
+    if (req->content_encoding != NULL &&
+        strcasecmp(req->content_encoding, "identity") != 0) {
+        http_api_reply_error(req, 415, "Content-Encoding '%s' is not supported",
+                             req->content_encoding);
+        return false;
+    }
+    return true;
+}
+
+/* Returns true if an async handler took req (see
+ * http_api_inject_handle). */
+static bool
+http_api_route(struct http_api *h, struct http_req *req)
+{
+    struct http_api_auth auth;
+    const char *p = req->path;
+    bool taken = false;
+
+    if (strcmp(p, "/api/check-liveness/v1") == 0) {
+        http_api_liveness(h, req);
+        return false;
+    }
+    if (strcmp(p, "/api/inject/v1") == 0) {
+        if (!http_api_check_access(h, req, HTTP_API_INJECT, &auth)) {
+            return false;
+        }
+        if (!http_api_method_is(req, "POST")) {
+            http_api_reply_error(req, 405, "use POST");
+        } else if (http_api_check_body(req) && http_api_check_ready(h, req)) {
+            taken = http_api_inject_handle(h, req, &auth);
+        }
+        return taken;
+    }
+    if (strcmp(p, "/metrics") != 0 && strcmp(p, "/metrics.json") != 0 &&
+        strncmp(p, "/api/admin/", 11) != 0) {
+        http_api_reply_error(req, 404, "no such endpoint: %s", p);
+        return false;
+    }
+    if (!http_api_check_access(h, req, HTTP_API_TRUSTED, &auth) ||
+        !http_api_check_body(req)) {
+        return false;
+    }
+    if (strcmp(p, "/metrics") == 0) {
+        http_api_metrics_text(h, req);
+    } else if (strcmp(p, "/metrics.json") == 0) {
+        http_api_metrics_json(h, req);
+    } else if (strcmp(p, "/api/admin/queue-summary/v1") == 0) {
+        http_api_queue_summary(h, req);
+    } else if (strcmp(p, "/api/admin/cluster/status/v1") == 0) {
+        http_api_cluster_status(h, req);
+    } else if (!http_api_admin_handle(h, req, &taken)) {
+        http_api_reply_error(req, 404, "no such endpoint: %s", p);
+    }
+    return taken;
+}
+
+static void
+http_api_on_request(void *arg, struct http_req *req)
+{
+    struct http_api *h = arg;
+
+    LOG_DEBUG("http_api: %s: %s %s", req->peer_ip, req->method, req->path);
+    /* An async handler that took the request frees it when done (maybe
+     * already): req must not be touched then. */
+    if (!http_api_route(h, req)) {
+        http_api_server_req_free(req);
+    }
+}
+
+/* Lifecycle */
+
+int
+http_api_open(struct kumod *kd, json_t *params, struct http_api **out,
+              char *err, size_t errlen)
+{
+    struct http_api *h = km_calloc(1, sizeof(*h));
+    struct http_api_server_config cfg;
+    int rv;
+
+    h->kd = kd;
+    h->auth_cache = km_map_new();
+    metrics_new(&h->own_metrics);
+    h->metrics = h->own_metrics;
+    rv = http_api_apply_params(h, params, err, errlen);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    /* Present from the start, so scrapers see the family. */
+    metrics_inc(http_api_metrics(h), "total_messages_received",
+                "total number of messages received", "service", "http_listener",
+                0);
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.listen = h->listen;
+    cfg.use_tls = json_is_true(json_object_get(params, "use_tls"));
+    cfg.tls_certificate =
+        json_string_value(json_object_get(params, "tls_certificate"));
+    cfg.tls_private_key =
+        json_string_value(json_object_get(params, "tls_private_key"));
+    cfg.body_limit = h->body_limit;
+    rv = http_api_server_open(kd->loop, &cfg, http_api_on_request, h, &h->srv,
+                              err, errlen);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    LOG_INFO("http_api: listening on %s%s", http_api_server_addr(h->srv),
+             cfg.use_tls ? " (TLS)" : "");
+    *out = h;
+    return 0;
+
+err_after_alloc:
+    http_api_free(h);
+    return rv;
+}
+
+void
+http_api_shutdown(struct http_api *h)
+{
+    h->shutting_down = true;
+}
+
+static void
+http_api_maybe_finish(struct http_api *h)
+{
+    http_api_close_cb cb;
+    void *arg;
+
+    if (!h->closing || h->srv != NULL || h->pending_ops > 0) {
+        return;
+    }
+    cb = h->close_cb;
+    arg = h->close_arg;
+    http_api_free(h);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+void
+http_api_op_done(struct http_api *h)
+{
+    KM_ASSERT(h->pending_ops > 0);
+    h->pending_ops--;
+    http_api_maybe_finish(h);
+}
+
+static void
+http_api_on_server_closed(void *arg)
+{
+    struct http_api *h = arg;
+
+    h->srv = NULL;
+    http_api_maybe_finish(h);
+}
+
+void
+http_api_close(struct http_api *h, http_api_close_cb cb, void *arg)
+{
+    h->shutting_down = true;
+    h->closing = true;
+    h->close_cb = cb;
+    h->close_arg = arg;
+    http_api_server_close(h->srv, http_api_on_server_closed, h);
+}

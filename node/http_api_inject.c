@@ -1,0 +1,1039 @@
+/* http_api_inject.c - POST /api/inject/v1 (KUMOMTA-API.md §5): parse and
+ * validate the body, compile its templates once, then per recipient
+ * render (global substitutions, the recipient's, email, name, to_header),
+ * build the RFC 5322 message (raw content as is, or a MIME message from
+ * the builder form), run http_message_generated, and hand the accepted
+ * ones to kumod_ingest(). The parser and builder are pure (unit tested);
+ * no gzip bodies, no deferred_generation. Loop thread only. */
+#include "http_api_int.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/km.h"
+#include "base/log.h"
+#include "kumod.h"
+#include "logrec.h"
+#include "message.h"
+#include "metrics.h"
+#include "policy.h"
+
+struct http_api_inject_rcpt {
+    char *email;
+    char *name;    /* NULL if absent */
+    json_t *subst; /* object or NULL */
+    json_t *metadata;
+};
+
+struct http_api_inject_attach {
+    char *content_type;
+    char *file_name;  /* NULL if absent */
+    char *content_id; /* NULL if absent */
+    struct buf data;  /* decoded bytes */
+};
+
+struct http_api_inject_header {
+    char *name;
+    struct http_api_template *value;
+};
+
+struct http_api_inject {
+    char *sender;
+    struct http_api_inject_rcpt *rcpts;
+    size_t n_rcpts;
+    json_t *subst;                 /* object or NULL */
+    struct http_api_template *raw; /* raw content, or NULL: builder */
+    struct http_api_template *subject, *text_body, *html_body;
+    struct http_api_template *from_name;
+    char *from_email;
+    char *reply_to; /* formatted address, or NULL */
+    struct http_api_inject_header *headers;
+    size_t n_headers;
+    struct http_api_inject_attach *attach;
+    size_t n_attach;
+};
+
+/* Parsing */
+
+void
+http_api_inject_free(struct http_api_inject *inj)
+{
+    if (inj == NULL) {
+        return;
+    }
+    free(inj->sender);
+    for (size_t i = 0; i < inj->n_rcpts; i++) {
+        free(inj->rcpts[i].email);
+        free(inj->rcpts[i].name);
+        json_decref(inj->rcpts[i].subst);
+        json_decref(inj->rcpts[i].metadata);
+    }
+    free(inj->rcpts);
+    json_decref(inj->subst);
+    http_api_template_free(inj->raw);
+    http_api_template_free(inj->subject);
+    http_api_template_free(inj->text_body);
+    http_api_template_free(inj->html_body);
+    http_api_template_free(inj->from_name);
+    free(inj->from_email);
+    free(inj->reply_to);
+    for (size_t i = 0; i < inj->n_headers; i++) {
+        free(inj->headers[i].name);
+        http_api_template_free(inj->headers[i].value);
+    }
+    free(inj->headers);
+    for (size_t i = 0; i < inj->n_attach; i++) {
+        free(inj->attach[i].content_type);
+        free(inj->attach[i].file_name);
+        free(inj->attach[i].content_id);
+        buf_fini(&inj->attach[i].data);
+    }
+    free(inj->attach);
+    free(inj);
+}
+
+size_t
+http_api_inject_count(const struct http_api_inject *inj)
+{
+    return inj->n_rcpts;
+}
+
+const char *
+http_api_inject_sender(const struct http_api_inject *inj)
+{
+    return inj->sender;
+}
+
+const char *
+http_api_inject_recipient(const struct http_api_inject *inj, size_t i)
+{
+    return inj->rcpts[i].email;
+}
+
+json_t *
+http_api_inject_metadata(const struct http_api_inject *inj, size_t i)
+{
+    return inj->rcpts[i].metadata;
+}
+
+static int
+http_api_inject_bad(int *status, int code, char *err, size_t errlen,
+                    const char *what)
+{
+    *status = code;
+    snprintf(err, errlen, "%s", what);
+    return KM_EINVAL;
+}
+
+/* Compile a template field; 422 on a syntax error, naming the field. */
+static int
+http_api_inject_tpl(const char *field, const char *src,
+                    struct http_api_template **out, int *status, char *err,
+                    size_t errlen)
+{
+    char why[512];
+
+    if (http_api_template_compile(src, strlen(src), out, why, sizeof(why)) !=
+        0) {
+        *status = 422;
+        snprintf(err, errlen, "%s: %s", field, why);
+        return KM_EINVAL;
+    }
+    return 0;
+}
+
+/* An address has no CR, LF or angle brackets and holds an '@' (or is
+ * the null sender, for envelope_sender only). */
+static bool
+http_api_inject_addr_ok(const char *s, bool allow_empty)
+{
+    if (s[0] == '\0') {
+        return allow_empty;
+    }
+    return strpbrk(s, "\r\n<> ") == NULL && strchr(s, '@') != NULL;
+}
+
+static bool
+http_api_inject_line_ok(const char *s)
+{
+    return strpbrk(s, "\r\n") == NULL;
+}
+
+static int http_api_inject_b64_decode(const char *s, size_t n, struct buf *out);
+
+/* "Name" <email>, quoting the name when it has specials. The builder
+ * encodes non-ASCII names (RFC 2047). */
+static void http_api_inject_fmt_addr(const char *name, const char *email,
+                                     struct buf *out);
+
+static int
+http_api_inject_parse_rcpts(struct http_api_inject *inj, json_t *list,
+                            int *status, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *r;
+
+    if (!json_is_array(list) || json_array_size(list) == 0) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "recipients: must be a non-empty array");
+    }
+    inj->rcpts = km_calloc(json_array_size(list), sizeof(*inj->rcpts));
+    json_array_foreach(list, i, r)
+    {
+        struct http_api_inject_rcpt *rc = &inj->rcpts[inj->n_rcpts];
+        const char *email = json_string_value(json_object_get(r, "email"));
+        json_t *name = json_object_get(r, "name");
+        json_t *subst = json_object_get(r, "substitutions");
+        json_t *meta = json_object_get(r, "metadata");
+
+        if (email == NULL || !http_api_inject_addr_ok(email, false)) {
+            *status = 400;
+            snprintf(err, errlen, "recipients[%zu].email: missing or invalid",
+                     i);
+            return KM_EINVAL;
+        }
+        if ((name != NULL && !json_is_string(name) && !json_is_null(name)) ||
+            (subst != NULL && !json_is_object(subst) && !json_is_null(subst)) ||
+            (meta != NULL && !json_is_object(meta) && !json_is_null(meta))) {
+            *status = 400;
+            snprintf(err, errlen,
+                     "recipients[%zu]: name must be a string, substitutions "
+                     "and metadata objects",
+                     i);
+            return KM_EINVAL;
+        }
+        rc->email = km_strdup(email);
+        rc->name =
+            json_is_string(name) ? km_strdup(json_string_value(name)) : NULL;
+        rc->subst = json_is_object(subst) ? json_incref(subst) : NULL;
+        rc->metadata = json_is_object(meta) ? json_incref(meta) : NULL;
+        inj->n_rcpts++;
+    }
+    return 0;
+}
+
+static int
+http_api_inject_parse_attach(struct http_api_inject *inj, json_t *list,
+                             int *status, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *a;
+
+    if (list == NULL || json_is_null(list)) {
+        return 0;
+    }
+    if (!json_is_array(list)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "content.attachments: must be an array");
+    }
+    inj->attach = km_calloc(json_array_size(list) + 1, sizeof(*inj->attach));
+    json_array_foreach(list, i, a)
+    {
+        struct http_api_inject_attach *at = &inj->attach[inj->n_attach];
+        json_t *data = json_object_get(a, "data");
+        const char *ct = json_string_value(json_object_get(a, "content_type"));
+        const char *fn = json_string_value(json_object_get(a, "file_name"));
+        const char *cid = json_string_value(json_object_get(a, "content_id"));
+
+        if (!json_is_string(data)) {
+            *status = 400;
+            snprintf(err, errlen, "content.attachments[%zu].data: missing", i);
+            return KM_EINVAL;
+        }
+        if ((ct != NULL && !http_api_inject_line_ok(ct)) ||
+            (fn != NULL && !http_api_inject_line_ok(fn)) ||
+            (cid != NULL && !http_api_inject_line_ok(cid))) {
+            *status = 400;
+            snprintf(err, errlen, "content.attachments[%zu]: invalid field", i);
+            return KM_EINVAL;
+        }
+        buf_init(&at->data);
+        inj->n_attach++;
+        at->content_type =
+            km_strdup(ct != NULL ? ct : "application/octet-stream");
+        at->file_name = fn != NULL ? km_strdup(fn) : NULL;
+        at->content_id = cid != NULL ? km_strdup(cid) : NULL;
+        if (json_is_true(json_object_get(a, "base64"))) {
+            if (http_api_inject_b64_decode(json_string_value(data),
+                                           json_string_length(data),
+                                           &at->data) != 0) {
+                *status = 400;
+                snprintf(err, errlen,
+                         "content.attachments[%zu].data: invalid base64", i);
+                return KM_EINVAL;
+            }
+        } else {
+            buf_append(&at->data, json_string_value(data),
+                       json_string_length(data));
+        }
+    }
+    return 0;
+}
+
+static int
+http_api_inject_parse_builder(struct http_api_inject *inj, json_t *c,
+                              int *status, char *err, size_t errlen)
+{
+    json_t *from = json_object_get(c, "from");
+    json_t *reply_to = json_object_get(c, "reply_to");
+    json_t *headers = json_object_get(c, "headers");
+    const char *s, *key;
+    json_t *v;
+    int rv;
+
+    s = json_string_value(json_object_get(from, "email"));
+    if (s == NULL || !http_api_inject_addr_ok(s, false)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "content.from.email: missing or invalid");
+    }
+    inj->from_email = km_strdup(s);
+    s = json_string_value(json_object_get(from, "name"));
+    if (s != NULL &&
+        (rv = http_api_inject_tpl("content.from.name", s, &inj->from_name,
+                                  status, err, errlen)) != 0) {
+        return rv;
+    }
+    if (json_is_string(reply_to) || json_is_object(reply_to)) {
+        struct buf b = BUF_INIT;
+        const char *email =
+            json_is_string(reply_to)
+                ? json_string_value(reply_to)
+                : json_string_value(json_object_get(reply_to, "email"));
+        const char *name = json_string_value(json_object_get(reply_to, "name"));
+
+        if (email == NULL || !http_api_inject_addr_ok(email, false) ||
+            (name != NULL && !http_api_inject_line_ok(name))) {
+            return http_api_inject_bad(status, 400, err, errlen,
+                                       "content.reply_to: invalid");
+        }
+        http_api_inject_fmt_addr(name, email, &b);
+        inj->reply_to = km_strdup(buf_cstr(&b));
+        buf_fini(&b);
+    }
+    if ((s = json_string_value(json_object_get(c, "subject"))) != NULL &&
+        (rv = http_api_inject_tpl("content.subject", s, &inj->subject, status,
+                                  err, errlen)) != 0) {
+        return rv;
+    }
+    if ((s = json_string_value(json_object_get(c, "text_body"))) != NULL &&
+        (rv = http_api_inject_tpl("content.text_body", s, &inj->text_body,
+                                  status, err, errlen)) != 0) {
+        return rv;
+    }
+    if ((s = json_string_value(json_object_get(c, "html_body"))) != NULL &&
+        (rv = http_api_inject_tpl("content.html_body", s, &inj->html_body,
+                                  status, err, errlen)) != 0) {
+        return rv;
+    }
+    if (inj->text_body == NULL && inj->html_body == NULL) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "content: needs text_body or html_body");
+    }
+    if (headers != NULL && !json_is_null(headers)) {
+        if (!json_is_object(headers)) {
+            return http_api_inject_bad(status, 400, err, errlen,
+                                       "content.headers: must be an object");
+        }
+        inj->headers =
+            km_calloc(json_object_size(headers) + 1, sizeof(*inj->headers));
+        json_object_foreach(headers, key, v)
+        {
+            char field[300];
+
+            if (!json_is_string(v) || key[0] == '\0' ||
+                strpbrk(key, ": \t\r\n") != NULL) {
+                snprintf(err, errlen, "content.headers.%s: invalid", key);
+                *status = 400;
+                return KM_EINVAL;
+            }
+            snprintf(field, sizeof(field), "content.headers.%s", key);
+            inj->headers[inj->n_headers].name = km_strdup(key);
+            rv = http_api_inject_tpl(field, json_string_value(v),
+                                     &inj->headers[inj->n_headers].value,
+                                     status, err, errlen);
+            inj->n_headers++;
+            if (rv != 0) {
+                return rv;
+            }
+        }
+    }
+    return http_api_inject_parse_attach(inj, json_object_get(c, "attachments"),
+                                        status, err, errlen);
+}
+
+int
+http_api_inject_parse(json_t *body, struct http_api_inject **out, int *status,
+                      char *err, size_t errlen)
+{
+    struct http_api_inject *inj;
+    json_t *content, *subst;
+    const char *sender;
+    int rv;
+
+    *status = 400;
+    if (!json_is_object(body)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "body must be a JSON object");
+    }
+    sender = json_string_value(json_object_get(body, "envelope_sender"));
+    if (sender == NULL || !http_api_inject_addr_ok(sender, true)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "envelope_sender: missing or invalid");
+    }
+    subst = json_object_get(body, "substitutions");
+    if (subst != NULL && !json_is_object(subst) && !json_is_null(subst)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "substitutions: must be an object");
+    }
+    content = json_object_get(body, "content");
+    if (!json_is_string(content) && !json_is_object(content)) {
+        return http_api_inject_bad(status, 400, err, errlen,
+                                   "content: must be a string or an object");
+    }
+    inj = km_calloc(1, sizeof(*inj));
+    inj->sender = km_strdup(sender);
+    inj->subst = json_is_object(subst) ? json_incref(subst) : NULL;
+    rv = http_api_inject_parse_rcpts(inj, json_object_get(body, "recipients"),
+                                     status, err, errlen);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    if (json_is_string(content)) {
+        rv = http_api_inject_tpl("content", json_string_value(content),
+                                 &inj->raw, status, err, errlen);
+    } else {
+        rv = http_api_inject_parse_builder(inj, content, status, err, errlen);
+    }
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    *out = inj;
+    return 0;
+
+err_after_alloc:
+    http_api_inject_free(inj);
+    return rv;
+}
+
+/* Encodings */
+
+static const char http_api_inject_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Base64 with CRLF every 76 columns (RFC 2045 6.8) when wrap. */
+static void
+http_api_inject_b64_encode(const unsigned char *p, size_t n, bool wrap,
+                           struct buf *out)
+{
+    size_t col = 0;
+
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        char q[4];
+
+        if (i + 1 < n) {
+            v |= (uint32_t)p[i + 1] << 8;
+        }
+        if (i + 2 < n) {
+            v |= p[i + 2];
+        }
+        q[0] = http_api_inject_b64[(v >> 18) & 63];
+        q[1] = http_api_inject_b64[(v >> 12) & 63];
+        q[2] = i + 1 < n ? http_api_inject_b64[(v >> 6) & 63] : '=';
+        q[3] = i + 2 < n ? http_api_inject_b64[v & 63] : '=';
+        buf_append(out, q, 4);
+        col += 4;
+        if (wrap && col >= 76 && i + 3 < n) {
+            buf_append(out, "\r\n", 2);
+            col = 0;
+        }
+    }
+    if (wrap) {
+        buf_append(out, "\r\n", 2);
+    }
+}
+
+static int
+http_api_inject_b64_decode(const char *s, size_t n, struct buf *out)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *p;
+
+        if (s[i] == '=' || isspace((unsigned char)s[i])) {
+            continue;
+        }
+        p = memchr(http_api_inject_b64, s[i], 64);
+        if (p == NULL || s[i] == '\0') {
+            return KM_EINVAL;
+        }
+        acc = (acc << 6) | (uint32_t)(p - http_api_inject_b64);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            buf_append_char(out, (char)((acc >> bits) & 0xff));
+        }
+    }
+    return 0;
+}
+
+static bool
+http_api_inject_is_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A header value: as is when ASCII, else an RFC 2047 encoded word. */
+static void
+http_api_inject_hdr_value(const char *s, size_t n, struct buf *out)
+{
+    if (http_api_inject_is_ascii(s, n)) {
+        buf_append(out, s, n);
+        return;
+    }
+    buf_append_str(out, "=?UTF-8?B?");
+    http_api_inject_b64_encode((const unsigned char *)s, n, false, out);
+    buf_append_str(out, "?=");
+}
+
+static void
+http_api_inject_fmt_addr(const char *name, const char *email, struct buf *out)
+{
+    if (name == NULL || name[0] == '\0') {
+        buf_append_str(out, email);
+        return;
+    }
+    if (!http_api_inject_is_ascii(name, strlen(name))) {
+        http_api_inject_hdr_value(name, strlen(name), out);
+    } else if (strpbrk(name, "()<>[]:;@\\,.\"") != NULL) {
+        buf_append_char(out, '"');
+        for (const char *p = name; *p != '\0'; p++) {
+            if (*p == '"' || *p == '\\') {
+                buf_append_char(out, '\\');
+            }
+            buf_append_char(out, *p);
+        }
+        buf_append_char(out, '"');
+    } else {
+        buf_append_str(out, name);
+    }
+    buf_appendf(out, " <%s>", email);
+}
+
+/* Text with bare LF made CRLF; ends with CRLF. */
+static void
+http_api_inject_crlf(const char *s, size_t n, struct buf *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) {
+            buf_append_char(out, '\r');
+        }
+        buf_append_char(out, s[i]);
+    }
+    if (out->len < 2 || memcmp(out->data + out->len - 2, "\r\n", 2) != 0) {
+        buf_append(out, "\r\n", 2);
+    }
+}
+
+/* Quoted-printable (RFC 2045 6.7), lines CRLF-terminated, soft breaks
+ * keep lines within 76 columns. */
+static void
+http_api_inject_qp(const char *s, size_t n, struct buf *out)
+{
+    size_t col = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char enc[4];
+        size_t w;
+
+        if (c == '\r' && i + 1 < n && s[i + 1] == '\n') {
+            continue;
+        }
+        if (c == '\n') {
+            buf_append(out, "\r\n", 2);
+            col = 0;
+            continue;
+        }
+        if ((c == ' ' || c == '\t') &&
+            (i + 1 == n || s[i + 1] == '\n' || s[i + 1] == '\r')) {
+            snprintf(enc, sizeof(enc), "=%02X", c);
+            w = 3;
+        } else if (c == '=' || c >= 0x7f || (c < 0x20 && c != '\t')) {
+            snprintf(enc, sizeof(enc), "=%02X", c);
+            w = 3;
+        } else {
+            enc[0] = (char)c;
+            enc[1] = '\0';
+            w = 1;
+        }
+        if (col + w > 75) {
+            buf_append(out, "=\r\n", 3);
+            col = 0;
+        }
+        buf_append(out, enc, w);
+        col += w;
+    }
+    buf_append(out, "\r\n", 2);
+}
+
+static bool
+http_api_inject_needs_qp(const char *s, size_t n)
+{
+    size_t col = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] >= 0x80) {
+            return true;
+        }
+        col = s[i] == '\n' ? 0 : col + 1;
+        if (col > 998) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Building */
+
+static json_t *
+http_api_inject_vars(const struct http_api_inject *inj, size_t i)
+{
+    const struct http_api_inject_rcpt *rc = &inj->rcpts[i];
+    json_t *vars =
+        inj->subst != NULL ? json_deep_copy(inj->subst) : json_object();
+    struct buf to = BUF_INIT;
+
+    if (rc->subst != NULL) {
+        json_object_update(vars, rc->subst);
+    }
+    json_object_set_new(vars, "email", json_string(rc->email));
+    if (rc->name != NULL) {
+        json_object_set_new(vars, "name", json_string(rc->name));
+    }
+    http_api_inject_fmt_addr(rc->name, rc->email, &to);
+    json_object_set_new(vars, "to_header", json_string(buf_cstr(&to)));
+    buf_fini(&to);
+    return vars;
+}
+
+static void
+http_api_inject_date(int64_t now_ms, struct buf *out)
+{
+    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed",
+                                       "Thu", "Fri", "Sat"};
+    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr",
+                                         "May", "Jun", "Jul", "Aug",
+                                         "Sep", "Oct", "Nov", "Dec"};
+    time_t t = (time_t)(now_ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    buf_appendf(out, "%s, %d %s %d %02d:%02d:%02d +0000", days[tm.tm_wday % 7],
+                tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
+                tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static bool
+http_api_inject_has_header(const struct http_api_inject *inj, const char *name)
+{
+    for (size_t i = 0; i < inj->n_headers; i++) {
+        if (strcasecmp(inj->headers[i].name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* One text part (headers and body) into out. */
+static void
+http_api_inject_text_part(const char *subtype, const struct buf *text,
+                          struct buf *out)
+{
+    const char *s = buf_cstr(text);
+
+    buf_appendf(out, "Content-Type: text/%s; charset=utf-8\r\n", subtype);
+    if (http_api_inject_needs_qp(s, text->len)) {
+        buf_append_str(out,
+                       "Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+        http_api_inject_qp(s, text->len, out);
+    } else {
+        buf_append_str(out, "Content-Transfer-Encoding: 7bit\r\n\r\n");
+        http_api_inject_crlf(s, text->len, out);
+    }
+}
+
+static void
+http_api_inject_body(const struct http_api_inject *inj, json_t *vars,
+                     const char *msgid, struct buf *out)
+{
+    struct buf text = BUF_INIT, html = BUF_INIT;
+    char alt[128], mixed[128];
+
+    snprintf(alt, sizeof(alt), "=_kumod_alt_%s", msgid);
+    snprintf(mixed, sizeof(mixed), "=_kumod_mixed_%s", msgid);
+    if (inj->text_body != NULL) {
+        http_api_template_render(inj->text_body, vars, &text);
+    }
+    if (inj->html_body != NULL) {
+        http_api_template_render(inj->html_body, vars, &html);
+    }
+    if (inj->n_attach > 0) {
+        buf_appendf(out,
+                    "Content-Type: multipart/mixed;\r\n boundary=\"%s\"\r\n"
+                    "\r\n--%s\r\n",
+                    mixed, mixed);
+    }
+    if (inj->text_body != NULL && inj->html_body != NULL) {
+        buf_appendf(out,
+                    "Content-Type: multipart/alternative;\r\n "
+                    "boundary=\"%s\"\r\n\r\n--%s\r\n",
+                    alt, alt);
+        http_api_inject_text_part("plain", &text, out);
+        buf_appendf(out, "--%s\r\n", alt);
+        http_api_inject_text_part("html", &html, out);
+        buf_appendf(out, "--%s--\r\n", alt);
+    } else if (inj->text_body != NULL) {
+        http_api_inject_text_part("plain", &text, out);
+    } else {
+        http_api_inject_text_part("html", &html, out);
+    }
+    for (size_t i = 0; i < inj->n_attach; i++) {
+        const struct http_api_inject_attach *a = &inj->attach[i];
+
+        buf_appendf(out, "--%s\r\nContent-Type: %s", mixed, a->content_type);
+        if (a->file_name != NULL) {
+            buf_appendf(out, ";\r\n name=\"%s\"", a->file_name);
+        }
+        buf_append_str(out, "\r\nContent-Transfer-Encoding: base64\r\n");
+        buf_appendf(out, "Content-Disposition: %s",
+                    a->content_id != NULL ? "inline" : "attachment");
+        if (a->file_name != NULL) {
+            buf_appendf(out, ";\r\n filename=\"%s\"", a->file_name);
+        }
+        buf_append_str(out, "\r\n");
+        if (a->content_id != NULL) {
+            buf_appendf(out, "Content-ID: <%s>\r\n", a->content_id);
+        }
+        buf_append_str(out, "\r\n");
+        http_api_inject_b64_encode((const unsigned char *)buf_cstr(&a->data),
+                                   a->data.len, true, out);
+    }
+    if (inj->n_attach > 0) {
+        buf_appendf(out, "--%s--\r\n", mixed);
+    }
+    buf_fini(&text);
+    buf_fini(&html);
+}
+
+void
+http_api_inject_build(const struct http_api_inject *inj, size_t i,
+                      const char *msgid, const char *hostname, int64_t now_ms,
+                      struct buf *out)
+{
+    json_t *vars = http_api_inject_vars(inj, i);
+    struct buf tmp = BUF_INIT;
+
+    if (inj->raw != NULL) {
+        /* Raw content is the message, after templating. */
+        http_api_template_render(inj->raw, vars, out);
+        json_decref(vars);
+        return;
+    }
+    buf_append_str(out, "From: ");
+    if (inj->from_name != NULL) {
+        http_api_template_render(inj->from_name, vars, &tmp);
+    }
+    /* A rendered name must stay on one line. */
+    for (size_t k = 0; k < tmp.len; k++) {
+        if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
+            tmp.data[k] = ' ';
+        }
+    }
+    http_api_inject_fmt_addr(buf_cstr(&tmp), inj->from_email, out);
+    buf_append_str(out, "\r\n");
+    if (!http_api_inject_has_header(inj, "To")) {
+        buf_append_str(out, "To: ");
+        http_api_inject_fmt_addr(inj->rcpts[i].name, inj->rcpts[i].email, out);
+        buf_append_str(out, "\r\n");
+    }
+    if (inj->subject != NULL && !http_api_inject_has_header(inj, "Subject")) {
+        buf_reset(&tmp);
+        http_api_template_render(inj->subject, vars, &tmp);
+        for (size_t k = 0; k < tmp.len; k++) {
+            if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
+                tmp.data[k] = ' ';
+            }
+        }
+        buf_append_str(out, "Subject: ");
+        http_api_inject_hdr_value(buf_cstr(&tmp), tmp.len, out);
+        buf_append_str(out, "\r\n");
+    }
+    if (inj->reply_to != NULL && !http_api_inject_has_header(inj, "Reply-To")) {
+        buf_appendf(out, "Reply-To: %s\r\n", inj->reply_to);
+    }
+    for (size_t h = 0; h < inj->n_headers; h++) {
+        buf_reset(&tmp);
+        http_api_template_render(inj->headers[h].value, vars, &tmp);
+        for (size_t k = 0; k < tmp.len; k++) {
+            if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
+                tmp.data[k] = ' ';
+            }
+        }
+        buf_appendf(out, "%s: ", inj->headers[h].name);
+        http_api_inject_hdr_value(buf_cstr(&tmp), tmp.len, out);
+        buf_append_str(out, "\r\n");
+    }
+    if (!http_api_inject_has_header(inj, "MIME-Version")) {
+        buf_append_str(out, "MIME-Version: 1.0\r\n");
+    }
+    if (!http_api_inject_has_header(inj, "Date")) {
+        buf_append_str(out, "Date: ");
+        http_api_inject_date(now_ms, out);
+        buf_append_str(out, "\r\n");
+    }
+    if (!http_api_inject_has_header(inj, "Message-ID")) {
+        buf_appendf(out, "Message-ID: <%s@%s>\r\n", msgid, hostname);
+    }
+    http_api_inject_body(inj, vars, msgid, out);
+    buf_fini(&tmp);
+    json_decref(vars);
+}
+
+/* The request */
+
+/* State carried to the kumod_ingest() callback. */
+struct http_api_inject_op {
+    struct http_api *h;
+    struct http_req *req;
+    size_t n_ok;
+    json_t *failed; /* failed_recipients */
+    json_t *errors;
+};
+
+static void
+http_api_inject_reply(struct http_api_inject_op *op, int status, size_t success)
+{
+    json_t *j =
+        json_pack("{s:I,s:I,s:O,s:O}", "success_count", (json_int_t)success,
+                  "fail_count", (json_int_t)json_array_size(op->failed),
+                  "failed_recipients", op->failed, "errors", op->errors);
+
+    http_api_reply_json(op->req, status, j);
+    json_decref(j);
+}
+
+static void
+http_api_inject_op_free(struct http_api_inject_op *op)
+{
+    json_decref(op->failed);
+    json_decref(op->errors);
+    http_api_server_req_free(op->req);
+    free(op);
+}
+
+static void
+http_api_inject_on_ingest(void *arg, int status)
+{
+    struct http_api_inject_op *op = arg;
+    struct http_api *h = op->h;
+
+    if (status == 0) {
+        metrics_inc(http_api_metrics(h), "total_messages_received",
+                    "total number of messages received", "service",
+                    "http_listener", op->n_ok);
+        http_api_inject_reply(op, 200, op->n_ok);
+    } else {
+        LOG_WARN("http_api: %s: inject of %zu messages failed: %s",
+                 op->req->peer_ip, op->n_ok, km_strerror(status));
+        json_array_append_new(
+            op->errors, json_sprintf("messages not accepted, try again later "
+                                     "(%s)",
+                                     km_strerror(status)));
+        http_api_inject_reply(op, 503, 0);
+    }
+    http_api_inject_op_free(op);
+    http_api_op_done(h);
+}
+
+static void
+http_api_inject_log_reception(struct http_api *h, struct message *m,
+                              const char *peer)
+{
+    struct logrec_event ev;
+
+    memset(&ev, 0, sizeof(ev));
+    ev.type = "Reception";
+    ev.msg = m;
+    ev.site = "";
+    ev.code = 250;
+    ev.content = "";
+    ev.peer_name = "";
+    ev.peer_addr = peer;
+    ev.reception_protocol = "HTTP";
+    kumod_log(h->kd, &ev);
+}
+
+/* Build, run http_message_generated on, and keep (msgs[*n]) recipient i's
+ * message; a failure is recorded in op. Returns the number of messages
+ * consumed into the black hole (the "null" queue): 0 or 1. */
+static size_t
+http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
+                    const struct http_api_inject *inj, size_t i,
+                    json_t *auth_info, const char *http_auth,
+                    struct message **msgs, size_t *n)
+{
+    char id[KM_ID_HEX_LEN + 1];
+    const char *rcpt = http_api_inject_recipient(inj, i);
+    json_t *meta = json_object();
+    json_t *extra = http_api_inject_metadata(inj, i);
+    struct policy_arg args[2];
+    struct policy_result res;
+    struct message *m;
+    const char *queue;
+    int rv;
+
+    kumod_new_id(h->kd, id);
+    json_object_set_new(meta, "reception_protocol", json_string("HTTP"));
+    json_object_set_new(meta, "http_auth", json_string(http_auth));
+    if (extra != NULL) {
+        json_object_set(meta, "extra", extra);
+    }
+    rv = message_new(id, http_api_inject_sender(inj), rcpt, meta, &m);
+    if (rv != 0) {
+        json_array_append_new(op->failed, json_string(rcpt));
+        json_array_append_new(op->errors,
+                              json_sprintf("%s: %s", rcpt, km_strerror(rv)));
+        return 0;
+    }
+    http_api_inject_build(inj, i, id, h->hostname, km_now_wall_ms(),
+                          message_data(m));
+    memset(&res, 0, sizeof(res));
+    rv = 0;
+    if (h->kd->policy != NULL) {
+        args[0].kind = POLICY_ARG_MESSAGE;
+        args[0].u.msg = m;
+        args[1].kind = POLICY_ARG_JSON;
+        args[1].u.json = auth_info;
+        rv = policy_call(h->kd->policy, "http_message_generated", args, 2, &res,
+                         NULL, 0);
+    }
+    if (rv != 0) {
+        json_array_append_new(op->failed, json_string(rcpt));
+        if (rv == KM_EREJECT) {
+            json_array_append_new(op->errors, json_sprintf("%s: %d %s", rcpt,
+                                                           res.reject.code,
+                                                           res.reject.text));
+        } else {
+            json_array_append_new(
+                op->errors,
+                json_sprintf("%s: http_message_generated failed", rcpt));
+        }
+        policy_result_fini(&res);
+        message_unref(m);
+        return 0;
+    }
+    policy_result_fini(&res);
+    queue = message_meta_str(m, "queue");
+    if (queue != NULL && strcmp(queue, "null") == 0) {
+        http_api_inject_log_reception(h, m, op->req->peer_ip);
+        message_unref(m);
+        return 1;
+    }
+    msgs[(*n)++] = m;
+    return 0;
+}
+
+static json_t *
+http_api_inject_auth_info(const struct http_api_auth *auth)
+{
+    json_t *groups = json_array();
+    json_t *ids = json_array();
+
+    if (auth->trusted) {
+        json_array_append_new(groups, json_string("kumomta:http-listener-"
+                                                  "trusted-ip"));
+    }
+    if (auth->authenticated) {
+        json_array_append_new(ids,
+                              json_pack("{s:s,s:s}", "identity", auth->user,
+                                        "context", "HttpBasicAuth"));
+    }
+    return json_pack("{s:s,s:o,s:o}", "peer_address", auth->peer_ip,
+                     "identities", ids, "groups", groups);
+}
+
+bool
+http_api_inject_handle(struct http_api *h, struct http_req *req,
+                       const struct http_api_auth *auth)
+{
+    struct http_api_inject_op *op;
+    struct http_api_inject *inj;
+    struct kumod_ingest_info info;
+    struct message **msgs;
+    json_error_t jerr;
+    json_t *body, *auth_info;
+    size_t n = 0, black_holed = 0, total;
+    char err[600];
+    int status;
+
+    body = json_loadb(buf_cstr(&req->body), req->body.len, 0, &jerr);
+    if (body == NULL) {
+        http_api_reply_error(req, 400, "invalid JSON: line %d column %d: %s",
+                             jerr.line, jerr.column, jerr.text);
+        return false;
+    }
+    if (http_api_inject_parse(body, &inj, &status, err, sizeof(err)) != 0) {
+        json_decref(body);
+        http_api_reply_error(req, status, "%s", err);
+        return false;
+    }
+    json_decref(body);
+    total = http_api_inject_count(inj);
+    op = km_calloc(1, sizeof(*op));
+    op->h = h;
+    op->req = req;
+    op->failed = json_array();
+    op->errors = json_array();
+    auth_info = http_api_inject_auth_info(auth);
+    msgs = km_calloc(total, sizeof(*msgs));
+    for (size_t i = 0; i < total; i++) {
+        black_holed += http_api_inject_one(
+            h, op, inj, i, auth_info,
+            auth->authenticated ? auth->user : req->peer_ip, msgs, &n);
+    }
+    json_decref(auth_info);
+    http_api_inject_free(inj);
+    op->n_ok = n;
+    if (n == 0) {
+        http_api_inject_reply(op, 200, black_holed);
+        op->req = NULL;
+        http_api_inject_op_free(op);
+        free(msgs);
+        return false;
+    }
+    memset(&info, 0, sizeof(info));
+    info.reception_protocol = "HTTP";
+    info.peer_name = "";
+    info.peer_addr = req->peer_ip;
+    op->n_ok = n + black_holed;
+    h->pending_ops++;
+    /* The request now belongs to op (freed in the callback, which never
+     * runs before kumod_ingest returns). */
+    kumod_ingest(h->kd, msgs, n, &info, http_api_inject_on_ingest, op);
+    for (size_t i = 0; i < n; i++) {
+        message_unref(msgs[i]);
+    }
+    free(msgs);
+    return true;
+}
