@@ -25,6 +25,7 @@
 #include "egress.h"
 #include "logrec.h"
 #include "message.h"
+#include "metrics.h"
 #include "policy.h"
 #include "policy_glue.h"
 #include "queue.h"
@@ -46,6 +47,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     kd->validate_only = validate_only;
     kd->state = KUMOD_LOADING;
     kd->log_configs = json_array();
+    metrics_new(&kd->metrics);
 }
 
 bool
@@ -699,6 +701,7 @@ kumod_fini(struct kumod *kd)
         queue_mgr_free(kd->queues);
     }
     admin_free_all(kd);
+    metrics_free(kd->metrics);
     policy_free(kd->policy);
     free(kd->listeners);
     free(kd->logs);

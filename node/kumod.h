@@ -17,6 +17,7 @@
 #include "base/km_id.h"
 
 struct admin_state;
+struct metrics;
 struct cluster;
 struct egress_mgr;
 struct logrec;
@@ -67,6 +68,7 @@ struct kumod {
     struct queue_mgr *queues;
     struct egress_mgr *egress;
     struct admin_state *admin; /* active admin rules (admin.c) */
+    struct metrics *metrics;   /* counters for /metrics */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;

@@ -17,6 +17,7 @@
 #include "cluster.h"
 #include "logrec.h"
 #include "message.h"
+#include "metrics.h"
 #include "queue.h"
 #include "spool.h"
 
@@ -158,6 +159,13 @@ kumod_ingest_committed(struct kumod_ingest *in)
          * client gets a 4xx and may send it again (at-least-once). */
         queue_insert(in->kd->queues, s->msg, "Received");
         kumod_ingest_log_reception(in, s->msg);
+        metrics_inc(in->kd->metrics, "total_messages_received",
+                    "total number of messages received", "service",
+                    in->reception_protocol != NULL &&
+                            strcmp(in->reception_protocol, "HTTP") == 0
+                        ? "http_listener"
+                        : "esmtp_listener",
+                    1);
         ok++;
     }
     if (ok < in->n) {

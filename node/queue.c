@@ -20,6 +20,7 @@
 #include "kumod.h"
 #include "logrec.h"
 #include "message.h"
+#include "metrics.h"
 #include "policy.h"
 #include "queue_retry.h"
 #include "queue_timer.h"
@@ -447,6 +448,41 @@ queue_retry(struct queue_mgr *qm, struct queue_entry *e, const char *response)
     queue_schedule(qm, e, (uint64_t)due);
 }
 
+/* KumoMTA's delivery counters: one series for the protocol as a whole
+ * ("smtp_client", "maildir") and one per ready queue. */
+static void
+queue_count(struct queue_mgr *qm, const struct queue_outcome *o)
+{
+    static const char *const names[] = {
+        [QUEUE_DELIVERED] = "total_messages_delivered",
+        [QUEUE_TRANSIENT] = "total_messages_transfail",
+        [QUEUE_BOUNCED] = "total_messages_fail",
+        [QUEUE_DELAYED] = "total_messages_transfail",
+    };
+    static const char *const helps[] = {
+        [QUEUE_DELIVERED] = "total number of messages delivered",
+        [QUEUE_TRANSIENT] = "total number of message delivery attempts that "
+                            "transiently failed",
+        [QUEUE_BOUNCED] = "total number of message delivery attempts that "
+                          "permanently failed",
+        [QUEUE_DELAYED] = "total number of message delivery attempts that "
+                          "transiently failed",
+    };
+    const char *proto = o->delivery_protocol != NULL &&
+                                strcmp(o->delivery_protocol, "Maildir") == 0
+                            ? "maildir"
+                            : "smtp_client";
+    char service[600];
+
+    metrics_inc(qm->kd->metrics, names[o->kind], helps[o->kind], "service",
+                proto, 1);
+    if (o->site != NULL && o->site[0] != '\0') {
+        snprintf(service, sizeof(service), "%s:%s", proto, o->site);
+        metrics_inc(qm->kd->metrics, names[o->kind], helps[o->kind], "service",
+                    service, 1);
+    }
+}
+
 void
 queue_attempt_done(struct queue_mgr *qm, struct message *m,
                    const struct queue_outcome *o)
@@ -455,6 +491,7 @@ queue_attempt_done(struct queue_mgr *qm, struct message *m,
     char response[1200];
 
     KM_ASSERT(e != NULL && e->state == QUEUE_ENTRY_EGRESS);
+    queue_count(qm, o);
     snprintf(response, sizeof(response), "%d %s", o->code,
              o->content != NULL ? o->content : "");
     switch (o->kind) {
