@@ -200,7 +200,6 @@ http_api_free(struct http_api *h)
         }
         km_map_free(h->auth_cache);
     }
-    metrics_free(h->own_metrics);
     free(h->listen);
     free(h->hostname);
     free(h->trusted);
@@ -222,9 +221,7 @@ http_api_check_params(json_t *params, char *err, size_t errlen)
 struct metrics *
 http_api_metrics(struct http_api *h)
 {
-    /* The node has no shared metrics object in struct kumod yet: this
-     * listener keeps its own. TODO(integration): return kd->metrics. */
-    return h->metrics;
+    return h->kd->metrics;
 }
 
 void
@@ -805,8 +802,6 @@ http_api_open(struct kumod *kd, json_t *params, struct http_api **out,
 
     h->kd = kd;
     h->auth_cache = km_map_new();
-    metrics_new(&h->own_metrics);
-    h->metrics = h->own_metrics;
     rv = http_api_apply_params(h, params, err, errlen);
     if (rv != 0) {
         goto err_after_alloc;

@@ -849,9 +849,7 @@ http_api_inject_on_ingest(void *arg, int status)
     struct http_api *h = op->h;
 
     if (status == 0) {
-        metrics_inc(http_api_metrics(h), "total_messages_received",
-                    "total number of messages received", "service",
-                    "http_listener", op->n_ok);
+        /* kumod_ingest counts total_messages_received. */
         http_api_inject_reply(op, 200, op->n_ok);
     } else {
         LOG_WARN("http_api: %s: inject of %zu messages failed: %s",

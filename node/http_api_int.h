@@ -93,8 +93,6 @@ struct http_api {
     bool closing;
     size_t pending_ops;        /* async inject/admin operations in flight */
     struct km_map *auth_cache; /* sha256(user:pass) hex -> cache entry */
-    struct metrics *metrics;   /* see http_api_metrics() */
-    struct metrics *own_metrics;
     http_api_close_cb close_cb;
     void *close_arg;
 };

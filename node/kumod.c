@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "cluster.h"
 #include "egress.h"
+#include "http_api.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -607,12 +608,17 @@ kumod_close_all(struct kumod *kd)
     uv_close((uv_handle_t *)&kd->sig_hup, NULL);
     /* One count per listener plus one that this function releases, so the
      * chain continues even with no listeners. */
-    kd->closing = kd->n_listeners + 1;
+    kd->closing = kd->n_listeners + kd->n_http_listeners + 1;
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_close(kd->listeners[i], kumod_on_listeners_closed, kd);
         kd->listeners[i] = NULL;
     }
     kd->n_listeners = 0;
+    for (size_t i = 0; i < kd->n_http_listeners; i++) {
+        http_api_close(kd->http_listeners[i], kumod_on_listeners_closed, kd);
+        kd->http_listeners[i] = NULL;
+    }
+    kd->n_http_listeners = 0;
     kumod_on_listeners_closed(kd);
 }
 
@@ -662,6 +668,9 @@ kumod_request_shutdown(struct kumod *kd)
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_shutdown(kd->listeners[i]);
     }
+    for (size_t i = 0; i < kd->n_http_listeners; i++) {
+        http_api_shutdown(kd->http_listeners[i]);
+    }
     if (kd->egress != NULL) {
         egress_stop(kd->egress);
     }
@@ -704,6 +713,7 @@ kumod_fini(struct kumod *kd)
     metrics_free(kd->metrics);
     policy_free(kd->policy);
     free(kd->listeners);
+    free(kd->http_listeners);
     free(kd->logs);
     json_decref(kd->log_configs);
     free(kd->data_spool_path);

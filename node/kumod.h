@@ -19,6 +19,7 @@
 struct admin_state;
 struct metrics;
 struct cluster;
+struct http_api;
 struct egress_mgr;
 struct logrec;
 struct logrec_event;
@@ -59,6 +60,8 @@ struct kumod {
 
     struct smtp_server **listeners;
     size_t n_listeners;
+    struct http_api **http_listeners;
+    size_t n_http_listeners;
 
     /* kumo.dns.configure_resolver{} name servers ("ip:port"), for the
      * resolver. */

@@ -10,6 +10,7 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "http_api.h"
 #include "kumod.h"
 #include "smtp_server.h"
 
@@ -107,12 +108,35 @@ policy_glue_resolver(struct kumod *kd, json_t *params, char *err, size_t errlen)
     return 0;
 }
 
+static int
+policy_glue_http(struct kumod *kd, json_t *params, char *err, size_t errlen)
+{
+    struct http_api *h;
+    int rv;
+
+    if (kd->validate_only) {
+        return http_api_check_params(params, err, errlen);
+    }
+    rv = http_api_open(kd, params, &h, err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    kd->http_listeners =
+        km_realloc(kd->http_listeners,
+                   (kd->n_http_listeners + 1) * sizeof(*kd->http_listeners));
+    kd->http_listeners[kd->n_http_listeners++] = h;
+    return 0;
+}
+
 int
 policy_glue_config(void *ctx, const char *fn, json_t *params, char *err,
                    size_t errlen)
 {
     struct kumod *kd = ctx;
 
+    if (strcmp(fn, "start_http_listener") == 0) {
+        return policy_glue_http(kd, params, err, errlen);
+    }
     if (strcmp(fn, "start_esmtp_listener") == 0) {
         return policy_glue_listener(kd, params, err, errlen);
     }
