@@ -37,8 +37,10 @@ egress_mgr_new(struct kumod *kd, struct egress_mgr **out)
     int rv;
 
     em->kd = kd;
-    rv = dns_open(kd->loop, (const char *const *)kd->dns_servers,
-                  kd->n_dns_servers, &em->dns);
+    struct dns_options opts = {.timeout_ms = kd->dns_timeout_ms,
+                               .attempts = kd->dns_attempts};
+    rv = dns_open_with_options(kd->loop, (const char *const *)kd->dns_servers,
+                               kd->n_dns_servers, &opts, &em->dns);
     if (rv != 0) {
         free(em);
         return rv;
@@ -82,6 +84,7 @@ egress_item_free(struct egress_item *it)
     for (size_t i = 0; i < it->n_mx_list; i++) {
         free(it->mx_list[i].host);
         free(it->mx_list[i].name);
+        free(it->mx_list[i].text);
     }
     free(it->mx_list);
     free(it);
@@ -327,6 +330,7 @@ egress_submit(struct egress_mgr *em, struct message *m,
             it->mx_list[i].name = e->name != NULL ? km_strdup(e->name) : NULL;
             it->mx_list[i].port = e->port;
             it->mx_list[i].is_literal = e->is_literal;
+            it->mx_list[i].text = e->text != NULL ? km_strdup(e->text) : NULL;
         }
         it->n_mx_list = qcfg->n_mx_list;
     }
@@ -370,10 +374,13 @@ egress_submit(struct egress_mgr *em, struct message *m,
         for (size_t i = 0; i < it->n_mx_list; i++) {
             const struct egress_mx_entry *e = &it->mx_list[i];
             const char *h = e->name != NULL ? e->name : e->host;
-            bool v6 = e->is_literal && strchr(h, ':') != NULL;
-            names[i] = e->port != 0 ? km_asprintf(v6 ? "[%s]:%u" : "%s:%u", h,
-                                                  (unsigned)e->port)
-                                    : km_strdup(h);
+            if (e->text != NULL) {
+                names[i] = km_strdup(e->text); /* as written, like KumoMTA */
+            } else {
+                names[i] = e->port != 0
+                               ? km_asprintf("%s:%u", h, (unsigned)e->port)
+                               : km_strdup(h);
+            }
         }
         char *site =
             dns_site_name_mx_list((const char *const *)names, it->n_mx_list);

@@ -499,6 +499,7 @@ egress_queue_config_fini(struct queue_config *qc)
     for (size_t i = 0; i < qc->n_mx_list; i++) {
         free(qc->mx_list[i].host);
         free(qc->mx_list[i].name);
+        free(qc->mx_list[i].text);
     }
     free(qc->mx_list);
     free(qc->maildir_path);
@@ -523,6 +524,7 @@ egress_queue_mx_entry(json_t *item, size_t idx, struct egress_mx_entry *e,
                 "host:port, [address] or [address]:port",
                 kind, idx + 1, json_string_value(item));
         }
+        e->text = km_strdup(json_string_value(item));
         return 0;
     }
     name = json_is_object(item) ? json_object_get(item, "name") : NULL;

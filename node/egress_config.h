@@ -78,6 +78,7 @@ struct egress_mx_entry {
     char *name;      /* table form {name=, addr=}: the name; else NULL */
     uint16_t port;   /* 0: the egress path's smtp_port */
     bool is_literal; /* host is an IP address: no DNS */
+    char *text;      /* the entry as written (site names use it) */
 };
 
 struct queue_config {

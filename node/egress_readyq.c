@@ -173,6 +173,19 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     if (rv != 0) {
         return rv;
     }
+    /* A throttle that does not parse must not mean "no limit". */
+    struct egress_throttle_spec spec;
+    char terr[256];
+    const char *specs[2] = {cfg.max_connection_rate, cfg.max_message_rate};
+    const char *names[2] = {"max_connection_rate", "max_message_rate"};
+    for (size_t i = 0; i < 2; i++) {
+        if (specs[i] != NULL &&
+            egress_throttle_parse(specs[i], &spec, terr, sizeof(terr)) != 0) {
+            snprintf(err, errlen, "egress_path: %s: %s", names[i], terr);
+            egress_path_config_fini(&cfg);
+            return KM_ECONFIG;
+        }
+    }
     if (rq->cfg_fetched_ms != 0) {
         egress_path_config_fini(&rq->cfg);
     }
@@ -181,8 +194,6 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     rq->connection_limit = cfg.connection_limit ? cfg.connection_limit : 1;
     rq->has_conn_rate = false;
     rq->has_msg_rate = false;
-    struct egress_throttle_spec spec;
-    char terr[256];
     if (cfg.max_connection_rate != NULL &&
         egress_throttle_parse(cfg.max_connection_rate, &spec, terr,
                               sizeof(terr)) == 0) {
@@ -558,7 +569,12 @@ egress_conn_on_ready(void *arg, struct smtp_client *c,
 
     if (failure != NULL) {
         free(conn->last_error);
-        conn->last_error = smtp_client_response_line(failure);
+        /* A synthetic failure (no connection, TLS) has no reply code. */
+        conn->last_error =
+            failure->code != 0
+                ? smtp_client_response_line(failure)
+                : km_strdup(failure->content != NULL ? failure->content
+                                                     : "connection failed");
         conn->last_code = failure->code;
         conn->c = NULL;
         smtp_client_abort(c, NULL, NULL);

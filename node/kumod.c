@@ -302,6 +302,7 @@ kumod_recover_one(void *arg, const struct cluster_msg *cm)
         return true;
     }
     /* The FSM is the truth for scheduling state. */
+    message_set_size(m, (size_t)cm->size);
     message_set_num_attempts(m, cm->attempts);
     message_set_due_ms(m, cm->due_ms);
     if (want_data) {

@@ -67,6 +67,8 @@ struct kumod {
      * resolver. */
     char **dns_servers;
     size_t n_dns_servers;
+    uint32_t dns_timeout_ms; /* options.timeout; 0 = the resolver's */
+    uint32_t dns_attempts;   /* options.attempts; 0 = the resolver's */
 
     struct queue_mgr *queues;
     struct egress_mgr *egress;

@@ -130,9 +130,18 @@ kumod_ingest_on_timeout(uv_timer_t *t)
 static void
 kumod_ingest_log_reception(struct kumod_ingest *in, struct message *m)
 {
+    char content[64];
+    bool smtp = in->reception_protocol != NULL &&
+                strcmp(in->reception_protocol, "ESMTP") == 0;
+
+    /* As KumoMTA logs it: the reply the message got (the final dot's). */
+    snprintf(content, sizeof(content), "OK ids=%s", message_id(m));
     struct logrec_event ev = {
         .type = "Reception",
         .msg = m,
+        .code = 250,
+        .content = content,
+        .command = smtp ? "." : NULL,
         .reception_protocol = in->reception_protocol,
         .peer_name = in->peer_name,
         .peer_addr = in->peer_addr,

@@ -400,9 +400,8 @@ logrec_build(const struct logrec *lr, const struct logrec_event *ev)
                logrec_json_str(recipient != NULL ? recipient : ""));
     logrec_set(rec, "queue", logrec_json_str(queue != NULL ? queue : ""));
     logrec_set(rec, "site", logrec_json_str(ev->site != NULL ? ev->site : ""));
-    logrec_set(
-        rec, "size",
-        json_integer(msg != NULL ? (json_int_t)message_data_c(msg)->len : 0));
+    logrec_set(rec, "size",
+               json_integer(msg != NULL ? (json_int_t)message_size(msg) : 0));
     logrec_set(rec, "response", logrec_build_response(ev));
     if (ev->peer_name != NULL || ev->peer_addr != NULL) {
         json_t *peer = json_object();

@@ -17,6 +17,7 @@ struct message {
     char *recipient;
     json_t *meta;
     struct buf data;
+    size_t size; /* the body's size when data has been dropped */
     int64_t created_ms;
     int64_t due_ms;
     uint32_t num_attempts;
@@ -195,7 +196,22 @@ message_set_due_ms(struct message *m, int64_t ms)
 void
 message_drop_data(struct message *m)
 {
+    if (m->data.len > 0) {
+        m->size = m->data.len;
+    }
     buf_fini(&m->data);
+}
+
+size_t
+message_size(const struct message *m)
+{
+    return m->data.len > 0 ? m->data.len : m->size;
+}
+
+void
+message_set_size(struct message *m, size_t size)
+{
+    m->size = size;
 }
 
 const char *

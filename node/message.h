@@ -41,8 +41,13 @@ void message_set_num_attempts(struct message *m, uint32_t n);
 int64_t message_due_ms(const struct message *m); /* 0 = now */
 void message_set_due_ms(struct message *m, int64_t ms);
 
-/* Release the body bytes (kept in the spool) to save memory. */
+/* Release the body bytes (kept in the spool) to save memory; the size is
+ * remembered. */
 void message_drop_data(struct message *m);
+/* The body's size, also while the bytes are not in memory. */
+size_t message_size(const struct message *m);
+/* Set the remembered size (for messages rebuilt without their body). */
+void message_set_size(struct message *m, size_t size);
 
 /* Meta value as a string, or NULL if absent or not a string. */
 const char *message_meta_str(const struct message *m, const char *key);

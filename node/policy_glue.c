@@ -10,6 +10,7 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "dns.h"
 #include "http_api.h"
 #include "kumod.h"
 #include "smtp_server.h"
@@ -104,6 +105,22 @@ policy_glue_resolver(struct kumod *kd, json_t *params, char *err, size_t errlen)
     json_array_foreach(servers, i, v)
     {
         kd->dns_servers[kd->n_dns_servers++] = km_strdup(json_string_value(v));
+    }
+    size_t bad = 0;
+    if (dns_check_servers((const char *const *)kd->dns_servers,
+                          kd->n_dns_servers, &bad) != 0) {
+        snprintf(err, errlen, "name_servers[%zu]: '%s' is not ip[:port]",
+                 bad + 1, kd->dns_servers[bad]);
+        return KM_ECONFIG;
+    }
+    json_t *opts = json_object_get(params, "options");
+    json_t *t = json_object_get(opts, "timeout");
+    json_t *a = json_object_get(opts, "attempts");
+    if (json_is_integer(t)) {
+        kd->dns_timeout_ms = (uint32_t)json_integer_value(t);
+    }
+    if (json_is_integer(a)) {
+        kd->dns_attempts = (uint32_t)json_integer_value(a);
     }
     return 0;
 }

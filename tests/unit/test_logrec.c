@@ -72,6 +72,12 @@ message_data_c(const struct message *m)
     return &m->data;
 }
 
+size_t
+message_size(const struct message *m)
+{
+    return m->data.len;
+}
+
 int64_t
 message_created_ms(const struct message *m)
 {
