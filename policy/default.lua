@@ -12,6 +12,12 @@ kumo.on('init', function()
     listen = '127.0.0.1:2025',
   }
 
+  -- The HTTP API (injection, admin, metrics) for kcli and curl, on the
+  -- loopback interface only; 127.0.0.1 is a trusted host by default.
+  kumo.start_http_listener {
+    listen = '127.0.0.1:8000',
+  }
+
   -- Message bodies and their metadata live in two RocksDB spools.
   kumo.define_spool {
     name = 'data',
