@@ -314,8 +314,11 @@ kcli_cmd_criteria(const struct kcli_def *d, const struct kcli_parsed *a,
     if (!any && !kcli_cmd_has(a, "everything")) {
         return kcli_cmd_usage_error(
             d, err,
-            "give at least one of --domain, --campaign, --tenant, --queue, "
-            "or --everything");
+            "give at least one of --domain,%s --campaign, --tenant, "
+            "--queue, or --everything",
+            kcli_cmd_find_flag(d, "routing-domain", 14) != NULL
+                ? " --routing-domain,"
+                : "");
     }
     return 0;
 }
