@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "base/km.h"
+#include "base/km_cidr.h"
 
 #define EGRESS_MS_SECOND (1000ull)
 #define EGRESS_MS_MINUTE (60ull * EGRESS_MS_SECOND)
@@ -185,111 +186,12 @@ egress_config_str(json_t *j, const char *kind, const char *key, char **out,
     return 0;
 }
 
-/* ---- CIDR ---- */
-
-int
-egress_cidr_parse(const char *s, struct egress_cidr *out)
-{
-    char tmp[INET6_ADDRSTRLEN + 1];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
-    struct egress_cidr c;
-    unsigned maxbits, prefix;
-
-    if (alen == 0 || alen >= sizeof(tmp)) {
-        return KM_EINVAL;
-    }
-    memcpy(tmp, s, alen);
-    tmp[alen] = '\0';
-    memset(&c, 0, sizeof(c));
-    if (inet_pton(AF_INET, tmp, c.addr) == 1) {
-        c.family = AF_INET;
-        maxbits = 32;
-    } else if (inet_pton(AF_INET6, tmp, c.addr) == 1) {
-        c.family = AF_INET6;
-        maxbits = 128;
-    } else {
-        return KM_EINVAL;
-    }
-    prefix = maxbits;
-    if (slash != NULL) {
-        const char *d = slash + 1;
-
-        if (*d == '\0' || strlen(d) > 3) {
-            return KM_EINVAL;
-        }
-        prefix = 0;
-        for (; *d != '\0'; d++) {
-            if (*d < '0' || *d > '9') {
-                return KM_EINVAL;
-            }
-            prefix = prefix * 10 + (unsigned)(*d - '0');
-        }
-        if (prefix > maxbits) {
-            return KM_EINVAL;
-        }
-    }
-    c.prefix = prefix;
-    /* Strict like the cidr crate: "127.0.0.1/8" is an error, not 127/8. */
-    for (unsigned bit = prefix; bit < maxbits; bit++) {
-        if (c.addr[bit / 8] & (0x80u >> (bit % 8))) {
-            return KM_EINVAL;
-        }
-    }
-    *out = c;
-    return 0;
-}
-
-/* Whether the raw address (4 or 16 bytes by family) lies in c. */
-static bool
-egress_cidr_contains(const struct egress_cidr *c, int family,
-                     const uint8_t *addr)
-{
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
-                                         0, 0, 0, 0, 0xff, 0xff};
-    unsigned full, rest;
-
-    if (c->family == AF_INET && family == AF_INET6 &&
-        memcmp(addr, v4mapped, sizeof(v4mapped)) == 0) {
-        addr += 12;
-        family = AF_INET;
-    }
-    if (c->family != family) {
-        return false;
-    }
-    full = c->prefix / 8;
-    rest = c->prefix % 8;
-    if (memcmp(c->addr, addr, full) != 0) {
-        return false;
-    }
-    if (rest != 0) {
-        uint8_t mask = (uint8_t)(0xffu << (8 - rest));
-
-        if ((c->addr[full] & mask) != (addr[full] & mask)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool
 egress_cidr_list_contains(const struct egress_cidr_list *l,
                           const struct sockaddr *sa)
 {
-    const uint8_t *addr;
-    int family = sa->sa_family;
-
-    if (family == AF_INET) {
-        addr = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)
-                   ->sin_addr;
-    } else if (family == AF_INET6) {
-        addr = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)
-                   ->sin6_addr;
-    } else {
-        return false;
-    }
     for (size_t i = 0; i < l->n; i++) {
-        if (egress_cidr_contains(&l->v[i], family, addr)) {
+        if (km_cidr_contains_sa(&l->v[i], sa)) {
             return true;
         }
     }
@@ -311,9 +213,9 @@ egress_cidr_list_fini(struct egress_cidr_list *l)
 static int
 egress_cidr_list_add(struct egress_cidr_list *l, const char *s)
 {
-    struct egress_cidr c;
+    struct km_cidr c;
 
-    if (egress_cidr_parse(s, &c) != 0) {
+    if (km_cidr_parse(s, &c) != 0) {
         return KM_EINVAL;
     }
     l->v = km_realloc(l->v, (l->n + 1) * sizeof(*l->v));

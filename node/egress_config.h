@@ -14,6 +14,8 @@
 
 #include <jansson.h>
 
+#include "base/km_cidr.h"
+
 struct sockaddr;
 
 /* The name of the implicit source and pool used when the policy defines
@@ -34,22 +36,14 @@ struct sockaddr;
 
 /* One CIDR block; addr in network order with the bits beyond prefix
  * cleared. family is AF_INET or AF_INET6. */
-struct egress_cidr {
-    int family;
-    uint8_t addr[16];
-    unsigned prefix;
-};
 
 /* A list of CIDR blocks, kept both as given (text) and parsed (v). */
 struct egress_cidr_list {
     char **text;
-    struct egress_cidr *v;
+    struct km_cidr *v;
     size_t n;
 };
 
-/* Strict CIDR: "a.b.c.d[/n]" or an IPv6 address[/n]; host bits beyond the
- * prefix must be zero (as KumoMTA's cidr crate). 0 or KM_EINVAL. */
-int egress_cidr_parse(const char *s, struct egress_cidr *out);
 /* Whether sa (AF_INET or AF_INET6; other families never match) lies in
  * one of the blocks. An IPv4-mapped IPv6 address matches IPv4 blocks. */
 bool egress_cidr_list_contains(const struct egress_cidr_list *l,

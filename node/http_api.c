@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 
 #include "base/km.h"
+#include "base/km_cidr.h"
 #include "base/km_map.h"
 #include "base/log.h"
 #include "cluster.h"
@@ -45,63 +46,6 @@ enum http_api_access {
 
 /* Parameters */
 
-static int
-http_api_parse_cidr(const char *s, struct http_api_cidr *out)
-{
-    char ip[INET6_ADDRSTRLEN + 1];
-    const char *slash = strchr(s, '/');
-    size_t n = slash != NULL ? (size_t)(slash - s) : strlen(s);
-    unsigned max;
-    char *end;
-
-    if (n == 0 || n >= sizeof(ip)) {
-        return KM_EINVAL;
-    }
-    memcpy(ip, s, n);
-    ip[n] = '\0';
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, ip, out->addr) == 1) {
-        out->family = AF_INET;
-        max = 32;
-    } else if (inet_pton(AF_INET6, ip, out->addr) == 1) {
-        out->family = AF_INET6;
-        max = 128;
-    } else {
-        return KM_EINVAL;
-    }
-    out->prefix = max;
-    if (slash != NULL) {
-        unsigned long p = strtoul(slash + 1, &end, 10);
-        if (end == slash + 1 || *end != '\0' || p > max) {
-            return KM_EINVAL;
-        }
-        out->prefix = (unsigned)p;
-    }
-    return 0;
-}
-
-static bool
-http_api_cidr_match(const struct http_api_cidr *c, int family,
-                    const uint8_t *addr)
-{
-    unsigned bits = c->prefix;
-    size_t i = 0;
-
-    if (c->family != family) {
-        return false;
-    }
-    for (; bits >= 8; bits -= 8, i++) {
-        if (c->addr[i] != addr[i]) {
-            return false;
-        }
-    }
-    if (bits > 0) {
-        uint8_t mask = (uint8_t)(0xff << (8 - bits));
-        return (c->addr[i] & mask) == (addr[i] & mask);
-    }
-    return true;
-}
-
 static bool
 http_api_is_trusted(const struct http_api *h, const char *peer)
 {
@@ -114,17 +58,12 @@ http_api_is_trusted(const struct http_api *h, const char *peer)
     if (inet_pton(AF_INET, peer, addr) == 1) {
         family = AF_INET;
     } else if (inet_pton(AF_INET6, peer, addr) == 1) {
-        family = AF_INET6;
-        /* ::ffff:a.b.c.d is an IPv4 peer on a dual-stack socket. */
-        if (memcmp(addr, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
-            memmove(addr, addr + 12, 4);
-            family = AF_INET;
-        }
+        family = AF_INET6; /* km_cidr_contains maps ::ffff:a.b.c.d */
     } else {
         return false;
     }
     for (size_t i = 0; i < h->n_trusted; i++) {
-        if (http_api_cidr_match(&h->trusted[i], family, addr)) {
+        if (km_cidr_contains(&h->trusted[i], family, addr)) {
             return true;
         }
     }
@@ -157,16 +96,15 @@ http_api_apply_params(struct http_api *h, json_t *params, char *err,
                         : HTTP_API_DEFAULT_BODY_LIMIT;
     if (list == NULL) {
         h->trusted = km_calloc(2, sizeof(*h->trusted));
-        http_api_parse_cidr("127.0.0.1", &h->trusted[0]);
-        http_api_parse_cidr("::1", &h->trusted[1]);
+        km_cidr_parse("127.0.0.1", &h->trusted[0]);
+        km_cidr_parse("::1", &h->trusted[1]);
         h->n_trusted = 2;
     } else {
         h->trusted = km_calloc(json_array_size(list) + 1, sizeof(*h->trusted));
         json_array_foreach(list, i, e)
         {
             const char *s = json_string_value(e);
-            if (s == NULL ||
-                http_api_parse_cidr(s, &h->trusted[h->n_trusted]) != 0) {
+            if (s == NULL || km_cidr_parse(s, &h->trusted[h->n_trusted]) != 0) {
                 snprintf(err, errlen,
                          "trusted_hosts: '%s' is not an IP address or CIDR",
                          s != NULL ? s : "?");

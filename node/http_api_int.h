@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/km_cidr.h"
 #include "http_api.h"
 
 struct kumod;
@@ -75,18 +76,13 @@ void http_api_server_close(struct http_api_server *s,
                            http_api_server_close_cb cb, void *arg);
 
 /* A trusted_hosts entry. */
-struct http_api_cidr {
-    int family; /* AF_INET or AF_INET6 */
-    uint8_t addr[16];
-    unsigned prefix;
-};
 
 struct http_api {
     struct kumod *kd;
     struct http_api_server *srv;
     char *listen;
     char *hostname;
-    struct http_api_cidr *trusted;
+    struct km_cidr *trusted;
     size_t n_trusted;
     size_t body_limit;
     bool shutting_down;

@@ -34,82 +34,6 @@ smtp_server_config_fail(char *err, size_t errlen, const char *fmt, ...)
     return KM_ECONFIG;
 }
 
-int
-smtp_server_cidr_parse(const char *s, struct smtp_server_cidr *out)
-{
-    char tmp[INET6_ADDRSTRLEN + 8];
-    const char *slash = strchr(s, '/');
-    size_t alen = slash != NULL ? (size_t)(slash - s) : strlen(s);
-    unsigned maxbits;
-    unsigned long prefix;
-
-    if (alen == 0 || alen >= sizeof(tmp)) {
-        return KM_EINVAL;
-    }
-    memcpy(tmp, s, alen);
-    tmp[alen] = '\0';
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, tmp, out->addr) == 1) {
-        out->family = AF_INET;
-        maxbits = 32;
-    } else if (inet_pton(AF_INET6, tmp, out->addr) == 1) {
-        out->family = AF_INET6;
-        maxbits = 128;
-    } else {
-        return KM_EINVAL;
-    }
-    prefix = maxbits;
-    if (slash != NULL) {
-        const char *d = slash + 1;
-        char *end;
-        if (*d < '0' || *d > '9' || strlen(d) > 3) {
-            return KM_EINVAL;
-        }
-        prefix = strtoul(d, &end, 10);
-        if (*end != '\0' || prefix > maxbits) {
-            return KM_EINVAL;
-        }
-    }
-    out->prefix = (unsigned)prefix;
-    /* Strict: no host bits set beyond the prefix (as the cidr crate). */
-    for (unsigned bit = out->prefix; bit < maxbits; bit++) {
-        if (out->addr[bit / 8] & (0x80u >> (bit % 8))) {
-            return KM_EINVAL;
-        }
-    }
-    return 0;
-}
-
-bool
-smtp_server_cidr_contains(const struct smtp_server_cidr *c, int family,
-                          const uint8_t *addr)
-{
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0,    0,
-                                         0, 0, 0, 0, 0xff, 0xff};
-    unsigned full, rest;
-
-    if (c->family == AF_INET && family == AF_INET6 &&
-        memcmp(addr, v4mapped, sizeof(v4mapped)) == 0) {
-        addr += 12;
-        family = AF_INET;
-    }
-    if (c->family != family) {
-        return false;
-    }
-    full = c->prefix / 8;
-    rest = c->prefix % 8;
-    if (memcmp(c->addr, addr, full) != 0) {
-        return false;
-    }
-    if (rest != 0) {
-        uint8_t mask = (uint8_t)(0xffu << (8 - rest));
-        if ((c->addr[full] & mask) != (addr[full] & mask)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 bool
 smtp_server_cidr_set_contains(const struct smtp_server_cidr_set *set,
                               const struct sockaddr *sa)
@@ -127,7 +51,7 @@ smtp_server_cidr_set_contains(const struct smtp_server_cidr_set *set,
         return false;
     }
     for (size_t i = 0; i < set->n; i++) {
-        if (smtp_server_cidr_contains(&set->v[i], family, addr)) {
+        if (km_cidr_contains(&set->v[i], family, addr)) {
             return true;
         }
     }
@@ -154,7 +78,7 @@ smtp_server_cidr_set_from_json(json_t *arr, struct smtp_server_cidr_set *set,
     if (json_is_string(arr)) {
         /* A single string is accepted as a one-element list. */
         set->v = km_calloc(1, sizeof(*set->v));
-        if (smtp_server_cidr_parse(json_string_value(arr), &set->v[0]) != 0) {
+        if (km_cidr_parse(json_string_value(arr), &set->v[0]) != 0) {
             smtp_server_cidr_set_fini(set);
             if (err != NULL && errlen > 0) {
                 snprintf(err, errlen, "%s: invalid CIDR '%s'", what,
@@ -173,8 +97,7 @@ smtp_server_cidr_set_from_json(json_t *arr, struct smtp_server_cidr_set *set,
     json_array_foreach(arr, i, v)
     {
         if (!json_is_string(v) ||
-            smtp_server_cidr_parse(json_string_value(v), &set->v[set->n]) !=
-                0) {
+            km_cidr_parse(json_string_value(v), &set->v[set->n]) != 0) {
             if (err != NULL && errlen > 0) {
                 snprintf(err, errlen, "%s: invalid CIDR '%s'", what,
                          json_is_string(v) ? json_string_value(v)
@@ -410,8 +333,8 @@ smtp_server_config_defaults(struct smtp_server_config *cfg)
     cfg->hostname = km_strdup(km_hostname());
     cfg->banner = km_strdup("KumoMTA");
     cfg->relay_hosts.v = km_calloc(2, sizeof(*cfg->relay_hosts.v));
-    KM_ASSERT(smtp_server_cidr_parse("127.0.0.1", &cfg->relay_hosts.v[0]) == 0);
-    KM_ASSERT(smtp_server_cidr_parse("::1", &cfg->relay_hosts.v[1]) == 0);
+    KM_ASSERT(km_cidr_parse("127.0.0.1", &cfg->relay_hosts.v[0]) == 0);
+    KM_ASSERT(km_cidr_parse("::1", &cfg->relay_hosts.v[1]) == 0);
     cfg->relay_hosts.n = 2;
     cfg->max_connections = 32 * 1024;
     cfg->max_message_size = 20 * 1024 * 1024;

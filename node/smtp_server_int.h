@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "base/buf.h"
+#include "base/km_cidr.h"
 #include "base/km_id.h"
 #include "smtp_server.h"
 
@@ -73,14 +74,9 @@ enum smtp_server_line_endings {
 
 /* One CIDR block; family is AF_INET or AF_INET6, addr in network order
  * with the bits beyond prefix cleared. */
-struct smtp_server_cidr {
-    int family;
-    uint8_t addr[16];
-    unsigned prefix;
-};
 
 struct smtp_server_cidr_set {
-    struct smtp_server_cidr *v;
+    struct km_cidr *v;
     size_t n;
 };
 
@@ -118,13 +114,6 @@ void smtp_server_config_fini(struct smtp_server_config *cfg);
  * or KM_EINVAL. */
 int smtp_server_parse_listen(const char *listen, struct sockaddr_storage *out);
 
-/* Strict CIDR: "a.b.c.d[/n]" (n <= 32) or an IPv6 address[/n] (n <= 128);
- * host bits beyond the prefix must be zero. 0 or KM_EINVAL. */
-int smtp_server_cidr_parse(const char *s, struct smtp_server_cidr *out);
-/* Whether the raw address (4 or 16 bytes by family) is inside c. An
- * IPv4-mapped IPv6 address also matches IPv4 blocks. */
-bool smtp_server_cidr_contains(const struct smtp_server_cidr *c, int family,
-                               const uint8_t *addr);
 bool smtp_server_cidr_set_contains(const struct smtp_server_cidr_set *set,
                                    const struct sockaddr *sa);
 /* Parse a JSON array of CIDR strings into set (which the caller

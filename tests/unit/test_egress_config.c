@@ -775,22 +775,22 @@ egress_path_skip_hosts_match_v4_and_v6(void **state)
 static void
 cidr_parse_is_strict(void **state)
 {
-    struct egress_cidr c;
+    struct km_cidr c;
 
     (void)state;
-    assert_int_equal(egress_cidr_parse("10.0.0.0/8", &c), 0);
+    assert_int_equal(km_cidr_parse("10.0.0.0/8", &c), 0);
     assert_int_equal(c.family, AF_INET);
     assert_int_equal(c.prefix, 8);
-    assert_int_equal(egress_cidr_parse("192.0.2.1", &c), 0);
+    assert_int_equal(km_cidr_parse("192.0.2.1", &c), 0);
     assert_int_equal(c.prefix, 32);
-    assert_int_equal(egress_cidr_parse("2001:db8::/32", &c), 0);
+    assert_int_equal(km_cidr_parse("2001:db8::/32", &c), 0);
     assert_int_equal(c.family, AF_INET6);
-    assert_int_equal(egress_cidr_parse("10.0.0.1/8", &c), KM_EINVAL);
-    assert_int_equal(egress_cidr_parse("10.0.0.0/33", &c), KM_EINVAL);
-    assert_int_equal(egress_cidr_parse("10.0.0.0/", &c), KM_EINVAL);
-    assert_int_equal(egress_cidr_parse("10.0.0.0/x", &c), KM_EINVAL);
-    assert_int_equal(egress_cidr_parse("host", &c), KM_EINVAL);
-    assert_int_equal(egress_cidr_parse("", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("10.0.0.1/8", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("10.0.0.0/33", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("10.0.0.0/", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("10.0.0.0/x", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("host", &c), KM_EINVAL);
+    assert_int_equal(km_cidr_parse("", &c), KM_EINVAL);
 }
 
 int

@@ -69,20 +69,20 @@ mail_params(const char *args, struct smtp_server_path *p)
 static bool
 cidr_match(const char *cidr, const char *ip)
 {
-    struct smtp_server_cidr c;
+    struct km_cidr c;
     uint8_t a[16];
     int fam = strchr(ip, ':') != NULL ? AF_INET6 : AF_INET;
 
-    assert_int_equal(smtp_server_cidr_parse(cidr, &c), 0);
+    assert_int_equal(km_cidr_parse(cidr, &c), 0);
     assert_int_equal(inet_pton(fam, ip, a), 1);
-    return smtp_server_cidr_contains(&c, fam, a);
+    return km_cidr_contains(&c, fam, a);
 }
 
 static bool
 cidr_ok(const char *cidr)
 {
-    struct smtp_server_cidr c;
-    return smtp_server_cidr_parse(cidr, &c) == 0;
+    struct km_cidr c;
+    return km_cidr_parse(cidr, &c) == 0;
 }
 
 /* ---- Tests ---- */
