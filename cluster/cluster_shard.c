@@ -6,6 +6,7 @@
  * call from the Raft FSM. Any thread. */
 #include "cluster_shard.h"
 
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,12 @@
  * GCC does not in ISO C mode (-std=c17) and ignores this pragma. */
 #ifdef __clang__
 #pragma STDC FP_CONTRACT OFF
+#endif
+
+/* Placement scores must be the same bits on every node: intermediate
+ * results in wider registers (x87) would break that. */
+#if FLT_EVAL_METHOD != 0
+#error "cluster_shard needs binary64 evaluation of double (FLT_EVAL_METHOD 0)"
 #endif
 
 /* ln 2 and sqrt 2 rounded to binary64. */
