@@ -28,6 +28,22 @@
 
 static void egress_readyq_dispatch(struct readyq *rq);
 
+/* Something that held rq open (a connection, a lookup, a maildir write)
+ * has finished: finish closing rq if it is closing, else dispatch. */
+static void
+egress_readyq_release(struct readyq *rq)
+{
+    KM_ASSERT(rq->open > 0);
+    rq->open--;
+    if (rq->closing) {
+        if (rq->open == 0) {
+            egress_readyq_close(rq);
+        }
+        return;
+    }
+    egress_readyq_dispatch(rq);
+}
+
 /* ---- Connection plan ---- */
 
 static void
@@ -91,15 +107,7 @@ egress_readyq_on_addr(void *arg, int status, const struct dns_addr_result *r)
     }
     KM_ASSERT(rq->pending_lookups > 0);
     rq->pending_lookups--;
-    KM_ASSERT(rq->open > 0);
-    rq->open--;
-    if (rq->closing) {
-        if (rq->open == 0) {
-            egress_readyq_close(rq);
-        }
-        return;
-    }
-    egress_readyq_dispatch(rq);
+    egress_readyq_release(rq);
 }
 
 /* The plan from an mx_list: literals at once, names through DNS. */
@@ -374,15 +382,7 @@ egress_conn_maybe_free(struct egress_conn *conn)
     }
     free(conn->last_error);
     free(conn);
-    KM_ASSERT(rq->open > 0);
-    rq->open--;
-    if (rq->closing) {
-        if (rq->open == 0) {
-            egress_readyq_close(rq);
-        }
-        return;
-    }
-    egress_readyq_dispatch(rq);
+    egress_readyq_release(rq);
 }
 
 static void
@@ -751,15 +751,7 @@ egress_readyq_on_maildir(void *arg, int status, const char *path)
                  rq->maildir_path, km_strerror(status));
         egress_item_fail(it, QUEUE_TRANSIENT, 451, text, rq->name);
     }
-    KM_ASSERT(rq->open > 0);
-    rq->open--;
-    if (rq->closing) {
-        if (rq->open == 0) {
-            egress_readyq_close(rq);
-        }
-        return;
-    }
-    egress_readyq_dispatch(rq);
+    egress_readyq_release(rq);
 }
 
 static void
