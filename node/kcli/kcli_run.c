@@ -17,10 +17,12 @@
 
 /* Send a request; 0 for a 2xx answer (in resp). Otherwise print the error
  * line and return KCLI_EXIT_FAIL, except for status `quiet_status`, which
- * is returned as KCLI_EXIT_FAIL without a word (the caller has a plan B). */
+ * is returned as KCLI_EXIT_FAIL without a word (the caller has a plan B).
+ * *status_out is the HTTP status, 0 if the server could not be reached. */
 static int
-kcli_run_fetch(struct kcli_http *h, const char *method, const char *path,
-               const json_t *body, long quiet_status, struct buf *resp)
+kcli_run_fetch_status(struct kcli_http *h, const char *method, const char *path,
+                      const json_t *body, long quiet_status, struct buf *resp,
+                      long *status_out)
 {
     struct buf err = BUF_INIT;
     char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -28,6 +30,7 @@ kcli_run_fetch(struct kcli_http *h, const char *method, const char *path,
     int rv;
 
     rv = kcli_http_call(h, method, path, text, &status, resp, &err);
+    *status_out = rv == 0 ? status : 0;
     free(text);
     if (rv != 0) {
         fprintf(stderr, "kcli: cannot reach %s: %s\n", kcli_http_endpoint(h),
@@ -46,6 +49,16 @@ kcli_run_fetch(struct kcli_http *h, const char *method, const char *path,
     }
     buf_fini(&err);
     return KCLI_EXIT_FAIL;
+}
+
+static int
+kcli_run_fetch(struct kcli_http *h, const char *method, const char *path,
+               const json_t *body, long quiet_status, struct buf *resp)
+{
+    long status;
+
+    return kcli_run_fetch_status(h, method, path, body, quiet_status, resp,
+                                 &status);
 }
 
 /* Parse a 2xx answer as JSON, or say why not. */
@@ -105,8 +118,13 @@ kcli_run_queue_summary(struct kcli_http *h, const struct kcli_cmd *c, bool json)
 
     /* A kumod without the summary endpoint (404) still has scheduled_count
      * in its metrics: fall back to those. */
-    rv = kcli_run_fetch(h, c->method, c->path, NULL, 404, &resp);
+    long status = 0;
+    rv =
+        kcli_run_fetch_status(h, c->method, c->path, NULL, 404, &resp, &status);
     have_sched = rv == 0;
+    if (rv != 0 && status != 404) {
+        goto out; /* unreachable or another error: already reported */
+    }
     if (rv == 0 && json) {
         kcli_run_print_raw(&resp);
         goto out;
