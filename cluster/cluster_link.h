@@ -88,7 +88,9 @@ struct cluster_link_host {
 /* The outcome of cluster_link_request(): 0 with the reply (borrowed for
  * the call), or KM_ETIMEDOUT, KM_ENOENT (unknown peer), KM_EPROTO (bad or
  * refused reply, another cluster id), KM_ECANCELED (peer removed),
- * KM_ECLOSING (link closed), KM_EIO; `reply` is NULL then. */
+ * KM_ECLOSING (link closed), KM_EIO (the connection dropped under the
+ * request, as when the peer refuses an envelope above its size limit);
+ * `reply` is NULL then. */
 typedef void (*cluster_link_reply_cb)(void *arg, int status,
                                       const struct cluster_link_msg *reply);
 typedef void (*cluster_link_close_cb)(void *arg);
@@ -127,8 +129,10 @@ int cluster_link_request(struct cluster_link *l, uint64_t to_node,
 int cluster_link_reply_send(struct cluster_link_reply *r,
                             const struct cluster_link_msg *reply);
 
-/* Close the link: requests in flight end with KM_ECLOSING, sockets close,
- * then `cb` runs on the loop and the link is freed. */
+/* Close the link: requests in flight end with KM_ECLOSING (their
+ * callbacks run before this returns), unsent replies are dropped, sockets
+ * close, then `cb` runs on a later loop turn and the link is freed. Blocks
+ * briefly while NNG's callbacks finish. */
 void cluster_link_close(struct cluster_link *l, cluster_link_close_cb cb,
                         void *arg);
 

@@ -465,6 +465,53 @@ removed_peer_cancels_its_requests(void **state)
 }
 
 static void
+oversize_request_is_dropped_by_the_receiver(void **state)
+{
+    struct link_test *t = *state;
+    static uint8_t big[4096];
+    struct cluster_link_msg m = {.kind = CLUSTER_LINK_RAW};
+    struct cluster_link_config cfg = {0};
+    struct cluster_link_host host = {.ctx = &t->nodes[2],
+                                     .on_request = link_test_on_request};
+    struct cluster_link_msg ping = link_test_ping(1);
+
+    /* Node 3 accepts envelopes of at most 1 KiB (NNG_OPT_RECVMAXSZ). */
+    link_test_open_pair(t, 300);
+    t->nodes[2].t = t;
+    t->nodes[2].id = 3;
+    snprintf(t->nodes[2].url, sizeof(t->nodes[2].url), "tcp://127.0.0.1:%d",
+             link_test_free_port());
+    cfg.node_id = 3;
+    cfg.cluster_id = (const uint8_t *)"c1";
+    cfg.cluster_id_len = 2;
+    cfg.listen_url = t->nodes[2].url;
+    cfg.max_msg_bytes = 1024;
+    assert_int_equal(
+        cluster_link_open(&t->loop, &cfg, &host, &t->nodes[2].link), 0);
+    assert_int_equal(
+        cluster_link_add_peer(t->nodes[0].link, 3, t->nodes[2].url), 0);
+    m.u.raw.type = 13;
+    m.u.raw.data = big;
+    m.u.raw.len = sizeof(big);
+    assert_int_equal(cluster_link_request(t->nodes[0].link, 3, &ping,
+                                          link_test_on_reply, &t->res[0]),
+                     0);
+    assert_true(link_test_wait(t, 1, 2000));
+    assert_int_equal(t->res[0].status, 0);
+    assert_int_equal(cluster_link_request(t->nodes[0].link, 3, &m,
+                                          link_test_on_reply, &t->res[1]),
+                     0);
+    assert_true(link_test_wait(t, 2, 2000));
+    /* NNG drops the connection under the request: KM_EIO, not a reply. */
+    assert_int_equal(t->res[1].status, KM_EIO);
+    assert_int_equal(t->nodes[2].handled, 1);
+    /* The sender's own limit refuses before sending. */
+    assert_int_equal(cluster_link_request(t->nodes[2].link, 1, &m,
+                                          link_test_on_reply, &t->res[2]),
+                     KM_EINVAL);
+}
+
+static void
 close_with_requests_in_flight_reports_eclosing(void **state)
 {
     struct link_test *t = *state;
@@ -635,6 +682,9 @@ main(void)
             link_test_teardown),
         cmocka_unit_test_setup_teardown(
             other_cluster_id_gets_eproto_and_no_handler_call, link_test_setup,
+            link_test_teardown),
+        cmocka_unit_test_setup_teardown(
+            oversize_request_is_dropped_by_the_receiver, link_test_setup,
             link_test_teardown),
         cmocka_unit_test_setup_teardown(removed_peer_cancels_its_requests,
                                         link_test_setup, link_test_teardown),
