@@ -1,0 +1,795 @@
+/* cluster_link.c - NNG REQ/REP endpoint for node-to-node requests. Owns
+ * the REP socket and its contexts, one REQ socket per peer, and every
+ * request in flight. NNG completions run on NNG's threads and only queue
+ * the finished item under `mtx` and wake the loop (CLUSTER.md §1.3); the
+ * loop drains the whole queue, advances each item and calls the host.
+ * The only file that calls nng_*; envelopes are coded by
+ * cluster_msg_link.c. Does not retry: a request gets one deadline. */
+#include "cluster_link.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <uv.h>
+
+#include "base/km.h"
+#include "base/log.h"
+#include "cluster_link_int.h"
+
+/* REP contexts receiving at once: requests being handled at one time. */
+#define CLUSTER_LINK_REP_CTXS 8
+/* Peers whose refused envelopes were already logged (then: no more). */
+#define CLUSTER_LINK_WARNED_MAX    32
+#define CLUSTER_LINK_RECONN_MIN_MS 100
+#define CLUSTER_LINK_RECONN_MAX_MS 2000
+
+enum cluster_link_stage {
+    CLUSTER_LINK_STAGE_IDLE,    /* no NNG operation */
+    CLUSTER_LINK_STAGE_SEND,    /* nng_ctx_send in flight */
+    CLUSTER_LINK_STAGE_RECV,    /* nng_ctx_recv in flight */
+    CLUSTER_LINK_STAGE_HANDLER, /* REP: the host holds the reply */
+    CLUSTER_LINK_STAGE_NOPEER,  /* REQ: queued only to report KM_ENOENT */
+};
+
+/* A completed NNG operation waiting for the loop. */
+struct cluster_link_item {
+    struct cluster_link_item *next;
+    bool is_req; /* struct cluster_link_req, else cluster_link_reply */
+};
+
+struct cluster_link_peer {
+    struct cluster_link_peer *next;
+    uint64_t node_id;
+    char *url;
+    nng_socket sock;
+};
+
+/* One outgoing request. */
+struct cluster_link_req {
+    struct cluster_link_item item; /* first: items are cast back */
+    struct cluster_link_req *prev, *next;
+    struct cluster_link *link;
+    enum cluster_link_stage stage;
+    bool has_nng;
+    nng_ctx ctx;
+    nng_aio *aio;
+    uint64_t req_id;
+    uint64_t to_node;
+    bool canceled; /* its peer was removed */
+    uint64_t deadline_ms;
+    cluster_link_reply_cb cb;
+    void *arg;
+};
+
+/* One REP context; the host sees it as its reply handle. */
+struct cluster_link_reply {
+    struct cluster_link_item item; /* first: items are cast back */
+    struct cluster_link *link;
+    enum cluster_link_stage stage;
+    nng_ctx ctx;
+    nng_aio *aio;
+    uint64_t req_id;
+};
+
+struct cluster_link {
+    uv_loop_t *loop;
+    uint64_t node_id;
+    uint8_t cluster_id[CLUSTER_LINK_ID_MAX];
+    size_t cluster_id_len;
+    size_t max_msg_bytes;
+    uint32_t timeout_ms;
+    struct cluster_link_host host;
+    uv_async_t async;
+    uv_mutex_t mtx; /* guards head/tail only */
+    struct cluster_link_item *head, *tail;
+    bool has_rep;
+    nng_socket rep;
+    struct cluster_link_reply reps[CLUSTER_LINK_REP_CTXS];
+    size_t n_reps;
+    struct cluster_link_peer *peers;
+    struct cluster_link_req *reqs; /* in flight, doubly linked */
+    uint64_t next_req_id;
+    uint64_t warned[CLUSTER_LINK_WARNED_MAX];
+    size_t n_warned;
+    bool closing;
+    cluster_link_close_cb close_cb;
+    void *close_arg;
+};
+
+static int
+cluster_link_nng_err(int rv)
+{
+    switch (rv) {
+    case 0:
+        return 0;
+    case NNG_ETIMEDOUT:
+        return KM_ETIMEDOUT;
+    case NNG_EADDRINUSE:
+        return -EADDRINUSE;
+    case NNG_EADDRINVAL:
+    case NNG_EINVAL:
+    case NNG_ENOTSUP:
+        return KM_EINVAL;
+    case NNG_ECANCELED:
+    case NNG_ECLOSED:
+        return KM_ECANCELED;
+    case NNG_EMSGSIZE:
+        return KM_E2BIG;
+    default:
+        return KM_EIO;
+    }
+}
+
+/* NNG thread: hand `it` to the loop. Touches nothing but the queue. */
+static void
+cluster_link_push(struct cluster_link *l, struct cluster_link_item *it)
+{
+    uv_mutex_lock(&l->mtx);
+    it->next = NULL;
+    if (l->tail != NULL) {
+        l->tail->next = it;
+    } else {
+        l->head = it;
+    }
+    l->tail = it;
+    uv_mutex_unlock(&l->mtx);
+    uv_async_send(&l->async);
+}
+
+static void
+cluster_link_on_req_aio(void *arg)
+{
+    struct cluster_link_req *q = arg;
+
+    cluster_link_push(q->link, &q->item);
+}
+
+static void
+cluster_link_on_rep_aio(void *arg)
+{
+    struct cluster_link_reply *r = arg;
+
+    cluster_link_push(r->link, &r->item);
+}
+
+static struct cluster_link_peer *
+cluster_link_peer_find(struct cluster_link *l, uint64_t node_id)
+{
+    for (struct cluster_link_peer *p = l->peers; p != NULL; p = p->next) {
+        if (p->node_id == node_id) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/* Build an nng message holding `env` encoded. */
+static int
+cluster_link_msg_new(struct cluster_link *l, const struct cluster_link_env *env,
+                     nng_msg **out)
+{
+    uint8_t *buf;
+    size_t n;
+    int rv;
+
+    rv = cluster_msg_link_encode(env, l->max_msg_bytes, &buf, &n);
+    if (rv != 0) {
+        return rv == KM_E2BIG ? KM_EINVAL : rv;
+    }
+    rv = nng_msg_alloc(out, n);
+    if (rv == 0) {
+        memcpy(nng_msg_body(*out), buf, n);
+    }
+    free(buf);
+    return cluster_link_nng_err(rv);
+}
+
+static void
+cluster_link_env_init(struct cluster_link *l, struct cluster_link_env *env,
+                      uint64_t req_id, const struct cluster_link_msg *msg)
+{
+    memset(env, 0, sizeof(*env));
+    env->version = CLUSTER_LINK_VERSION;
+    memcpy(env->cluster_id, l->cluster_id, l->cluster_id_len);
+    env->cluster_id_len = l->cluster_id_len;
+    env->from_node = l->node_id;
+    env->req_id = req_id;
+    if (msg != NULL) {
+        env->msg = *msg;
+    }
+}
+
+/* Decode the message held by `aio` (then freed) and check that it comes
+ * from our cluster and protocol version. */
+static int
+cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
+                      struct cluster_link_env *env)
+{
+    nng_msg *m = nng_aio_get_msg(aio);
+    int rv;
+
+    nng_aio_set_msg(aio, NULL);
+    rv = cluster_msg_link_decode(nng_msg_body(m), nng_msg_len(m),
+                                 l->max_msg_bytes, env);
+    nng_msg_free(m);
+    if (rv != 0) {
+        return rv;
+    }
+    if (env->version != CLUSTER_LINK_VERSION ||
+        env->cluster_id_len != l->cluster_id_len ||
+        memcmp(env->cluster_id, l->cluster_id, l->cluster_id_len) != 0) {
+        return KM_EPROTO;
+    }
+    return 0;
+}
+
+/* Log a refused envelope from `node` once per peer. */
+static void
+cluster_link_warn_refused(struct cluster_link *l, uint64_t node, int rv)
+{
+    for (size_t i = 0; i < l->n_warned; i++) {
+        if (l->warned[i] == node) {
+            return;
+        }
+    }
+    if (l->n_warned < CLUSTER_LINK_WARNED_MAX) {
+        l->warned[l->n_warned++] = node;
+    }
+    LOG_WARN("cluster_link: node %llu: refused request from node %llu: %s",
+             (unsigned long long)l->node_id, (unsigned long long)node,
+             km_strerror(rv));
+}
+
+/* Free the message an idle `aio` still owns after `stage`: a failed send
+ * leaves it with us, and so does a receive not yet taken. A successful
+ * send's message belongs to NNG, though the aio still points to it. */
+static void
+cluster_link_aio_drop_msg(nng_aio *aio, enum cluster_link_stage stage)
+{
+    nng_msg *m = nng_aio_get_msg(aio);
+    int rv = nng_aio_result(aio);
+
+    if (m != NULL && ((stage == CLUSTER_LINK_STAGE_SEND && rv != 0) ||
+                      (stage == CLUSTER_LINK_STAGE_RECV && rv == 0))) {
+        nng_msg_free(m);
+    }
+    nng_aio_set_msg(aio, NULL);
+}
+
+/* Requests */
+
+static void
+cluster_link_req_finish(struct cluster_link_req *q, int status,
+                        const struct cluster_link_msg *reply)
+{
+    struct cluster_link *l = q->link;
+
+    if (q->prev != NULL) {
+        q->prev->next = q->next;
+    } else {
+        l->reqs = q->next;
+    }
+    if (q->next != NULL) {
+        q->next->prev = q->prev;
+    }
+    if (q->has_nng) {
+        nng_aio_stop(q->aio);
+        cluster_link_aio_drop_msg(q->aio, q->stage);
+        nng_ctx_close(q->ctx);
+        nng_aio_free(q->aio);
+    }
+    q->cb(q->arg, status, reply);
+    free(q);
+}
+
+static void
+cluster_link_req_advance(struct cluster_link_req *q)
+{
+    struct cluster_link *l = q->link;
+    struct cluster_link_env env;
+    uint64_t now;
+    int rv;
+
+    if (q->stage == CLUSTER_LINK_STAGE_NOPEER) {
+        cluster_link_req_finish(q, KM_ENOENT, NULL);
+        return;
+    }
+    rv = cluster_link_nng_err(nng_aio_result(q->aio));
+    if (q->canceled) {
+        rv = KM_ECANCELED;
+    }
+    if (rv != 0) {
+        cluster_link_req_finish(q, rv, NULL);
+        return;
+    }
+    if (q->stage == CLUSTER_LINK_STAGE_SEND) {
+        nng_aio_set_msg(q->aio, NULL); /* NNG owns it now */
+        now = uv_now(l->loop);
+        if (now >= q->deadline_ms) {
+            cluster_link_req_finish(q, KM_ETIMEDOUT, NULL);
+            return;
+        }
+        q->stage = CLUSTER_LINK_STAGE_RECV;
+        nng_aio_set_timeout(q->aio, (nng_duration)(q->deadline_ms - now));
+        nng_ctx_recv(q->ctx, q->aio);
+        return;
+    }
+    rv = cluster_link_take_env(l, q->aio, &env);
+    if (rv == 0 &&
+        (env.req_id != q->req_id || env.msg.kind == CLUSTER_LINK_NONE)) {
+        rv = KM_EPROTO;
+    }
+    if (rv != 0) {
+        cluster_msg_link_env_fini(&env);
+        cluster_link_req_finish(q, KM_EPROTO, NULL);
+        return;
+    }
+    cluster_link_req_finish(q, 0, &env.msg);
+    cluster_msg_link_env_fini(&env);
+}
+
+int
+cluster_link_request(struct cluster_link *l, uint64_t to_node,
+                     const struct cluster_link_msg *req,
+                     cluster_link_reply_cb cb, void *arg)
+{
+    struct cluster_link_peer *p;
+    struct cluster_link_req *q;
+    struct cluster_link_env env;
+    nng_msg *m;
+    int rv;
+
+    if (l->closing) {
+        return KM_ECLOSING;
+    }
+    q = km_calloc(1, sizeof(*q));
+    q->item.is_req = true;
+    q->link = l;
+    q->cb = cb;
+    q->arg = arg;
+    q->req_id = ++l->next_req_id;
+    q->to_node = to_node;
+    q->deadline_ms = uv_now(l->loop) + l->timeout_ms;
+    cluster_link_env_init(l, &env, q->req_id, req);
+    rv = cluster_link_msg_new(l, &env, &m);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    q->next = l->reqs;
+    if (l->reqs != NULL) {
+        l->reqs->prev = q;
+    }
+    l->reqs = q;
+    p = cluster_link_peer_find(l, to_node);
+    if (p == NULL) {
+        /* Reported through the queue so that cb never runs inside us. */
+        nng_msg_free(m);
+        q->stage = CLUSTER_LINK_STAGE_NOPEER;
+        cluster_link_push(l, &q->item);
+        return 0;
+    }
+    rv = nng_aio_alloc(&q->aio, cluster_link_on_req_aio, q);
+    if (rv != 0) {
+        goto err_after_msg;
+    }
+    rv = nng_ctx_open(&q->ctx, p->sock);
+    if (rv != 0) {
+        nng_aio_free(q->aio);
+        goto err_after_msg;
+    }
+    q->has_nng = true;
+    q->stage = CLUSTER_LINK_STAGE_SEND;
+    nng_aio_set_msg(q->aio, m);
+    nng_aio_set_timeout(q->aio, (nng_duration)l->timeout_ms);
+    nng_ctx_send(q->ctx, q->aio);
+    return 0;
+
+err_after_msg:
+    nng_msg_free(m);
+    l->reqs = q->next;
+    if (q->next != NULL) {
+        q->next->prev = NULL;
+    }
+    rv = cluster_link_nng_err(rv);
+err_after_alloc:
+    free(q);
+    return rv;
+}
+
+/* Replies */
+
+static void
+cluster_link_rep_recv(struct cluster_link_reply *r)
+{
+    r->stage = CLUSTER_LINK_STAGE_RECV;
+    nng_aio_set_timeout(r->aio, NNG_DURATION_INFINITE);
+    nng_ctx_recv(r->ctx, r->aio);
+}
+
+/* Send `env` as the reply of `r`. */
+static int
+cluster_link_rep_send_env(struct cluster_link_reply *r,
+                          const struct cluster_link_env *env)
+{
+    nng_msg *m;
+    int rv;
+
+    rv = cluster_link_msg_new(r->link, env, &m);
+    if (rv != 0) {
+        return rv;
+    }
+    r->stage = CLUSTER_LINK_STAGE_SEND;
+    nng_aio_set_msg(r->aio, m);
+    nng_aio_set_timeout(r->aio, (nng_duration)r->link->timeout_ms);
+    nng_ctx_send(r->ctx, r->aio);
+    return 0;
+}
+
+/* Refuse the request of `r` with an empty envelope: the peer fails it
+ * with KM_EPROTO at once instead of waiting for its deadline. */
+static void
+cluster_link_rep_refuse(struct cluster_link_reply *r, uint64_t req_id)
+{
+    struct cluster_link_env env;
+
+    cluster_link_env_init(r->link, &env, req_id, NULL);
+    if (cluster_link_rep_send_env(r, &env) != 0) {
+        cluster_link_rep_recv(r);
+    }
+}
+
+static void
+cluster_link_rep_advance(struct cluster_link_reply *r)
+{
+    struct cluster_link *l = r->link;
+    struct cluster_link_env env;
+    int rv;
+
+    rv = nng_aio_result(r->aio);
+    if (r->stage == CLUSTER_LINK_STAGE_SEND) {
+        cluster_link_aio_drop_msg(r->aio, r->stage);
+        cluster_link_rep_recv(r);
+        return;
+    }
+    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
+        r->stage = CLUSTER_LINK_STAGE_IDLE;
+        return;
+    }
+    if (rv != 0) {
+        cluster_link_rep_recv(r);
+        return;
+    }
+    rv = cluster_link_take_env(l, r->aio, &env);
+    if (rv == 0 && env.msg.kind == CLUSTER_LINK_NONE) {
+        rv = KM_EPROTO;
+    }
+    if (rv != 0) {
+        cluster_link_warn_refused(l, env.from_node, rv);
+        cluster_link_rep_refuse(r, env.req_id);
+        cluster_msg_link_env_fini(&env);
+        return;
+    }
+    r->stage = CLUSTER_LINK_STAGE_HANDLER;
+    r->req_id = env.req_id;
+    l->host.on_request(l->host.ctx, env.from_node, &env.msg, r);
+    cluster_msg_link_env_fini(&env);
+}
+
+int
+cluster_link_reply_send(struct cluster_link_reply *r,
+                        const struct cluster_link_msg *reply)
+{
+    struct cluster_link_env env;
+    int rv;
+
+    KM_ASSERT(r->stage == CLUSTER_LINK_STAGE_HANDLER);
+    if (r->link->closing) {
+        r->stage = CLUSTER_LINK_STAGE_IDLE;
+        return KM_ECLOSING;
+    }
+    cluster_link_env_init(r->link, &env, r->req_id, reply);
+    if (reply == NULL || reply->kind == CLUSTER_LINK_NONE) {
+        rv = KM_EINVAL;
+    } else {
+        rv = cluster_link_rep_send_env(r, &env);
+    }
+    if (rv != 0) {
+        cluster_link_rep_refuse(r, r->req_id);
+    }
+    return rv;
+}
+
+/* Loop */
+
+static void
+cluster_link_on_async(uv_async_t *h)
+{
+    struct cluster_link *l = h->data;
+    struct cluster_link_item *it;
+
+    if (l->closing) {
+        return;
+    }
+    uv_mutex_lock(&l->mtx);
+    it = l->head;
+    l->head = l->tail = NULL;
+    uv_mutex_unlock(&l->mtx);
+    /* A callback may close the link: the requests left in `it` are then
+     * finished already, and the contexts are released by the close. */
+    while (it != NULL && !l->closing) {
+        struct cluster_link_item *next = it->next;
+        if (it->is_req) {
+            cluster_link_req_advance((struct cluster_link_req *)it);
+        } else {
+            cluster_link_rep_advance((struct cluster_link_reply *)it);
+        }
+        it = next;
+    }
+}
+
+/* Apply the options of CLUSTER.md §1.3 to `s`. */
+static int
+cluster_link_sock_opts(struct cluster_link *l, nng_socket s)
+{
+    int rv;
+
+    /* RECVMAXSZ defaults to unlimited: any peer could make us allocate
+     * without bound. */
+    rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, l->max_msg_bytes);
+    if (rv == 0) {
+        rv = nng_socket_set_ms(s, NNG_OPT_RECONNMINT,
+                               CLUSTER_LINK_RECONN_MIN_MS);
+    }
+    if (rv == 0) {
+        rv = nng_socket_set_ms(s, NNG_OPT_RECONNMAXT,
+                               CLUSTER_LINK_RECONN_MAX_MS);
+    }
+    return cluster_link_nng_err(rv);
+}
+
+static int
+cluster_link_listen(struct cluster_link *l, const char *url)
+{
+    int rv;
+
+    rv = nng_rep0_open(&l->rep);
+    if (rv != 0) {
+        return cluster_link_nng_err(rv);
+    }
+    l->has_rep = true;
+    rv = cluster_link_sock_opts(l, l->rep);
+    if (rv != 0) {
+        return rv;
+    }
+    for (size_t i = 0; i < CLUSTER_LINK_REP_CTXS; i++) {
+        struct cluster_link_reply *r = &l->reps[i];
+        r->link = l;
+        rv = nng_aio_alloc(&r->aio, cluster_link_on_rep_aio, r);
+        if (rv != 0) {
+            return cluster_link_nng_err(rv);
+        }
+        rv = nng_ctx_open(&r->ctx, l->rep);
+        if (rv != 0) {
+            nng_aio_free(r->aio);
+            return cluster_link_nng_err(rv);
+        }
+        l->n_reps++;
+    }
+    rv = nng_listen(l->rep, url, NULL, 0);
+    if (rv != 0) {
+        return cluster_link_nng_err(rv);
+    }
+    for (size_t i = 0; i < l->n_reps; i++) {
+        cluster_link_rep_recv(&l->reps[i]);
+    }
+    return 0;
+}
+
+/* Stop every NNG operation and close every socket. Blocks until NNG's
+ * callbacks have returned, so none can touch the link afterwards. */
+static void
+cluster_link_stop_nng(struct cluster_link *l)
+{
+    struct cluster_link_peer *p;
+
+    for (size_t i = 0; i < l->n_reps; i++) {
+        nng_aio_stop(l->reps[i].aio);
+    }
+    for (struct cluster_link_req *q = l->reqs; q != NULL; q = q->next) {
+        if (q->has_nng) {
+            nng_aio_stop(q->aio);
+        }
+    }
+    if (l->has_rep) {
+        nng_close(l->rep);
+        l->has_rep = false;
+    }
+    while ((p = l->peers) != NULL) {
+        l->peers = p->next;
+        nng_close(p->sock);
+        free(p->url);
+        free(p);
+    }
+}
+
+static void
+cluster_link_free(struct cluster_link *l)
+{
+    for (size_t i = 0; i < l->n_reps; i++) {
+        struct cluster_link_reply *r = &l->reps[i];
+        cluster_link_aio_drop_msg(r->aio, r->stage);
+        nng_aio_free(r->aio);
+    }
+    uv_mutex_destroy(&l->mtx);
+    free(l);
+}
+
+static void
+cluster_link_on_async_closed(uv_handle_t *h)
+{
+    struct cluster_link *l = h->data;
+    cluster_link_close_cb cb = l->close_cb;
+    void *arg = l->close_arg;
+
+    cluster_link_free(l);
+    if (cb != NULL) {
+        cb(arg);
+    }
+}
+
+int
+cluster_link_open(uv_loop_t *loop, const struct cluster_link_config *cfg,
+                  const struct cluster_link_host *host,
+                  struct cluster_link **out)
+{
+    struct cluster_link *l;
+    int rv;
+
+    if (cfg->cluster_id_len > CLUSTER_LINK_ID_MAX ||
+        (cfg->cluster_id_len > 0 && cfg->cluster_id == NULL) ||
+        (cfg->listen_url != NULL && host->on_request == NULL)) {
+        return KM_EINVAL;
+    }
+    l = km_calloc(1, sizeof(*l));
+    l->loop = loop;
+    l->node_id = cfg->node_id;
+    if (cfg->cluster_id_len > 0) {
+        memcpy(l->cluster_id, cfg->cluster_id, cfg->cluster_id_len);
+    }
+    l->cluster_id_len = cfg->cluster_id_len;
+    l->max_msg_bytes = cfg->max_msg_bytes != 0 ? cfg->max_msg_bytes
+                                               : CLUSTER_LINK_MAX_MSG_DEFAULT;
+    l->timeout_ms = cfg->request_timeout_ms != 0 ? cfg->request_timeout_ms
+                                                 : CLUSTER_LINK_TIMEOUT_DEFAULT;
+    l->host = *host;
+    rv = uv_mutex_init(&l->mtx);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
+    rv = uv_async_init(loop, &l->async, cluster_link_on_async);
+    if (rv != 0) {
+        goto err_after_mutex;
+    }
+    l->async.data = l;
+    if (cfg->listen_url != NULL) {
+        rv = cluster_link_listen(l, cfg->listen_url);
+        if (rv != 0) {
+            goto err_after_async;
+        }
+    }
+    *out = l;
+    return 0;
+
+err_after_async:
+    l->closing = true;
+    cluster_link_stop_nng(l);
+    l->head = l->tail = NULL; /* nothing was received yet */
+    uv_close((uv_handle_t *)&l->async, cluster_link_on_async_closed);
+    return rv;
+err_after_mutex:
+    uv_mutex_destroy(&l->mtx);
+err_after_alloc:
+    free(l);
+    return rv;
+}
+
+int
+cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
+{
+    struct cluster_link_peer *p;
+    int rv;
+
+    if (l->closing) {
+        return KM_ECLOSING;
+    }
+    if (cluster_link_peer_find(l, node_id) != NULL) {
+        return KM_EEXIST;
+    }
+    p = km_calloc(1, sizeof(*p));
+    p->node_id = node_id;
+    p->url = km_strdup(url);
+    rv = nng_req0_open(&p->sock);
+    if (rv != 0) {
+        rv = cluster_link_nng_err(rv);
+        goto err_after_alloc;
+    }
+    rv = cluster_link_sock_opts(l, p->sock);
+    if (rv != 0) {
+        goto err_after_sock;
+    }
+    /* REQ resends silently after RESENDTIME (60 s by default); we keep one
+     * deadline per request instead, so never resend. */
+    rv = nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME,
+                           NNG_DURATION_INFINITE);
+    if (rv == 0) {
+        rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+    }
+    if (rv != 0) {
+        rv = cluster_link_nng_err(rv);
+        goto err_after_sock;
+    }
+    p->next = l->peers;
+    l->peers = p;
+    return 0;
+
+err_after_sock:
+    nng_close(p->sock);
+err_after_alloc:
+    free(p->url);
+    free(p);
+    return rv;
+}
+
+int
+cluster_link_remove_peer(struct cluster_link *l, uint64_t node_id)
+{
+    struct cluster_link_peer **pp = &l->peers;
+
+    while (*pp != NULL && (*pp)->node_id != node_id) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == NULL) {
+        return KM_ENOENT;
+    }
+    struct cluster_link_peer *p = *pp;
+    *pp = p->next;
+    /* Closing the socket aborts its contexts (NNG may report a reset
+     * rather than NNG_ECLOSED); their requests end with KM_ECANCELED. */
+    for (struct cluster_link_req *q = l->reqs; q != NULL; q = q->next) {
+        if (q->to_node == node_id && q->has_nng) {
+            q->canceled = true;
+        }
+    }
+    nng_close(p->sock);
+    free(p->url);
+    free(p);
+    return 0;
+}
+
+void
+cluster_link_close(struct cluster_link *l, cluster_link_close_cb cb, void *arg)
+{
+    struct cluster_link_req *q;
+
+    KM_ASSERT(!l->closing);
+    l->closing = true;
+    l->close_cb = cb;
+    l->close_arg = arg;
+    cluster_link_stop_nng(l);
+    /* Every NNG callback has returned: the queue is ours alone. Its items
+     * are all in l->reqs or l->reps, finished below. */
+    l->head = l->tail = NULL;
+    while ((q = l->reqs) != NULL) {
+        cluster_link_req_finish(q, KM_ECLOSING, NULL);
+    }
+    uv_close((uv_handle_t *)&l->async, cluster_link_on_async_closed);
+}
+
+void
+cluster_link_global_fini(void)
+{
+    nng_fini();
+}
