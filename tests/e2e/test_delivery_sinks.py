@@ -106,6 +106,8 @@ def test_max_concurrent_tracks_simultaneous_sessions(sink):
         t.join(20)
     assert results == [250] * 4
     assert sink.max_concurrent == 4 and sink.total_connections == 4
+    # QUIT returns on the client before the sink has seen the close.
+    H.wait_for(lambda: sink.active == 0, timeout=10, what="sessions closed")
     sink.reset()
     assert sink.max_concurrent == 0 and sink.transactions() == []
 
