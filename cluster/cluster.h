@@ -46,8 +46,10 @@ struct cluster_admin_rule {
  * on_ready (the start-up replay is silent). Any may be NULL. */
 struct cluster_host {
     void *ctx;
-    /* The node is leader (or has a leader), its FSM has caught up with the
-     * commit index, and proposals are accepted: recover queues now. */
+    /* The node is leader (its barrier committed: proposals accepted), or
+     * a follower that knows a leader and has applied up to the commit
+     * index it learned (proposals still fail with KM_ENOTLEADER): recover
+     * queues now. Fired once. */
     void (*on_ready)(void *ctx);
     void (*on_enqueue)(void *ctx, const struct cluster_msg *m);
     void (*on_deferred)(void *ctx, const struct cluster_msg *m);
@@ -57,6 +59,12 @@ struct cluster_host {
                      bool cancelled);
     /* A fatal raft error (I/O error, disk full): the daemon stops. */
     void (*on_fatal)(void *ctx, int err);
+};
+
+/* One initial voter of a multi-node group. */
+struct cluster_peer {
+    uint64_t id;           /* raft server id, >= 1 */
+    const char *raft_addr; /* "ip:port" (IPv4 literal, fixed port) */
 };
 
 struct cluster_config {
@@ -69,6 +77,14 @@ struct cluster_config {
     uint32_t snapshot_trailing;   /* 0 = 16384 */
     uint32_t batch_max_ms;        /* 0 = 2 */
     uint32_t batch_max_records;   /* 0 = 256 */
+    /* The initial voters, this node included (CLUSTER.md §7: every
+     * initial node bootstraps the same list). n_peers 0: a one-voter group
+     * of this node alone. Copied by cluster_open. */
+    const struct cluster_peer *peers;
+    size_t n_peers;
+    /* With peers: bootstrap them on a pristine directory. Without, the
+     * node starts empty and waits to be added (not implemented yet). */
+    bool bootstrap;
 };
 
 enum cluster_outcome {
@@ -84,9 +100,9 @@ enum cluster_outcome {
 typedef void (*cluster_commit_cb)(void *arg, int status);
 typedef void (*cluster_close_cb)(void *arg);
 
-/* Open the raft directory, bootstrap a one-voter configuration on a
- * pristine directory, and start raft. host is copied. The caller owns *out
- * and releases it with cluster_close(). */
+/* Open the raft directory, bootstrap on a pristine directory (a one-voter
+ * configuration, or every peer as a voter), and start raft. host is copied. The
+ * caller owns *out and releases it with cluster_close(). */
 int cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
                  const struct cluster_host *host, struct cluster **out);
 
@@ -129,6 +145,20 @@ struct cluster_stats {
 };
 
 void cluster_get_stats(const struct cluster *c, struct cluster_stats *out);
+
+/* A server of the current raft configuration. Borrowed in callbacks. */
+struct cluster_member {
+    uint64_t id;
+    const char *raft_addr;
+    bool voter;
+};
+
+/* Visit the servers of the current raft configuration; fn returns false
+ * to stop. */
+void cluster_foreach_member(const struct cluster *c,
+                            bool (*fn)(void *arg,
+                                       const struct cluster_member *m),
+                            void *arg);
 
 /* Stop proposing (pending callbacks get KM_ECLOSING unless already
  * committed), close raft and its I/O, then call cb. Frees c. */

@@ -45,6 +45,7 @@ struct cluster {
     struct cluster_config cfg; /* strings point at the copies below */
     char *raft_dir;
     char *raft_addr;
+    struct cluster_peer *peers; /* cfg.peers; addresses owned */
     struct cluster_host host;
     struct raft raft;
     struct raft_io io;
@@ -479,6 +480,32 @@ cluster_raft_send_barrier(struct cluster *c)
     c->barrier_sent = true;
 }
 
+/* A follower is ready once it knows a leader and has applied what that
+ * leader told it is committed: its FSM then holds every message the group
+ * accepted before this node started (or the leader's snapshot of them). */
+static void
+cluster_raft_follower_ready(struct cluster *c)
+{
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    raft_leader(&c->raft, &leader, &addr);
+    if (leader == 0 || c->raft.commit_index == 0 ||
+        raft_last_applied(&c->raft) < c->raft.commit_index) {
+        return;
+    }
+    LOG_INFO("cluster: node %llu: follower of node %llu in term %llu, "
+             "applied %llu, ready",
+             (unsigned long long)c->cfg.node_id, (unsigned long long)leader,
+             (unsigned long long)c->raft.current_term,
+             (unsigned long long)c->raft.commit_index);
+    c->ready_fired = true;
+    cluster_fsm_set_ready(c->fsm, true);
+    if (c->host.on_ready != NULL) {
+        c->host.on_ready(c->host.ctx);
+    }
+}
+
 /* Every loop iteration: 0.15 has no state-change callback. */
 static void
 cluster_raft_on_check(uv_check_t *h)
@@ -509,6 +536,9 @@ cluster_raft_on_check(uv_check_t *h)
         c->leader_ready = false;
         c->barrier_gen++; /* a late barrier callback is stale */
         cluster_raft_fail_fill(c, KM_ELEADERLOST);
+    }
+    if (st == RAFT_FOLLOWER && !c->ready_fired) {
+        cluster_raft_follower_ready(c);
     }
 }
 
@@ -572,6 +602,10 @@ static void
 cluster_raft_free(struct cluster *c)
 {
     cluster_fsm_free(c->fsm);
+    for (size_t i = 0; i < c->cfg.n_peers; i++) {
+        free((char *)(uintptr_t)c->peers[i].raft_addr);
+    }
+    free(c->peers);
     free(c->raft_addr);
     free(c->raft_dir);
     free(c);
@@ -613,6 +647,27 @@ cluster_raft_on_raft_closed(struct raft *r)
     uv_close((uv_handle_t *)&c->batch_timer, cluster_raft_on_handle_closed);
 }
 
+/* The configuration to bootstrap: this node alone without peers, every
+ * peer with bootstrap, nothing (wait to be added) otherwise. */
+static int
+cluster_raft_initial_conf(struct cluster *c, struct raft_configuration *conf)
+{
+    int rv = 0;
+
+    if (c->cfg.n_peers == 0) {
+        return raft_configuration_add(conf, c->cfg.node_id, c->raft_addr,
+                                      RAFT_VOTER);
+    }
+    if (!c->cfg.bootstrap) {
+        return 0;
+    }
+    for (size_t i = 0; i < c->cfg.n_peers && rv == 0; i++) {
+        rv = raft_configuration_add(conf, c->peers[i].id, c->peers[i].raft_addr,
+                                    RAFT_VOTER);
+    }
+    return rv;
+}
+
 /* raft_uv's TCP transport parses the address with uv_ip4_addr and binds
  * its listener to it. "127.0.0.1:0" is accepted and binds an ephemeral
  * port (verified in test_cluster_raft): fine for a one-voter group, which
@@ -638,6 +693,12 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
     c->raft_addr = km_strdup(cfg->raft_addr);
     c->cfg.raft_dir = c->raft_dir;
     c->cfg.raft_addr = c->raft_addr;
+    c->peers = km_calloc(cfg->n_peers + 1, sizeof(*c->peers));
+    for (size_t i = 0; i < cfg->n_peers; i++) {
+        c->peers[i].id = cfg->peers[i].id;
+        c->peers[i].raft_addr = km_strdup(cfg->peers[i].raft_addr);
+    }
+    c->cfg.peers = c->peers;
     if (host != NULL) {
         c->host = *host;
     }
@@ -688,15 +749,14 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
     uv_check_start(&c->check, cluster_raft_on_check);
 
     raft_configuration_init(&conf);
-    rv =
-        raft_configuration_add(&conf, c->cfg.node_id, c->raft_addr, RAFT_VOTER);
-    if (rv == 0) {
+    rv = cluster_raft_initial_conf(c, &conf);
+    if (rv == 0 && conf.n > 0) {
         rv = raft_bootstrap(&c->raft, &conf);
         if (rv == RAFT_CANTBOOTSTRAP) {
             rv = 0; /* existing state: a restart */
         } else if (rv == 0) {
-            LOG_INFO("cluster: bootstrapped one-voter group in %s",
-                     c->raft_dir);
+            LOG_INFO("cluster: bootstrapped a group of %u voter(s) in %s",
+                     conf.n, c->raft_dir);
         }
     }
     raft_configuration_close(&conf);
@@ -801,5 +861,24 @@ cluster_get_stats(const struct cluster *c, struct cluster_stats *out)
     default:
         out->state = "unavailable";
         break;
+    }
+}
+
+void
+cluster_foreach_member(const struct cluster *c,
+                       bool (*fn)(void *arg, const struct cluster_member *m),
+                       void *arg)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+
+    for (unsigned i = 0; i < conf->n; i++) {
+        struct cluster_member m = {
+            .id = conf->servers[i].id,
+            .raft_addr = conf->servers[i].address,
+            .voter = conf->servers[i].role == RAFT_VOTER,
+        };
+        if (!fn(arg, &m)) {
+            return;
+        }
     }
 }

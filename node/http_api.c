@@ -583,39 +583,80 @@ http_api_queue_summary(struct http_api *h, struct http_req *req)
     json_decref(j);
 }
 
+struct http_api_members {
+    struct http_api *h;
+    const struct cluster_stats *st;
+    uint64_t self_id;
+    json_t *members;
+};
+
+/* One member of the raft configuration: this node reports its own role
+ * and progress; of the others only the leader is known as such. */
+static bool
+http_api_cluster_member(void *arg, const struct cluster_member *m)
+{
+    struct http_api_members *hm = arg;
+    const struct cluster_stats *st = hm->st;
+    struct kumod *kd = hm->h->kd;
+    bool self = m->id == hm->self_id;
+    const char *role = m->voter ? "voter" : "standby";
+    json_t *j;
+
+    if (self) {
+        role = st->state != NULL ? st->state : "unavailable";
+    } else if (m->id == st->leader_id) {
+        role = "leader";
+    }
+    j = json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t)m->id, "raft_addr",
+                  m->raft_addr != NULL ? m->raft_addr : "", "raft_address",
+                  m->raft_addr != NULL ? m->raft_addr : "", "role", role);
+    if (self) {
+        json_object_set_new(j, "applied_index",
+                            json_integer((json_int_t)st->applied_index));
+        json_object_set_new(
+            j, "lag",
+            json_integer((json_int_t)(st->commit_index > st->applied_index
+                                          ? st->commit_index - st->applied_index
+                                          : 0)));
+        json_object_set_new(j, "last_ping_ms", json_integer(0));
+        json_object_set_new(
+            j, "queued",
+            json_integer((json_int_t)(kd->queues != NULL
+                                          ? queue_mgr_count(kd->queues)
+                                          : 0)));
+        json_object_set_new(j, "version", json_string(KUMO_VERSION));
+        json_object_set_new(
+            j, "state", json_string(kumod_is_ready(kd) ? "up" : "starting"));
+    }
+    json_array_append_new(hm->members, j);
+    return true;
+}
+
 static void
 http_api_cluster_status(struct http_api *h, struct http_req *req)
 {
     struct cluster_stats st;
-    json_t *members = json_array();
+    struct kumod *kd = h->kd;
+    struct http_api_members hm = {
+        .h = h,
+        .st = &st,
+        .self_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1,
+        .members = json_array(),
+    };
     json_t *j;
-    bool leader;
 
     memset(&st, 0, sizeof(st));
-    if (h->kd->cluster != NULL) {
-        cluster_get_stats(h->kd->cluster, &st);
+    if (kd->cluster != NULL) {
+        cluster_get_stats(kd->cluster, &st);
+        cluster_foreach_member(kd->cluster, http_api_cluster_member, &hm);
     }
-    leader = st.state != NULL && strcmp(st.state, "leader") == 0;
-    /* A one-node group: this node is the only member. */
-    json_array_append_new(
-        members,
-        json_pack("{s:I,s:s,s:s,s:I,s:I,s:i,s:I,s:s,s:s}", "id",
-                  (json_int_t)(leader ? st.leader_id : 1), "raft_addr", "",
-                  "role", st.state != NULL ? st.state : "unavailable",
-                  "applied_index", (json_int_t)st.applied_index, "lag",
-                  (json_int_t)(st.commit_index > st.applied_index
-                                   ? st.commit_index - st.applied_index
-                                   : 0),
-                  "last_ping_ms", 0, "queued",
-                  (json_int_t)(h->kd->queues != NULL
-                                   ? queue_mgr_count(h->kd->queues)
-                                   : 0),
-                  "version", KUMO_VERSION, "state",
-                  kumod_is_ready(h->kd) ? "up" : "starting"));
-    j = json_pack("{s:s,s:s,s:I,s:I,s:I,s:o}", "cluster_id", "", "node_id",
-                  h->kd->nodeid, "term", (json_int_t)st.term, "leader_id",
-                  (json_int_t)st.leader_id, "commit_index",
-                  (json_int_t)st.commit_index, "members", members);
+    j = json_pack("{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "cluster_id",
+                  kd->cluster_id != NULL ? kd->cluster_id : "", "node_id",
+                  kd->nodeid, "raft_node_id", (json_int_t)hm.self_id, "role",
+                  st.state != NULL ? st.state : "unavailable", "term",
+                  (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id,
+                  "commit_index", (json_int_t)st.commit_index, "members",
+                  hm.members);
     http_api_reply_json(req, 200, j);
     json_decref(j);
 }

@@ -450,6 +450,67 @@ kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
     return rv;
 }
 
+/* CLUSTER.md §4.9: data_dir/cluster_id names the cluster the directory
+ * belongs to. Written (and synced) on first start; a policy naming another
+ * cluster is refused, so a node never mixes two clusters' state. */
+static int
+kumod_check_cluster_id(struct kumod *kd, const char *data_dir, char *err,
+                       size_t errlen)
+{
+    char *path = km_asprintf("%s/cluster_id", data_dir);
+    char text[256] = "";
+    FILE *f = fopen(path, "r");
+    int rv = 0;
+
+    if (f != NULL) {
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        text[strcspn(text, "\r\n")] = '\0';
+        if (strcmp(text, kd->cluster_id) != 0) {
+            snprintf(err, errlen,
+                     "cluster_id mismatch: %s belongs to cluster %s, the "
+                     "policy says %s",
+                     data_dir, text, kd->cluster_id);
+            rv = KM_ECONFIG;
+        }
+        free(path);
+        return rv;
+    }
+    if (errno != ENOENT) {
+        rv = -errno;
+        snprintf(err, errlen, "%s: %s", path, km_strerror(rv));
+        free(path);
+        return rv;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
+    if (fd < 0) {
+        rv = -errno;
+        goto err_after_path;
+    }
+    size_t len = strlen(kd->cluster_id);
+    if (write(fd, kd->cluster_id, len) != (ssize_t)len ||
+        write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
+        rv = errno != 0 ? -errno : KM_EIO;
+        close(fd);
+        goto err_after_path;
+    }
+    close(fd);
+    /* The new name must survive a crash too. */
+    fd = open(data_dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(path);
+    return 0;
+
+err_after_path:
+    snprintf(err, errlen, "%s: %s", path, km_strerror(rv));
+    free(path);
+    return rv;
+}
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
@@ -497,13 +558,35 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     struct cluster_host ch;
     memset(&cc, 0, sizeof(cc));
     memset(&ch, 0, sizeof(ch));
-    kd->raft_dir = km_asprintf("%s/raft", state_dir);
+    if (kd->cluster_node_id != 0) {
+        const char *data_dir =
+            kd->cluster_data_dir != NULL ? kd->cluster_data_dir : state_dir;
+        rv = kumod_mkdirs(data_dir);
+        if (rv != 0) {
+            snprintf(err, errlen, "%s: %s", data_dir, km_strerror(rv));
+        } else {
+            rv = kumod_check_cluster_id(kd, data_dir, err, errlen);
+        }
+        if (rv != 0) {
+            free(state_dir);
+            return rv;
+        }
+        kd->raft_dir = km_asprintf("%s/raft", data_dir);
+        cc.node_id = kd->cluster_node_id;
+        cc.raft_addr = kd->raft_listen;
+        cc.peers = kd->cluster_peers;
+        cc.n_peers = kd->n_cluster_peers;
+        /* A group listing only this node bootstraps it alone. */
+        cc.bootstrap = kd->cluster_bootstrap || kd->n_cluster_peers == 1;
+    } else {
+        kd->raft_dir = km_asprintf("%s/raft", state_dir);
+        cc.node_id = 1;
+        /* A group of one voter never dials anyone; its transport still
+         * listens, on an ephemeral loopback port. */
+        cc.raft_addr = "127.0.0.1:0";
+    }
     free(state_dir);
-    cc.node_id = 1;
     cc.raft_dir = kd->raft_dir;
-    /* A group of one voter never dials anyone; its transport still
-     * listens, on an ephemeral loopback port. */
-    cc.raft_addr = "127.0.0.1:0";
     ch.ctx = kd;
     ch.on_ready = kumod_on_cluster_ready;
     ch.on_fatal = kumod_on_cluster_fatal;
@@ -720,6 +803,13 @@ kumod_fini(struct kumod *kd)
     free(kd->data_spool_path);
     free(kd->meta_spool_path);
     free(kd->raft_dir);
+    free(kd->cluster_id);
+    free(kd->raft_listen);
+    free(kd->cluster_data_dir);
+    for (size_t i = 0; i < kd->n_cluster_peers; i++) {
+        free((char *)(uintptr_t)kd->cluster_peers[i].raft_addr);
+    }
+    free(kd->cluster_peers);
     for (size_t i = 0; i < kd->n_dns_servers; i++) {
         free(kd->dns_servers[i]);
     }

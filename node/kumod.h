@@ -19,6 +19,7 @@
 struct admin_state;
 struct metrics;
 struct cluster;
+struct cluster_peer;
 struct http_api;
 struct egress_mgr;
 struct logrec;
@@ -53,6 +54,16 @@ struct kumod {
 
     struct cluster *cluster;
     char *raft_dir;
+
+    /* kumo.configure_cluster{}; cluster_node_id 0: not called, the node
+     * is a one-voter group. Peers' addresses are owned (char *). */
+    uint64_t cluster_node_id;
+    char *cluster_id;
+    char *raft_listen;
+    char *cluster_data_dir; /* NULL: the state dir beside the meta spool */
+    struct cluster_peer *cluster_peers; /* this node included */
+    size_t n_cluster_peers;
+    bool cluster_bootstrap;
 
     json_t *log_configs;  /* configure_local_logs params, opened later */
     struct logrec **logs; /* one per configure_local_logs call */

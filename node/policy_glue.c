@@ -10,6 +10,7 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "cluster.h"
 #include "dns.h"
 #include "http_api.h"
 #include "kumod.h"
@@ -145,6 +146,140 @@ policy_glue_http(struct kumod *kd, json_t *params, char *err, size_t errlen)
     return 0;
 }
 
+/* "a.b.c.d:port": an IPv4 literal and a port 1-65535 (CLUSTER.md §1.1). */
+static bool
+policy_glue_is_ipv4_port(const char *s)
+{
+    unsigned a, b, c, d, port;
+    char tail;
+
+    if (s == NULL ||
+        sscanf(s, "%3u.%3u.%3u.%3u:%5u%c", &a, &b, &c, &d, &port, &tail) != 5) {
+        return false;
+    }
+    return a < 256 && b < 256 && c < 256 && d < 256 && port >= 1 &&
+           port <= 65535 && strspn(s, "0123456789.:") == strlen(s);
+}
+
+static void
+policy_glue_add_peer(struct kumod *kd, uint64_t id, const char *raft)
+{
+    kd->cluster_peers =
+        km_realloc(kd->cluster_peers,
+                   (kd->n_cluster_peers + 1) * sizeof(*kd->cluster_peers));
+    kd->cluster_peers[kd->n_cluster_peers].id = id;
+    kd->cluster_peers[kd->n_cluster_peers].raft_addr = km_strdup(raft);
+    kd->n_cluster_peers++;
+}
+
+/* Check one peers[] entry against those before it and this node. */
+static int
+policy_glue_check_peer(struct kumod *kd, size_t i, json_int_t id,
+                       const char *raft, char *err, size_t errlen)
+{
+    if (id < 1) {
+        snprintf(err, errlen, "peers[%zu].id must be >= 1", i + 1);
+        return KM_ECONFIG;
+    }
+    if (!policy_glue_is_ipv4_port(raft)) {
+        snprintf(err, errlen,
+                 "peers[%zu].raft: '%s' is not an IPv4 literal with a port "
+                 "(a.b.c.d:port)",
+                 i + 1, raft != NULL ? raft : "");
+        return KM_ECONFIG;
+    }
+    for (size_t k = 0; k < kd->n_cluster_peers; k++) {
+        if (kd->cluster_peers[k].id == (uint64_t)id) {
+            snprintf(err, errlen, "peers[%zu].id: %lld is listed twice", i + 1,
+                     (long long)id);
+            return KM_ECONFIG;
+        }
+        if (strcmp(kd->cluster_peers[k].raft_addr, raft) == 0) {
+            snprintf(err, errlen, "peers[%zu].raft: %s is listed twice", i + 1,
+                     raft);
+            return KM_ECONFIG;
+        }
+    }
+    if ((uint64_t)id == kd->cluster_node_id &&
+        strcmp(raft, kd->raft_listen) != 0) {
+        snprintf(err, errlen,
+                 "peers[%zu].raft: node %lld is this node, but raft_listen "
+                 "is %s",
+                 i + 1, (long long)id, kd->raft_listen);
+        return KM_ECONFIG;
+    }
+    return 0;
+}
+
+static int
+policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
+{
+    json_t *jid = json_object_get(params, "node_id");
+    const char *cid = json_string_value(json_object_get(params, "cluster_id"));
+    const char *listen =
+        json_string_value(json_object_get(params, "raft_listen"));
+    const char *dir = json_string_value(json_object_get(params, "data_dir"));
+    json_t *peers = json_object_get(params, "peers");
+    bool self_listed = false;
+    size_t i;
+    json_t *p;
+    int rv;
+
+    if (kd->cluster_node_id != 0) {
+        snprintf(err, errlen, "configure_cluster may be called only once");
+        return KM_ECONFIG;
+    }
+    if (!json_is_integer(jid) || json_integer_value(jid) < 1) {
+        snprintf(err, errlen, "node_id is required and must be >= 1");
+        return KM_ECONFIG;
+    }
+    if (cid == NULL || cid[0] == '\0') {
+        snprintf(err, errlen, "cluster_id is required (a non-empty string)");
+        return KM_ECONFIG;
+    }
+    if (!policy_glue_is_ipv4_port(listen)) {
+        snprintf(err, errlen,
+                 "raft_listen: '%s' is not an IPv4 literal with a port "
+                 "(a.b.c.d:port)",
+                 listen != NULL ? listen : "");
+        return KM_ECONFIG;
+    }
+    if (dir != NULL && dir[0] == '\0') {
+        snprintf(err, errlen, "data_dir must not be empty");
+        return KM_ECONFIG;
+    }
+    kd->cluster_node_id = (uint64_t)json_integer_value(jid);
+    kd->cluster_id = km_strdup(cid);
+    kd->raft_listen = km_strdup(listen);
+    kd->cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
+    kd->cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
+    json_array_foreach(peers, i, p)
+    {
+        json_t *pid = json_object_get(p, "id");
+        const char *raft = json_string_value(json_object_get(p, "raft"));
+        json_int_t id = json_integer_value(pid);
+
+        rv = policy_glue_check_peer(kd, i, id, raft, err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
+        policy_glue_add_peer(kd, (uint64_t)id, raft);
+        self_listed |= (uint64_t)id == kd->cluster_node_id;
+    }
+    if (!self_listed) {
+        for (size_t k = 0; k < kd->n_cluster_peers; k++) {
+            if (strcmp(kd->cluster_peers[k].raft_addr, listen) == 0) {
+                snprintf(err, errlen, "raft_listen: %s is peer %llu's address",
+                         listen, (unsigned long long)kd->cluster_peers[k].id);
+                return KM_ECONFIG;
+            }
+        }
+        /* This node is an initial voter even if peers leaves it out. */
+        policy_glue_add_peer(kd, kd->cluster_node_id, listen);
+    }
+    return 0;
+}
+
 int
 policy_glue_config(void *ctx, const char *fn, json_t *params, char *err,
                    size_t errlen)
@@ -165,6 +300,9 @@ policy_glue_config(void *ctx, const char *fn, json_t *params, char *err,
     }
     if (strcmp(fn, "dns.configure_resolver") == 0) {
         return policy_glue_resolver(kd, params, err, errlen);
+    }
+    if (strcmp(fn, "configure_cluster") == 0) {
+        return policy_glue_cluster(kd, params, err, errlen);
     }
     snprintf(err, errlen, "not supported by this version of kumod");
     return KM_ECONFIG;

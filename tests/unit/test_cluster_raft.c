@@ -2,7 +2,9 @@
  * dir: readiness after the leader barrier, group commit of concurrent
  * records, replay of the log and of snapshots after restarts, refusal
  * before ready and failure of unflushed records on close. The raft
- * address is 127.0.0.1:0 (an ephemeral port, see cluster_raft.c). */
+ * address is 127.0.0.1:0 (an ephemeral port, see cluster_raft.c).
+ * Also three groups' worth of nodes in one process on one loop: election,
+ * replication to every FSM, refusal on followers, and failover. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,8 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cmocka.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "base/km.h"
@@ -407,6 +413,334 @@ cluster_bad_raft_address_fails_open_cleanly(void **state)
     uv_run(&t->loop, UV_RUN_DEFAULT);
 }
 
+/* Fixture: three nodes of one group on one loop */
+
+#define GROUP_N 3
+
+struct group_test;
+
+struct group_node {
+    struct group_test *g;
+    struct cluster *c;
+    char dir[300];
+    char addr[32];
+    int ready;
+    bool closed;
+};
+
+struct group_test {
+    uv_loop_t loop;
+    char base[256];
+    struct cluster_peer peers[GROUP_N];
+    struct group_node nodes[GROUP_N];
+    int committed, failed;
+};
+
+/* A loopback port nobody listens on right now. */
+static int
+group_test_free_port(void)
+{
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
+        port = ntohs(sa.sin_port);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return port;
+}
+
+static int
+raft_group_setup(void **state)
+{
+    struct group_test *g = calloc(1, sizeof(*g));
+    const char *base = getenv("KUMO_TEST_TMP");
+
+    if (base == NULL) {
+        base = "/tmp";
+    }
+    snprintf(g->base, sizeof(g->base), "%s/raftgroup-XXXXXX", base);
+    if (mkdtemp(g->base) == NULL) {
+        free(g);
+        return -1;
+    }
+    uv_loop_init(&g->loop);
+    for (int i = 0; i < GROUP_N; i++) {
+        struct group_node *n = &g->nodes[i];
+        int port = group_test_free_port();
+        if (port < 0) {
+            return -1;
+        }
+        n->g = g;
+        n->closed = true;
+        snprintf(n->dir, sizeof(n->dir), "%s/n%d", g->base, i + 1);
+        snprintf(n->addr, sizeof(n->addr), "127.0.0.1:%d", port);
+        g->peers[i].id = (uint64_t)i + 1;
+        g->peers[i].raft_addr = n->addr;
+    }
+    log_set_level(LOG_LVL_WARN);
+    *state = g;
+    return 0;
+}
+
+static void
+group_test_on_closed(void *arg)
+{
+    struct group_node *n = arg;
+
+    n->closed = true;
+}
+
+static void
+group_test_close(struct group_node *n)
+{
+    n->closed = false;
+    cluster_close(n->c, group_test_on_closed, n);
+    n->c = NULL;
+    while (!n->closed) {
+        uv_run(&n->g->loop, UV_RUN_ONCE);
+    }
+}
+
+static int
+raft_group_teardown(void **state)
+{
+    struct group_test *g = *state;
+    char cmd[300];
+
+    for (int i = 0; i < GROUP_N; i++) {
+        if (g->nodes[i].c != NULL) {
+            group_test_close(&g->nodes[i]);
+        }
+    }
+    int rv = uv_loop_close(&g->loop);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->base);
+    if (system(cmd) != 0) {
+        rv = -1;
+    }
+    free(g);
+    return rv == 0 ? 0 : -1;
+}
+
+/* Helpers (group) */
+
+static void
+group_test_on_ready(void *ctx)
+{
+    struct group_node *n = ctx;
+
+    n->ready++;
+}
+
+static void
+group_test_on_commit(void *arg, int status)
+{
+    struct group_test *g = arg;
+
+    g->committed++;
+    if (status != 0) {
+        g->failed++;
+    }
+}
+
+static void
+group_test_open(struct group_node *n)
+{
+    struct group_test *g = n->g;
+    struct cluster_config cfg = {
+        .node_id = (uint64_t)(n - g->nodes) + 1,
+        .raft_dir = n->dir,
+        .raft_addr = n->addr,
+        .election_timeout_ms = 300,
+        .heartbeat_ms = 50,
+        .peers = g->peers,
+        .n_peers = GROUP_N,
+        .bootstrap = true,
+    };
+    struct cluster_host host = {.ctx = n, .on_ready = group_test_on_ready};
+
+    assert_int_equal(cluster_open(&g->loop, &cfg, &host, &n->c), 0);
+    n->closed = false;
+}
+
+/* The one open node that is leader with proposals accepted, once every
+ * open node agrees on it and has fired on_ready; else NULL. */
+static struct group_node *
+group_test_leader(struct group_test *g)
+{
+    struct group_node *leader = NULL;
+    uint64_t leader_id = 0;
+
+    for (int i = 0; i < GROUP_N; i++) {
+        struct group_node *n = &g->nodes[i];
+        struct cluster_stats st;
+        if (n->c == NULL) {
+            continue;
+        }
+        cluster_get_stats(n->c, &st);
+        if (n->ready != 1 || st.leader_id == 0 ||
+            (leader_id != 0 && st.leader_id != leader_id)) {
+            return NULL;
+        }
+        leader_id = st.leader_id;
+        if (strcmp(st.state, "leader") == 0) {
+            if (leader != NULL || !cluster_is_ready(n->c)) {
+                return NULL;
+            }
+            leader = n;
+        }
+    }
+    return leader != NULL && leader_id == (uint64_t)(leader - g->nodes) + 1
+               ? leader
+               : NULL;
+}
+
+static struct group_node *
+group_test_wait_leader(struct group_test *g)
+{
+    uint64_t deadline = km_now_mono_ms() + 20000;
+    struct group_node *leader = NULL;
+
+    while ((leader = group_test_leader(g)) == NULL &&
+           km_now_mono_ms() < deadline) {
+        uv_run(&g->loop, UV_RUN_ONCE);
+    }
+    assert_non_null(leader);
+    return leader;
+}
+
+/* Run until every open node's FSM holds n messages. */
+static void
+group_test_wait_count(struct group_test *g, size_t n)
+{
+    uint64_t deadline = km_now_mono_ms() + 20000;
+    bool all = false;
+
+    while (!all && km_now_mono_ms() < deadline) {
+        uv_run(&g->loop, UV_RUN_ONCE);
+        all = true;
+        for (int i = 0; i < GROUP_N; i++) {
+            if (g->nodes[i].c != NULL &&
+                cluster_queued_count(g->nodes[i].c) != n) {
+                all = false;
+            }
+        }
+    }
+    assert_true(all);
+}
+
+static void
+group_test_enqueue(struct group_test *g, struct group_node *leader, int first,
+                   int n)
+{
+    struct cluster_msg m;
+    int base = g->committed;
+
+    for (int i = first; i < first + n; i++) {
+        raft_test_msg(&m, i);
+        assert_int_equal(
+            cluster_enqueue(leader->c, &m, group_test_on_commit, g), 0);
+    }
+    uint64_t deadline = km_now_mono_ms() + 20000;
+    while (g->committed < base + n && km_now_mono_ms() < deadline) {
+        uv_run(&g->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(g->committed, base + n);
+    assert_int_equal(g->failed, 0);
+}
+
+/* Tests (group) */
+
+static void
+cluster_three_nodes_elect_one_leader_and_replicate(void **state)
+{
+    struct group_test *g = *state;
+    struct cluster_msg m;
+
+    for (int i = 0; i < GROUP_N; i++) {
+        group_test_open(&g->nodes[i]);
+    }
+    struct group_node *leader = group_test_wait_leader(g);
+    group_test_enqueue(g, leader, 0, 10);
+    group_test_wait_count(g, 10);
+
+    /* Followers are ready (on_ready fired) but do not propose. */
+    for (int i = 0; i < GROUP_N; i++) {
+        struct group_node *n = &g->nodes[i];
+        if (n == leader) {
+            continue;
+        }
+        assert_int_equal(n->ready, 1);
+        assert_false(cluster_is_ready(n->c));
+        raft_test_msg(&m, 100);
+        assert_int_equal(cluster_enqueue(n->c, &m, group_test_on_commit, g),
+                         KM_ENOTLEADER);
+    }
+
+    /* The configuration lists all three voters on every node. */
+    for (int i = 0; i < GROUP_N; i++) {
+        struct cluster_stats st;
+        cluster_get_stats(g->nodes[i].c, &st);
+        assert_int_equal(st.leader_id, (uint64_t)(leader - g->nodes) + 1);
+    }
+}
+
+static bool
+group_test_count_member(void *arg, const struct cluster_member *m)
+{
+    int *n = arg;
+
+    if (m->voter && m->raft_addr != NULL &&
+        strncmp(m->raft_addr, "127.0.0.1:", 10) == 0) {
+        (*n)++;
+    }
+    return true;
+}
+
+static void
+cluster_three_nodes_list_every_voter(void **state)
+{
+    struct group_test *g = *state;
+
+    for (int i = 0; i < GROUP_N; i++) {
+        group_test_open(&g->nodes[i]);
+    }
+    (void)group_test_wait_leader(g);
+    for (int i = 0; i < GROUP_N; i++) {
+        int voters = 0;
+        cluster_foreach_member(g->nodes[i].c, group_test_count_member, &voters);
+        assert_int_equal(voters, GROUP_N);
+    }
+}
+
+static void
+cluster_three_nodes_fail_over_when_leader_closes(void **state)
+{
+    struct group_test *g = *state;
+
+    for (int i = 0; i < GROUP_N; i++) {
+        group_test_open(&g->nodes[i]);
+    }
+    struct group_node *old = group_test_wait_leader(g);
+    group_test_enqueue(g, old, 0, 5);
+    group_test_wait_count(g, 5);
+
+    group_test_close(old);
+    struct group_node *leader = group_test_wait_leader(g);
+    assert_ptr_not_equal(leader, old);
+    /* Two of three still commit, and both FSMs apply it. */
+    group_test_enqueue(g, leader, 5, 3);
+    group_test_wait_count(g, 8);
+}
+
 int
 main(void)
 {
@@ -421,6 +755,12 @@ main(void)
         T(cluster_close_fails_unflushed_records),
         T(cluster_bad_raft_address_fails_open_cleanly),
 #undef T
+#define G(f)                                                                   \
+    cmocka_unit_test_setup_teardown(f, raft_group_setup, raft_group_teardown)
+        G(cluster_three_nodes_elect_one_leader_and_replicate),
+        G(cluster_three_nodes_list_every_voter),
+        G(cluster_three_nodes_fail_over_when_leader_closes),
+#undef G
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
