@@ -2,8 +2,10 @@
  * libuv TCP transport) and the public cluster_* API: the only file calling
  * raft_*. Owns struct raft, its io and transport, the FSM glue, the leader
  * barrier (CLUSTER.md §1.4 item 1) and the batcher that packs records from
- * many callers into one raft_apply. Proposal forwarding to a remote leader
- * and membership are not here yet (the cluster issue). Loop thread only. */
+ * many callers into one raft_apply. A group is one voter, or the peers of
+ * configure_cluster bootstrapped alike on every initial node; followers
+ * become ready once caught up. Proposal forwarding to a remote leader and
+ * membership changes are not here yet. Loop thread only. */
 #include "cluster.h"
 
 #include <stdio.h>

@@ -82,10 +82,13 @@ def test_three_nodes_elect_one_leader_and_fail_over(make_kumod):
     assert all(m["raft_addr"].startswith("127.0.0.1:") for m in st["members"])
 
     # only the leader takes mail for now; a follower says 451 (docs/cluster.md)
-    s = nodes[leader - 1].smtp(ehlo="client.test")
-    code, text = H.send_message(s, rcpts=("bob@dest.test",))
-    assert code == 250, text
-    s.quit()
+    # (its barrier may still be in flight for a moment after the election)
+    def leader_accepts():
+        s = nodes[leader - 1].smtp(ehlo="client.test")
+        code, _ = H.send_message(s, rcpts=("bob@dest.test",))
+        s.quit()
+        return code == 250
+    H.wait_for(leader_accepts, timeout=10, interval=0.2, what="a 250 from the leader")
     follower = nodes[leader % 3]
     s = follower.smtp(ehlo="client.test")
     code, text = H.send_message(s, rcpts=("bob@dest.test",))
@@ -125,3 +128,33 @@ def test_data_dir_of_another_cluster_is_refused(make_kumod):
     assert rc != 0
     assert "cluster_id mismatch" in k.log_text()
     assert "belongs to cluster t1, the policy says t2" in k.log_text()
+
+
+def validate(fakedns, tmp_path, cluster_lua):
+    pol = tmp_path / "policy.lua"
+    pol.write_text(H.render_policy(tmp_path, fakedns.port,
+                                   H.default_listener(H.free_port()),
+                                   init_extra=f"  kumo.configure_cluster {cluster_lua}\n"))
+    r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
+    return r.returncode, (r.stdout or "") + (r.stderr or "")
+
+
+def test_validate_names_the_bad_configure_cluster_key(fakedns, tmp_path):
+    good = "node_id=1, cluster_id='t1', raft_listen='127.0.0.1:7001'"
+    rc, out = validate(fakedns, tmp_path, "{" + good + ", peers={{id=2, raft='127.0.0.1:7002'}}}")
+    assert rc == 0, out
+    assert not list(tmp_path.rglob("cluster_id"))
+    cases = [
+        ("{cluster_id='t1', raft_listen='127.0.0.1:7001'}", "node_id"),
+        ("{node_id=1, raft_listen='127.0.0.1:7001'}", "cluster_id"),
+        ("{node_id=1, cluster_id='t1', raft_listen='localhost:7001'}", "raft_listen"),
+        ("{node_id=1, cluster_id='t1', raft_listen='127.0.0.1'}", "raft_listen"),
+        ("{" + good + ", peers={{id=2, raft='127.0.0.1:7002'}, {id=2, raft='127.0.0.1:7003'}}}",
+         "peers[2].id"),
+        ("{" + good + ", peers={{id=2, raft='[::1]:7002'}}}", "peers[1].raft"),
+        ("{" + good + ", peers={{id=1, raft='127.0.0.1:7009'}}}", "peers[1].raft"),
+    ]
+    for lua, key in cases:
+        rc, out = validate(fakedns, tmp_path, lua)
+        assert rc != 0, lua
+        assert key in out, (lua, out)

@@ -3,7 +3,7 @@
  * records, replay of the log and of snapshots after restarts, refusal
  * before ready and failure of unflushed records on close. The raft
  * address is 127.0.0.1:0 (an ephemeral port, see cluster_raft.c).
- * Also three groups' worth of nodes in one process on one loop: election,
+ * Also three nodes of one group in one process on one loop: election,
  * replication to every FSM, refusal on followers, and failover. */
 #include <setjmp.h>
 #include <stdarg.h>
