@@ -268,6 +268,7 @@ struct kumod_recovery {
     struct kumod *kd;
     size_t count;
     size_t missing;
+    size_t remote; /* accepted by another node: its body is there */
     int status;
     char err[512];
 };
@@ -283,6 +284,11 @@ kumod_recover_one(void *arg, const struct cluster_msg *cm)
     struct message *m = NULL;
     int rv;
 
+    /* Bodies are not replicated yet: only the accepting node has one. */
+    if (kd->cluster_node_id != 0 && cm->accepted_by != kd->cluster_node_id) {
+        rc->remote++;
+        return true;
+    }
     rv = spool_get(kd->meta_spool, cm->id, &meta);
     if (rv == 0 && want_data) {
         rv = spool_get(kd->data_spool, cm->id, &data);
@@ -391,6 +397,10 @@ kumod_on_cluster_ready(void *ctx)
     queue_mgr_start(kd->queues);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
              rc.missing ? " (some could not be read, see above)" : "");
+    if (rc.remote > 0) {
+        LOG_INFO("kumod: %zu queued message(s) belong to other nodes",
+                 rc.remote);
+    }
     LOG_INFO("kumod: initialization complete");
 }
 
