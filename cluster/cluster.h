@@ -129,6 +129,8 @@ void cluster_foreach_admin(const struct cluster *c,
                            void *arg);
 
 bool cluster_is_ready(const struct cluster *c);
+/* Whether this node is the leader and accepts proposals now. */
+bool cluster_is_leader(const struct cluster *c);
 size_t cluster_queued_count(const struct cluster *c);
 const struct cluster_msg *cluster_lookup(const struct cluster *c,
                                          const char *id);

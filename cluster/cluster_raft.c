@@ -812,6 +812,13 @@ cluster_is_ready(const struct cluster *c)
     return c->leader_ready && !c->closing;
 }
 
+bool
+cluster_is_leader(const struct cluster *c)
+{
+    return c->leader_ready && !c->closing &&
+           raft_state((struct raft *)(uintptr_t)&c->raft) == RAFT_LEADER;
+}
+
 size_t
 cluster_queued_count(const struct cluster *c)
 {

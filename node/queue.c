@@ -656,6 +656,23 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
         queue_expire(qm, e);
         return;
     }
+    /* In a group, outcomes are Raft proposals, which only the leader can
+     * make until proposals are forwarded: a node delivers only while it
+     * leads, and holds its messages otherwise (never delivering without
+     * being able to record the outcome). */
+    if (qm->kd->n_cluster_peers > 0 && !cluster_is_leader(qm->kd->cluster)) {
+        struct queue_outcome o;
+        memset(&o, 0, sizeof(o));
+        o.kind = QUEUE_DELAYED;
+        o.code = 451;
+        o.content = "KumoMTA internal: this node is not the raft leader, "
+                    "delivery waits";
+        o.site = "";
+        o.delay_ms = 60000;
+        e->state = QUEUE_ENTRY_EGRESS;
+        queue_attempt_done(qm, e->msg, &o);
+        return;
+    }
     const struct admin_rule *rule = NULL;
     switch (admin_check_message(qm->kd, e->msg, q->name, &rule)) {
     case ADMIN_VERDICT_BOUNCE:
