@@ -405,9 +405,11 @@ kcli_build_rule(const struct kcli_def *d, const struct kcli_parsed *a,
     return rv;
 }
 
+/* bounce and suspend: criteria, reason and duration, then a POST. */
 static int
-kcli_build_bounce(const struct kcli_def *d, const struct kcli_parsed *a,
-                  struct kcli_cmd *c, struct buf *err)
+kcli_build_timed_rule(const struct kcli_def *d, const struct kcli_parsed *a,
+                      struct kcli_cmd *c, struct buf *err, const char *path,
+                      bool suppress_flag)
 {
     json_t *body = json_object();
     int rv = kcli_build_rule(d, a, body, err);
@@ -419,27 +421,25 @@ kcli_build_bounce(const struct kcli_def *d, const struct kcli_parsed *a,
         json_decref(body);
         return rv;
     }
-    kcli_cmd_set_flag(body, a, "suppress-logging", "suppress_logging");
-    kcli_cmd_set_request(c, "POST", "/api/admin/bounce/v1", body);
+    if (suppress_flag) {
+        kcli_cmd_set_flag(body, a, "suppress-logging", "suppress_logging");
+    }
+    kcli_cmd_set_request(c, "POST", path, body);
     return 0;
+}
+
+static int
+kcli_build_bounce(const struct kcli_def *d, const struct kcli_parsed *a,
+                  struct kcli_cmd *c, struct buf *err)
+{
+    return kcli_build_timed_rule(d, a, c, err, "/api/admin/bounce/v1", true);
 }
 
 static int
 kcli_build_suspend(const struct kcli_def *d, const struct kcli_parsed *a,
                    struct kcli_cmd *c, struct buf *err)
 {
-    json_t *body = json_object();
-    int rv = kcli_build_rule(d, a, body, err);
-
-    if (rv == 0) {
-        rv = kcli_cmd_duration(d, a, body, err);
-    }
-    if (rv != 0) {
-        json_decref(body);
-        return rv;
-    }
-    kcli_cmd_set_request(c, "POST", "/api/admin/suspend/v1", body);
-    return 0;
+    return kcli_build_timed_rule(d, a, c, err, "/api/admin/suspend/v1", false);
 }
 
 static int

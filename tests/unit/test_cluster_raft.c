@@ -15,6 +15,8 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+
+#include "test_util.h"
 #include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -81,23 +83,19 @@ raft_test_close(struct raft_test *t)
     t->closed = false;
     cluster_close(t->c, raft_test_on_closed, t);
     t->c = NULL;
-    while (!t->closed) {
-        uv_run(&t->loop, UV_RUN_ONCE);
-    }
+    test_run_until(&t->loop, &t->closed);
 }
 
 static int
 raft_test_teardown(void **state)
 {
     struct raft_test *t = *state;
-    char cmd[300];
 
     if (t->c != NULL) {
         raft_test_close(t);
     }
     int rv = uv_loop_close(&t->loop);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0) {
+    if (test_rm_rf(t->dir) != 0) {
         rv = -1;
     }
     free(t);
@@ -514,7 +512,6 @@ static int
 raft_group_teardown(void **state)
 {
     struct group_test *g = *state;
-    char cmd[300];
 
     for (int i = 0; i < GROUP_N; i++) {
         if (g->nodes[i].c != NULL) {
@@ -522,8 +519,7 @@ raft_group_teardown(void **state)
         }
     }
     int rv = uv_loop_close(&g->loop);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", g->base);
-    if (system(cmd) != 0) {
+    if (test_rm_rf(g->base) != 0) {
         rv = -1;
     }
     free(g);

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "test_util.h"
 #include <pthread.h>
 #include <uv.h>
 
@@ -69,23 +71,19 @@ spool_test_close(struct spool_test *t)
     t->closed = false;
     spool_close(t->sp, spool_test_on_closed, t);
     t->sp = NULL;
-    while (!t->closed) {
-        uv_run(&t->loop, UV_RUN_ONCE);
-    }
+    test_run_until(&t->loop, &t->closed);
 }
 
 static int
 spool_test_teardown(void **state)
 {
     struct spool_test *t = *state;
-    char cmd[300];
 
     if (t->sp != NULL) {
         spool_test_close(t);
     }
     int rv = uv_loop_close(&t->loop);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", t->dir);
-    if (system(cmd) != 0) {
+    if (test_rm_rf(t->dir) != 0) {
         rv = -1;
     }
     free(t);
@@ -304,9 +302,7 @@ spool_put_after_close_started_is_refused(void **state)
                      KM_ECLOSING);
     assert_int_equal(spool_delete(sp, "late", NULL, NULL), KM_ECLOSING);
     assert_false(t->closed); /* cb never runs inside spool_close */
-    while (!t->closed) {
-        uv_run(&t->loop, UV_RUN_ONCE);
-    }
+    test_run_until(&t->loop, &t->closed);
     assert_int_equal(t->done, 0); /* refused ops never call back */
 }
 
