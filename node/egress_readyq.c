@@ -156,6 +156,13 @@ egress_readyq_plan_mx_list(struct readyq *rq,
 
 /* ---- Configuration ---- */
 
+static bool
+egress_readyq_same_spec(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) ||
+           (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
 static int
 egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
 {
@@ -194,25 +201,37 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
             return KM_ECONFIG;
         }
     }
-    if (rq->cfg_fetched_ms != 0) {
+    /* A limiter keeps its state across refreshes unless its spec changed:
+     * re-creating it would hand out a fresh burst every refresh_interval. */
+    bool first = rq->cfg_fetched_ms == 0;
+    bool conn_same =
+        !first && egress_readyq_same_spec(rq->cfg.max_connection_rate,
+                                          cfg.max_connection_rate);
+    bool msg_same = !first && egress_readyq_same_spec(rq->cfg.max_message_rate,
+                                                      cfg.max_message_rate);
+    if (!first) {
         egress_path_config_fini(&rq->cfg);
     }
     rq->cfg = cfg;
     rq->cfg_fetched_ms = km_now_mono_ms();
     rq->connection_limit = cfg.connection_limit ? cfg.connection_limit : 1;
-    rq->has_conn_rate = false;
-    rq->has_msg_rate = false;
-    if (cfg.max_connection_rate != NULL &&
-        egress_throttle_parse(cfg.max_connection_rate, &spec, terr,
-                              sizeof(terr)) == 0) {
-        egress_gcra_init(&rq->conn_rate, &spec);
-        rq->has_conn_rate = true;
+    if (!conn_same) {
+        rq->has_conn_rate = false;
+        if (cfg.max_connection_rate != NULL &&
+            egress_throttle_parse(cfg.max_connection_rate, &spec, terr,
+                                  sizeof(terr)) == 0) {
+            egress_gcra_init(&rq->conn_rate, &spec);
+            rq->has_conn_rate = true;
+        }
     }
-    if (cfg.max_message_rate != NULL &&
-        egress_throttle_parse(cfg.max_message_rate, &spec, terr,
-                              sizeof(terr)) == 0) {
-        egress_gcra_init(&rq->msg_rate, &spec);
-        rq->has_msg_rate = true;
+    if (!msg_same) {
+        rq->has_msg_rate = false;
+        if (cfg.max_message_rate != NULL &&
+            egress_throttle_parse(cfg.max_message_rate, &spec, terr,
+                                  sizeof(terr)) == 0) {
+            egress_gcra_init(&rq->msg_rate, &spec);
+            rq->has_msg_rate = true;
+        }
     }
     return 0;
 }

@@ -3,6 +3,7 @@
 sink, max_deliveries_per_connection, max_message_rate and
 max_connection_rate, a 2:1 weighted egress pool."""
 import collections
+import time
 
 import kumod_harness as H
 
@@ -101,3 +102,17 @@ def test_weighted_pool_splits_two_to_one_with_each_ehlo_domain(make_kumod, faked
     for r in recs:
         assert r["site"] == f"{r['egress_source']}->mx1.dest.test@smtp_client", r["site"]
     assert all(t.peer[0] == "127.0.0.1" for t in txns)
+
+
+def test_message_rate_is_kept_across_config_refreshes(make_kumod, fakedns, sink):
+    """A refresh of the egress path (every 200 ms here) must not hand the
+    limiter a fresh burst: 4 messages arriving 0.5 s apart at 1/2s still
+    leave about 2 s apart (without the fix they left 0.5 s apart)."""
+    mx_to_sink(fakedns)
+    k = make_kumod(**H.delivery_policy(path=H.sink_path(
+        sink.port, max_message_rate="1/2s", refresh_interval="200ms")))
+    for _ in range(4):
+        k.send(rcpts=["bob@dest.test"])
+        time.sleep(0.5)
+    ts = sorted(t.time for t in sink.wait_transactions(4, timeout=60))
+    assert ts[-1] - ts[0] >= 5.0, f"4 messages in {ts[-1] - ts[0]:.2f}s at 1/2s"
