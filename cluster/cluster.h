@@ -12,7 +12,43 @@
 
 #include <uv.h>
 
-struct cluster; /* opaque */
+struct cluster;            /* opaque */
+struct cluster_body_reply; /* opaque: a received body request to answer */
+
+#define CLUSTER_MAX_MSG_REPLICAS 8
+
+/* A message body as it travels between nodes (StoreBody, BodyData):
+ * meta is the envelope record of the meta spool, data the message. */
+struct cluster_body {
+    char id[33];
+    uint32_t shard;
+    const void *meta;
+    size_t meta_len;
+    const void *data;
+    size_t data_len;
+    uint8_t digest[32]; /* SHA-256 of data */
+};
+
+/* A node's load, reported in Ping and StatusReport. */
+struct cluster_load {
+    uint64_t queued, ready, inflight;
+    uint64_t free_bytes, body_bytes;
+    const char *policy_checksum; /* borrowed for the call */
+};
+
+/* Cluster-scoped settings (CLUSTER.md §4.11): set at bootstrap, committed
+ * in a ClusterSettings record. 0 means the default. */
+struct cluster_settings {
+    uint32_t shards;              /* 64 */
+    uint32_t replication_factor;  /* 1 node: 1, 3-4: 2, 5+: 3 */
+    uint32_t min_replicas;        /* min(2, replication_factor) */
+    uint32_t ping_ms;             /* 1000 */
+    uint32_t self_fence_after_ms; /* 5000 */
+    uint32_t node_down_after_ms;  /* 10000 */
+    uint32_t failover_grace_ms;   /* 120000 */
+    uint32_t accept_timeout_ms;   /* 30000 */
+    uint32_t rebalance_after_ms;  /* 600000 */
+};
 
 /* The FSM's view of one queued message (CLUSTER.md §5 `Enqueue` plus its
  * state). Strings are owned by the FSM; a pointer handed to a callback or
@@ -31,6 +67,10 @@ struct cluster_msg {
     uint64_t size;
     uint8_t digest[32]; /* SHA-256 of the stored body */
     uint64_t accepted_by;
+    uint64_t shard_epoch;
+    /* The nodes holding a durable copy of the body (CLUSTER.md §4.4). */
+    uint64_t replicas[CLUSTER_MAX_MSG_REPLICAS];
+    size_t n_replicas;
 };
 
 /* An admin rule as the FSM keeps it (CLUSTER.md §4.8): what it means is
@@ -59,12 +99,29 @@ struct cluster_host {
                      bool cancelled);
     /* A fatal raft error (I/O error, disk full): the daemon stops. */
     void (*on_fatal)(void *ctx, int err);
+    /* The owner of `shard` changed in the committed shard map (0: none).
+     * failover: the old owner was declared down or removed, so the new
+     * owner holds inherited messages for failover_grace. */
+    void (*on_shard_owner)(void *ctx, uint32_t shard, uint64_t old_owner,
+                           uint64_t new_owner, bool failover);
+    /* StoreBody from another node: store b durably (synced), then answer
+     * with cluster_body_reply(r, status, NULL). */
+    void (*on_store_body)(void *ctx, uint64_t from,
+                          const struct cluster_body *b,
+                          struct cluster_body_reply *r);
+    /* FetchBody: answer with cluster_body_reply(r, 0, &body) or
+     * KM_ENOENT. */
+    void (*on_fetch_body)(void *ctx, uint64_t from, const char *id,
+                          struct cluster_body_reply *r);
+    /* This node's load for Ping and StatusReport. */
+    void (*get_load)(void *ctx, struct cluster_load *out);
 };
 
 /* One initial voter of a multi-node group. */
 struct cluster_peer {
     uint64_t id;           /* raft server id, >= 1 */
     const char *raft_addr; /* "ip:port" (IPv4 literal, fixed port) */
+    const char *link_url;  /* "tcp://ip:port"; NULL without a link */
 };
 
 struct cluster_config {
@@ -85,6 +142,13 @@ struct cluster_config {
     /* With peers: bootstrap them on a pristine directory. Without, the
      * node starts empty and waits to be added (not implemented yet). */
     bool bootstrap;
+    /* Node traffic (CLUSTER.md §4.3): the NNG REP listener, and the id
+     * carried and checked in every envelope. NULL: no link (one node). */
+    const char *link_listen;
+    const char *cluster_id;
+    /* Proposed in a ClusterSettings record by the first leader of a
+     * bootstrapped group; the committed record wins afterwards. */
+    struct cluster_settings settings;
 };
 
 enum cluster_outcome {
@@ -161,6 +225,55 @@ void cluster_foreach_member(const struct cluster *c,
                             bool (*fn)(void *arg,
                                        const struct cluster_member *m),
                             void *arg);
+
+/* This node's raft id. */
+uint64_t cluster_self_id(const struct cluster *c);
+/* The cluster-scoped settings in force: the committed ones, else the
+ * configured ones, with defaults filled in. */
+void cluster_get_settings(const struct cluster *c,
+                          struct cluster_settings *out);
+
+/* Sharding and delivery ownership (CLUSTER.md §4.4, §4.6). */
+
+/* The shard of a message: H(lowercased routing domain) mod shards, with
+ * lanes. */
+uint32_t cluster_shard_for(const struct cluster *c, const char *routing_domain,
+                           const char *id);
+/* The committed replica list of `shard`, owner first, at most max; its
+ * epoch in *epoch (may be NULL). 0 while no map is committed yet. */
+size_t cluster_shard_replicas(const struct cluster *c, uint32_t shard,
+                              uint64_t *out, size_t max, uint64_t *epoch);
+/* The nodes that are up, in HRW order for `shard` (hinted replicas). */
+size_t cluster_live_nodes(const struct cluster *c, uint32_t shard,
+                          uint64_t *out, size_t max);
+/* Whether this node owns `shard` in the committed map. */
+bool cluster_owns(const struct cluster *c, uint32_t shard);
+/* Whether this node may start a delivery attempt for `shard` now: it owns
+ * the shard, its lease is valid and its FSM has caught up. Always true for
+ * a one-node group. */
+bool cluster_may_deliver(const struct cluster *c, uint32_t shard);
+/* Whether this node's lease is valid now (always for one node). */
+bool cluster_has_lease(const struct cluster *c);
+
+/* Body replication (CLUSTER.md §4.3, §4.5). */
+
+typedef void (*cluster_body_cb)(void *arg, int status);
+typedef void (*cluster_fetch_cb)(void *arg, int status,
+                                 const struct cluster_body *b);
+/* Send a copy of b (copied) to `node`; cb(0) once it is durable there,
+ * KM_ETIMEDOUT after timeout_ms (0: 5000), KM_ENOSPC, KM_EIO... cb runs
+ * once, never from inside the call. */
+int cluster_store_body(struct cluster *c, uint64_t node,
+                       const struct cluster_body *b, uint32_t timeout_ms,
+                       cluster_body_cb cb, void *arg);
+/* Fetch message `id` from `node`; cb gets the body (borrowed for the
+ * call) or KM_ENOENT, KM_ETIMEDOUT... */
+int cluster_fetch_body(struct cluster *c, uint64_t node, const char *id,
+                       cluster_fetch_cb cb, void *arg);
+/* Answer a body request (on_store_body: b NULL; on_fetch_body: the body,
+ * copied). `r` is spent. */
+void cluster_body_reply(struct cluster_body_reply *r, int status,
+                        const struct cluster_body *b);
 
 /* Stop proposing (pending callbacks get KM_ECLOSING unless already
  * committed), close raft and its I/O, then call cb. Frees c. */

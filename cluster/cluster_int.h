@@ -161,6 +161,41 @@ int cluster_msg_encode_snapshot(
 int cluster_msg_decode_snapshot(const void *data, size_t len,
                                 const struct cluster_snap_sink *sink);
 
+/* Propose / ProposeAck link messages (CLUSTER.md §4.3). */
+
+/* Status values of link replies: the `Status` enum of link.proto. */
+enum cluster_link_status {
+    CLUSTER_ST_OK = 0,
+    CLUSTER_ST_NOT_LEADER = 1,
+    CLUSTER_ST_NO_QUORUM = 2,
+    CLUSTER_ST_NO_SPACE = 3,
+    CLUSTER_ST_BAD_DIGEST = 4,
+    CLUSTER_ST_NOT_FOUND = 5,
+    CLUSTER_ST_STALE_EPOCH = 6,
+    CLUSTER_ST_BUSY = 7,
+    CLUSTER_ST_INTERNAL = 8,
+};
+
+struct cluster_propose_ack {
+    int status; /* enum cluster_link_status */
+    uint64_t raft_index;
+    uint64_t leader_id;
+};
+
+/* Encode b's records as a Propose (origin_batch_id = b->batch_seq) into a
+ * km_malloc'd buffer the caller owns. KM_EINVAL for a bad record, KM_E2BIG
+ * over the entry limit. */
+int cluster_msg_encode_propose(const struct cluster_batch *b, void **out,
+                               size_t *len);
+/* Decode a Propose into *out (the caller owns it: cluster_batch_fini);
+ * KM_ECORRUPT or KM_E2BIG on bad input. */
+int cluster_msg_decode_propose(const void *data, size_t len,
+                               struct cluster_batch *out);
+int cluster_msg_encode_propose_ack(const struct cluster_propose_ack *a,
+                                   void **out, size_t *len);
+int cluster_msg_decode_propose_ack(const void *data, size_t len,
+                                   struct cluster_propose_ack *out);
+
 /* cluster_fsm.c: deterministic, no clock, no I/O. */
 struct cluster_fsm;
 

@@ -53,6 +53,24 @@ struct cluster_link_raw {
     size_t len;
 };
 
+/* The LinkEnvelope oneof field numbers of the RAW members. */
+enum cluster_link_type {
+    CLUSTER_LINK_T_STORE_BODY = 10,
+    CLUSTER_LINK_T_STORE_BODY_ACK = 11,
+    CLUSTER_LINK_T_FETCH_BODY = 12,
+    CLUSTER_LINK_T_BODY_DATA = 13,
+    CLUSTER_LINK_T_SHARD_COPY = 14,
+    CLUSTER_LINK_T_SHARD_COPY_CHUNK = 15,
+    CLUSTER_LINK_T_PROPOSE = 16,
+    CLUSTER_LINK_T_PROPOSE_ACK = 17,
+    CLUSTER_LINK_T_INJECT = 20,
+    CLUSTER_LINK_T_INJECT_ACK = 21,
+    CLUSTER_LINK_T_STATUS = 22,
+    CLUSTER_LINK_T_STATUS_REPORT = 23,
+    CLUSTER_LINK_T_ADMIN = 24,
+    CLUSTER_LINK_T_ADMIN_ACK = 25,
+};
+
 /* One message in plain C form. Pointers are borrowed. */
 struct cluster_link_msg {
     enum cluster_link_kind kind;

@@ -11,6 +11,7 @@
 
 #include "base/km.h"
 #include "base/km_id.h"
+#include "link.pb-c.h"
 #include "raft_log.pb-c.h"
 
 /* Bytes of the big-endian length before each snapshot chunk. */
@@ -770,5 +771,123 @@ cluster_msg_decode_snapshot(const void *data, size_t len,
         first = false;
         off += n;
     }
+    return 0;
+}
+
+/* Propose and ProposeAck (link messages, CLUSTER.md §4.3) */
+
+int
+cluster_msg_encode_propose(const struct cluster_batch *b, void **out,
+                           size_t *len)
+{
+    Kumo__Cluster__Propose pb;
+    Kumo__Cluster__Command *cmds;
+    Kumo__Cluster__Command **ptrs;
+    struct cluster_msg_scratch *s;
+    int rv = 0;
+
+    kumo__cluster__propose__init(&pb);
+    if (b->n > CLUSTER_MAX_BATCH_RECORDS) {
+        return KM_E2BIG;
+    }
+    cmds = km_calloc(b->n + 1, sizeof(*cmds));
+    ptrs = km_calloc(b->n + 1, sizeof(*ptrs));
+    s = km_calloc(b->n + 1, sizeof(*s));
+    for (size_t i = 0; i < b->n && rv == 0; i++) {
+        rv = cluster_msg_cmd_out(&b->recs[i], &cmds[i], &s[i]);
+        ptrs[i] = &cmds[i];
+    }
+    if (rv == 0) {
+        pb.origin_batch_id = b->batch_seq;
+        pb.n_cmds = b->n;
+        pb.cmds = ptrs;
+        size_t n = kumo__cluster__propose__get_packed_size(&pb);
+        if (n > CLUSTER_MAX_ENTRY_BYTES) {
+            rv = KM_E2BIG;
+        } else {
+            uint8_t *p = km_malloc(n + 1);
+            kumo__cluster__propose__pack(&pb, p);
+            *out = p;
+            *len = n;
+        }
+    }
+    for (size_t i = 0; i < b->n; i++) {
+        free(s[i].response);
+    }
+    free(s);
+    free(ptrs);
+    free(cmds);
+    return rv;
+}
+
+int
+cluster_msg_decode_propose(const void *data, size_t len,
+                           struct cluster_batch *out)
+{
+    Kumo__Cluster__Propose *pb;
+    int rv = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (len > CLUSTER_MAX_ENTRY_BYTES) {
+        return KM_E2BIG;
+    }
+    pb = kumo__cluster__propose__unpack(NULL, len, data);
+    if (pb == NULL) {
+        return KM_ECORRUPT;
+    }
+    if (pb->n_cmds > CLUSTER_MAX_BATCH_RECORDS) {
+        rv = KM_ECORRUPT;
+        goto out_free;
+    }
+    out->batch_seq = pb->origin_batch_id;
+    out->recs = km_calloc(pb->n_cmds + 1, sizeof(*out->recs));
+    for (size_t i = 0; i < pb->n_cmds; i++) {
+        out->n = i + 1; /* fini releases partial records too */
+        rv = cluster_msg_cmd_in(pb->cmds[i], &out->recs[i]);
+        if (rv != 0) {
+            cluster_batch_fini(out);
+            goto out_free;
+        }
+    }
+    out->n = pb->n_cmds;
+
+out_free:
+    kumo__cluster__propose__free_unpacked(pb, NULL);
+    return rv;
+}
+
+int
+cluster_msg_encode_propose_ack(const struct cluster_propose_ack *a, void **out,
+                               size_t *len)
+{
+    Kumo__Cluster__ProposeAck pb;
+
+    kumo__cluster__propose_ack__init(&pb);
+    pb.status = (Kumo__Cluster__Status)a->status;
+    pb.raft_index = a->raft_index;
+    pb.leader_id = a->leader_id;
+    size_t n = kumo__cluster__propose_ack__get_packed_size(&pb);
+    uint8_t *p = km_malloc(n + 1);
+    kumo__cluster__propose_ack__pack(&pb, p);
+    *out = p;
+    *len = n;
+    return 0;
+}
+
+int
+cluster_msg_decode_propose_ack(const void *data, size_t len,
+                               struct cluster_propose_ack *out)
+{
+    Kumo__Cluster__ProposeAck *pb =
+        kumo__cluster__propose_ack__unpack(NULL, len, data);
+
+    if (pb == NULL) {
+        return KM_ECORRUPT;
+    }
+    memset(out, 0, sizeof(*out));
+    out->status = (int)pb->status;
+    out->raft_index = pb->raft_index;
+    out->leader_id = pb->leader_id;
+    kumo__cluster__propose_ack__free_unpacked(pb, NULL);
     return 0;
 }

@@ -17,70 +17,11 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "cluster_core.h"
 #include "cluster_int.h"
 
 /* Records per FsmSnapshot chunk (one raft buffer each): a few MB. */
 #define CLUSTER_RAFT_SNAPSHOT_CHUNK 16384
-
-struct cluster_raft_waiter {
-    cluster_commit_cb cb;
-    void *arg;
-};
-
-/* One proposed raft entry and the callers waiting for it. */
-struct cluster_raft_entry {
-    struct raft_apply req;
-    struct cluster *c;
-    struct cluster_raft_waiter *waiters;
-    size_t n;
-    struct cluster_raft_entry *prev, *next;
-};
-
-struct cluster_raft_barrier {
-    struct raft_barrier req;
-    struct cluster *c;
-    uint64_t gen;
-};
-
-struct cluster {
-    uv_loop_t *loop;
-    struct cluster_config cfg; /* strings point at the copies below */
-    char *raft_dir;
-    char *raft_addr;
-    struct cluster_peer *peers; /* cfg.peers; addresses owned */
-    struct cluster_host host;
-    struct raft raft;
-    struct raft_io io;
-    struct raft_uv_transport transport;
-    struct raft_fsm raft_fsm;
-    struct cluster_fsm *fsm;
-    uv_check_t check;
-    uv_timer_t batch_timer;
-    int handles_open;
-
-    /* Leadership, polled in cluster_raft_on_check (0.15 has no callback). */
-    bool started;
-    bool barrier_sent;   /* a barrier of generation barrier_gen is out */
-    bool leader_ready;   /* that barrier applied: proposals accepted */
-    bool ready_fired;    /* host->on_ready called */
-    bool fatal_reported; /* host->on_fatal called */
-    uint64_t barrier_gen;
-
-    /* The batch being filled. */
-    struct cluster_rec *fill_recs;
-    struct cluster_raft_waiter *fill_waiters;
-    size_t fill_n, fill_cap;
-    uint64_t batch_seq;
-
-    struct cluster_raft_entry *inflight; /* proposed, not yet applied */
-
-    bool closing;
-    cluster_close_cb close_cb;
-    void *close_arg;
-    uint64_t entries_proposed, records_proposed;
-};
-
-static void cluster_raft_fatal(struct cluster *c, int err);
 
 /* Translate a RAFT_* code (STYLE §4: where the call is made). */
 static int
@@ -166,7 +107,7 @@ cluster_raft_fsm_restore(struct raft_fsm *rf, struct raft_buffer *buf)
 
 /* Batcher */
 
-static void
+void
 cluster_raft_resolve(struct cluster_raft_waiter *w, size_t n, int status)
 {
     for (size_t i = 0; i < n; i++) {
@@ -217,7 +158,9 @@ cluster_raft_on_applied(struct raft_apply *req, int status, void *result)
     if (status == RAFT_IOERR || status == RAFT_NOSPACE) {
         cluster_raft_fatal(c, rv);
     }
+    c->resolving_index = e->req.index;
     cluster_raft_resolve(e->waiters, e->n, rv);
+    c->resolving_index = 0;
     free(e);
 }
 
@@ -240,6 +183,17 @@ cluster_raft_flush(struct cluster *c)
         return;
     }
     uv_timer_stop(&c->batch_timer);
+    if (!c->leader_ready) {
+        /* A follower: the leader proposes them for us. */
+        struct cluster_rec *recs = c->fill_recs;
+        struct cluster_raft_waiter *w = c->fill_waiters;
+        size_t n = c->fill_n;
+        c->fill_recs = NULL;
+        c->fill_waiters = NULL;
+        c->fill_n = c->fill_cap = 0;
+        cluster_propose_send(c, recs, w, n);
+        return;
+    }
     int rv = cluster_msg_encode_batch(&b, raft_malloc, &p, &len);
     struct cluster_raft_entry *e = km_calloc(1, sizeof(*e));
     e->c = c;
@@ -283,6 +237,32 @@ cluster_raft_on_batch_timer(uv_timer_t *t)
     cluster_raft_flush(c);
 }
 
+bool
+cluster_raft_leader(const struct cluster *c, uint64_t *id)
+{
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    raft_leader((struct raft *)(uintptr_t)&c->raft, &leader, &addr);
+    *id = leader;
+    return leader != 0;
+}
+
+/* Whether records may be queued now: the leader proposes them itself; a
+ * ready follower with a link forwards them to the leader it knows. */
+static bool
+cluster_raft_accepting(const struct cluster *c)
+{
+    uint64_t leader;
+
+    if (c->leader_ready) {
+        return true;
+    }
+    return c->link != NULL && c->ready_fired &&
+           raft_state((struct raft *)(uintptr_t)&c->raft) == RAFT_FOLLOWER &&
+           cluster_raft_leader(c, &leader);
+}
+
 /* Queue rec (moved into the batch on success; released on error). */
 static int
 cluster_raft_submit(struct cluster *c, struct cluster_rec *rec,
@@ -292,7 +272,7 @@ cluster_raft_submit(struct cluster *c, struct cluster_rec *rec,
 
     if (c->closing) {
         rv = KM_ECLOSING;
-    } else if (!c->leader_ready) {
+    } else if (!cluster_raft_accepting(c)) {
         rv = KM_ENOTLEADER;
     } else {
         rv = cluster_msg_check_rec(rec);
@@ -319,6 +299,13 @@ cluster_raft_submit(struct cluster *c, struct cluster_rec *rec,
                        c->cfg.batch_max_ms, 0);
     }
     return 0;
+}
+
+int
+cluster_raft_submit_rec(struct cluster *c, struct cluster_rec *rec,
+                        cluster_commit_cb cb, void *arg)
+{
+    return cluster_raft_submit(c, rec, cb, arg);
 }
 
 static char *
@@ -413,7 +400,7 @@ cluster_foreach_admin(const struct cluster *c,
 
 /* Leadership */
 
-static void
+void
 cluster_raft_fatal(struct cluster *c, int err)
 {
     if (c->fatal_reported || c->closing) {
@@ -517,6 +504,10 @@ cluster_raft_on_check(uv_check_t *h)
     if (c->closing || !c->started) {
         return;
     }
+    if (c->link != NULL) {
+        cluster_propose_check(c);
+        cluster_lease_check(c);
+    }
     int st = raft_state(&c->raft);
     if (st == RAFT_UNAVAILABLE) {
         LOG_ERROR("cluster: raft unavailable: %s", raft_errmsg(&c->raft));
@@ -537,7 +528,9 @@ cluster_raft_on_check(uv_check_t *h)
         c->barrier_sent = false;
         c->leader_ready = false;
         c->barrier_gen++; /* a late barrier callback is stale */
-        cluster_raft_fail_fill(c, KM_ELEADERLOST);
+        if (c->link == NULL) {
+            cluster_raft_fail_fill(c, KM_ELEADERLOST);
+        } /* else the next flush forwards the batch to the new leader */
     }
     if (st == RAFT_FOLLOWER && !c->ready_fired) {
         cluster_raft_follower_ready(c);
@@ -606,18 +599,19 @@ cluster_raft_free(struct cluster *c)
     cluster_fsm_free(c->fsm);
     for (size_t i = 0; i < c->cfg.n_peers; i++) {
         free((char *)(uintptr_t)c->peers[i].raft_addr);
+        free((char *)(uintptr_t)c->peers[i].link_url);
     }
     free(c->peers);
+    free(c->link_listen);
+    free(c->cluster_id);
     free(c->raft_addr);
     free(c->raft_dir);
     free(c);
 }
 
 static void
-cluster_raft_on_handle_closed(uv_handle_t *h)
+cluster_raft_release(struct cluster *c)
 {
-    struct cluster *c = h->data;
-
     if (--c->handles_open > 0) {
         return;
     }
@@ -627,6 +621,18 @@ cluster_raft_on_handle_closed(uv_handle_t *h)
     if (cb != NULL) {
         cb(arg);
     }
+}
+
+void
+cluster_raft_on_handle_closed(uv_handle_t *h)
+{
+    cluster_raft_release(h->data);
+}
+
+static void
+cluster_raft_on_link_closed(void *arg)
+{
+    cluster_raft_release(arg);
 }
 
 static void
@@ -644,9 +650,95 @@ cluster_raft_on_raft_closed(struct raft *r)
         cluster_raft_resolve(e->waiters, e->n, KM_ECLOSING);
         free(e);
     }
-    c->handles_open = 2;
+    /* One extra count, dropped below, so that nothing frees c early. */
+    c->handles_open += 3;
     uv_close((uv_handle_t *)&c->check, cluster_raft_on_handle_closed);
     uv_close((uv_handle_t *)&c->batch_timer, cluster_raft_on_handle_closed);
+    if (c->link != NULL) {
+        cluster_propose_fini(c, KM_ECLOSING);
+        cluster_lease_close(c);
+        c->handles_open++;
+        cluster_link_close(c->link, cluster_raft_on_link_closed, c);
+        c->link = NULL;
+    }
+    cluster_raft_release(c);
+}
+
+/* Node traffic: one request handler for every kind of LinkEnvelope. */
+static void
+cluster_raft_on_request(void *ctx, uint64_t from,
+                        const struct cluster_link_msg *req,
+                        struct cluster_link_reply *r)
+{
+    struct cluster *c = ctx;
+    struct cluster_link_msg none = {.kind = CLUSTER_LINK_NONE};
+
+    if (c->closing) {
+        (void)cluster_link_reply_send(r, &none);
+        return;
+    }
+    if (req->kind == CLUSTER_LINK_PING) {
+        cluster_lease_on_ping(c, from, &req->u.ping, r);
+        return;
+    }
+    if (req->kind != CLUSTER_LINK_RAW) {
+        (void)cluster_link_reply_send(r, &none);
+        return;
+    }
+    switch (req->u.raw.type) {
+    case CLUSTER_LINK_T_PROPOSE:
+        cluster_propose_on_request(c, from, &req->u.raw, r);
+        return;
+    case CLUSTER_LINK_T_STORE_BODY:
+    case CLUSTER_LINK_T_FETCH_BODY:
+    case CLUSTER_LINK_T_SHARD_COPY:
+        cluster_body_on_request(c, from, &req->u.raw, r);
+        return;
+    case CLUSTER_LINK_T_STATUS:
+    case CLUSTER_LINK_T_ADMIN:
+        cluster_status_on_request(c, from, &req->u.raw, r);
+        return;
+    default:
+        (void)cluster_link_reply_send(r, &none);
+        return;
+    }
+}
+
+static int
+cluster_raft_open_link(struct cluster *c)
+{
+    struct cluster_link_config lc = {
+        .node_id = c->cfg.node_id,
+        .cluster_id = (const uint8_t *)c->cluster_id,
+        .cluster_id_len = strlen(c->cluster_id),
+        .listen_url = c->link_listen,
+    };
+    struct cluster_link_host lh = {.ctx = c,
+                                   .on_request = cluster_raft_on_request};
+    int rv;
+
+    rv = cluster_link_open(c->loop, &lc, &lh, &c->link);
+    if (rv != 0) {
+        LOG_ERROR("cluster: link listen %s: %s", c->link_listen,
+                  km_strerror(rv));
+        c->link = NULL;
+        return rv;
+    }
+    for (size_t i = 0; i < c->cfg.n_peers; i++) {
+        const struct cluster_peer *p = &c->peers[i];
+        if (p->id == c->cfg.node_id || p->link_url == NULL) {
+            continue;
+        }
+        rv = cluster_link_add_peer(c->link, p->id, p->link_url);
+        if (rv != 0) {
+            LOG_ERROR("cluster: link peer %llu at %s: %s",
+                      (unsigned long long)p->id, p->link_url, km_strerror(rv));
+            return rv; /* the link is closed with the rest */
+        }
+    }
+    cluster_propose_init(c);
+    cluster_lease_init(c);
+    return 0;
 }
 
 /* The configuration to bootstrap: this node alone without peers, every
@@ -699,8 +791,16 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
     for (size_t i = 0; i < cfg->n_peers; i++) {
         c->peers[i].id = cfg->peers[i].id;
         c->peers[i].raft_addr = km_strdup(cfg->peers[i].raft_addr);
+        c->peers[i].link_url = cfg->peers[i].link_url != NULL
+                                   ? km_strdup(cfg->peers[i].link_url)
+                                   : NULL;
     }
     c->cfg.peers = c->peers;
+    c->link_listen =
+        cfg->link_listen != NULL ? km_strdup(cfg->link_listen) : NULL;
+    c->cluster_id = km_strdup(cfg->cluster_id != NULL ? cfg->cluster_id : "");
+    c->cfg.link_listen = c->link_listen;
+    c->cfg.cluster_id = c->cluster_id;
     if (host != NULL) {
         c->host = *host;
     }
@@ -749,6 +849,12 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
     uv_timer_init(loop, &c->batch_timer);
     c->batch_timer.data = c;
     uv_check_start(&c->check, cluster_raft_on_check);
+    if (c->link_listen != NULL) {
+        rv = cluster_raft_open_link(c);
+        if (rv != 0) {
+            goto err_after_raft;
+        }
+    }
 
     raft_configuration_init(&conf);
     rv = cluster_raft_initial_conf(c, &conf);
@@ -890,4 +996,55 @@ cluster_foreach_member(const struct cluster *c,
             return;
         }
     }
+}
+
+uint64_t
+cluster_self_id(const struct cluster *c)
+{
+    return c->cfg.node_id;
+}
+
+/* Fill the zero fields of st with CLUSTER.md §4.11's defaults for a group
+ * of `voters` voters. */
+static void
+cluster_raft_settings_defaults(struct cluster_settings *st, size_t voters)
+{
+    if (st->shards == 0) {
+        st->shards = 64;
+    }
+    if (st->replication_factor == 0) {
+        st->replication_factor = voters <= 1 ? 1 : voters < 5 ? 2 : 3;
+    }
+    if (st->min_replicas == 0) {
+        st->min_replicas =
+            st->replication_factor < 2 ? st->replication_factor : 2;
+    }
+    if (st->min_replicas > st->replication_factor) {
+        st->min_replicas = st->replication_factor;
+    }
+    if (st->ping_ms == 0) {
+        st->ping_ms = 1000;
+    }
+    if (st->self_fence_after_ms == 0) {
+        st->self_fence_after_ms = 5000;
+    }
+    if (st->node_down_after_ms == 0) {
+        st->node_down_after_ms = 10000;
+    }
+    if (st->failover_grace_ms == 0) {
+        st->failover_grace_ms = 120000;
+    }
+    if (st->accept_timeout_ms == 0) {
+        st->accept_timeout_ms = 30000;
+    }
+    if (st->rebalance_after_ms == 0) {
+        st->rebalance_after_ms = 600000;
+    }
+}
+
+void
+cluster_get_settings(const struct cluster *c, struct cluster_settings *out)
+{
+    *out = c->cfg.settings;
+    cluster_raft_settings_defaults(out, c->cfg.n_peers);
 }

@@ -588,6 +588,11 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         cc.n_peers = kd->n_cluster_peers;
         /* A group listing only this node bootstraps it alone. */
         cc.bootstrap = kd->cluster_bootstrap || kd->n_cluster_peers == 1;
+        cc.link_listen = kd->link_listen;
+        cc.cluster_id = kd->cluster_id;
+        cc.settings = kd->cluster_settings;
+        cc.election_timeout_ms = kd->election_timeout_ms;
+        cc.heartbeat_ms = kd->heartbeat_ms;
     } else {
         kd->raft_dir = km_asprintf("%s/raft", state_dir);
         cc.node_id = 1;
@@ -816,8 +821,10 @@ kumod_fini(struct kumod *kd)
     free(kd->cluster_id);
     free(kd->raft_listen);
     free(kd->cluster_data_dir);
+    free(kd->link_listen);
     for (size_t i = 0; i < kd->n_cluster_peers; i++) {
         free((char *)(uintptr_t)kd->cluster_peers[i].raft_addr);
+        free((char *)(uintptr_t)kd->cluster_peers[i].link_url);
     }
     free(kd->cluster_peers);
     for (size_t i = 0; i < kd->n_dns_servers; i++) {

@@ -15,6 +15,7 @@
 #include <uv.h>
 
 #include "base/km_id.h"
+#include "cluster.h"
 
 struct admin_state;
 struct metrics;
@@ -64,6 +65,9 @@ struct kumod {
     struct cluster_peer *cluster_peers; /* this node included */
     size_t n_cluster_peers;
     bool cluster_bootstrap;
+    char *link_listen; /* NULL: no node traffic (one node) */
+    struct cluster_settings cluster_settings;   /* configure_cluster.settings */
+    uint32_t election_timeout_ms, heartbeat_ms; /* 0: defaults */
 
     json_t *log_configs;  /* configure_local_logs params, opened later */
     struct logrec **logs; /* one per configure_local_logs call */

@@ -4,6 +4,7 @@
  * kumod_start() after the drop. Loop thread only. */
 #include "policy_glue.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,14 +163,92 @@ policy_glue_is_ipv4_port(const char *s)
 }
 
 static void
-policy_glue_add_peer(struct kumod *kd, uint64_t id, const char *raft)
+policy_glue_add_peer(struct kumod *kd, uint64_t id, const char *raft,
+                     const char *link)
 {
     kd->cluster_peers =
         km_realloc(kd->cluster_peers,
                    (kd->n_cluster_peers + 1) * sizeof(*kd->cluster_peers));
     kd->cluster_peers[kd->n_cluster_peers].id = id;
     kd->cluster_peers[kd->n_cluster_peers].raft_addr = km_strdup(raft);
+    kd->cluster_peers[kd->n_cluster_peers].link_url =
+        link != NULL ? km_strdup(link) : NULL;
     kd->n_cluster_peers++;
+}
+
+/* A link URL NNG can dial or listen on: tcp://a.b.c.d:port. */
+static bool
+policy_glue_is_link_url(const char *s)
+{
+    return s != NULL && strncmp(s, "tcp://", 6) == 0 &&
+           policy_glue_is_ipv4_port(s + 6);
+}
+
+/* Read configure_cluster.settings (cluster-scoped, CLUSTER.md §4.11). */
+static int
+policy_glue_cluster_settings(struct kumod *kd, json_t *st, char *err,
+                             size_t errlen)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+        json_int_t min, max;
+    } fields[] = {
+        {"replication_factor",
+         offsetof(struct cluster_settings, replication_factor), 1, 8},
+        {"min_replicas", offsetof(struct cluster_settings, min_replicas), 1, 8},
+        {"shards", offsetof(struct cluster_settings, shards), 1, 4096},
+        {"ping_interval", offsetof(struct cluster_settings, ping_ms), 50,
+         60000},
+        {"self_fence_after",
+         offsetof(struct cluster_settings, self_fence_after_ms), 200, 600000},
+        {"node_down_after",
+         offsetof(struct cluster_settings, node_down_after_ms), 500, 3600000},
+        {"failover_grace", offsetof(struct cluster_settings, failover_grace_ms),
+         0, 86400000},
+        {"accept_timeout", offsetof(struct cluster_settings, accept_timeout_ms),
+         1000, 600000},
+        {"rebalance_after",
+         offsetof(struct cluster_settings, rebalance_after_ms), 0, 86400000},
+    };
+    struct cluster_settings *cs = &kd->cluster_settings;
+
+    if (st == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        json_t *v = json_object_get(st, fields[i].name);
+        if (v == NULL) {
+            continue;
+        }
+        json_int_t n = json_integer_value(v);
+        if (!json_is_integer(v) || n < fields[i].min || n > fields[i].max) {
+            snprintf(err, errlen, "settings.%s: out of range", fields[i].name);
+            return KM_ECONFIG;
+        }
+        *(uint32_t *)(void *)((char *)cs + fields[i].off) = (uint32_t)n;
+        if (fields[i].min == 0 && n == 0) {
+            /* 0 means "the default" in cluster_settings: keep a 0 grace
+             * or rebalance as 1 ms. */
+            *(uint32_t *)(void *)((char *)cs + fields[i].off) = 1;
+        }
+    }
+    if (cs->min_replicas != 0 && cs->replication_factor != 0 &&
+        cs->min_replicas > cs->replication_factor) {
+        snprintf(err, errlen,
+                 "settings.min_replicas (%u) exceeds replication_factor (%u)",
+                 cs->min_replicas, cs->replication_factor);
+        return KM_ECONFIG;
+    }
+    if (cs->self_fence_after_ms != 0 && cs->node_down_after_ms != 0 &&
+        cs->node_down_after_ms <= cs->self_fence_after_ms) {
+        snprintf(err, errlen,
+                 "settings.node_down_after must exceed self_fence_after "
+                 "(CLUSTER.md §4.6: a node must fence itself before its "
+                 "shards move)");
+        return KM_ECONFIG;
+    }
+    return 0;
 }
 
 /* Check one peers[] entry against those before it and this node. */
@@ -220,6 +299,8 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
         json_string_value(json_object_get(params, "raft_listen"));
     const char *dir = json_string_value(json_object_get(params, "data_dir"));
     json_t *peers = json_object_get(params, "peers");
+    const char *link_listen =
+        json_string_value(json_object_get(params, "link_listen"));
     bool self_listed = false;
     size_t i;
     json_t *p;
@@ -253,17 +334,55 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
     kd->raft_listen = km_strdup(listen);
     kd->cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
     kd->cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
+    if (json_object_get(params, "tls") != NULL) {
+        snprintf(err, errlen,
+                 "tls: TLS between nodes is not supported by this version "
+                 "(use a private network or firewall the link ports)");
+        return KM_ECONFIG;
+    }
+    if (link_listen != NULL && !policy_glue_is_link_url(link_listen)) {
+        snprintf(err, errlen,
+                 "link_listen: '%s' is not tcp://a.b.c.d:port (an IPv4 "
+                 "literal with a port)",
+                 link_listen);
+        return KM_ECONFIG;
+    }
+    kd->link_listen = link_listen != NULL ? km_strdup(link_listen) : NULL;
+    rv = policy_glue_cluster_settings(kd, json_object_get(params, "settings"),
+                                      err, errlen);
+    if (rv != 0) {
+        return rv;
+    }
+    kd->election_timeout_ms = (uint32_t)json_integer_value(
+        json_object_get(params, "election_timeout"));
+    kd->heartbeat_ms =
+        (uint32_t)json_integer_value(json_object_get(params, "heartbeat"));
     json_array_foreach(peers, i, p)
     {
         json_t *pid = json_object_get(p, "id");
         const char *raft = json_string_value(json_object_get(p, "raft"));
+        const char *link = json_string_value(json_object_get(p, "link"));
         json_int_t id = json_integer_value(pid);
 
         rv = policy_glue_check_peer(kd, i, id, raft, err, errlen);
         if (rv != 0) {
             return rv;
         }
-        policy_glue_add_peer(kd, (uint64_t)id, raft);
+        if (link != NULL && !policy_glue_is_link_url(link)) {
+            snprintf(err, errlen,
+                     "peers[%zu].link: '%s' is not tcp://a.b.c.d:port", i + 1,
+                     link);
+            return KM_ECONFIG;
+        }
+        if (link_listen != NULL && link == NULL &&
+            (uint64_t)id != kd->cluster_node_id) {
+            snprintf(err, errlen,
+                     "peers[%zu].link is required with link_listen (how "
+                     "this node reaches node %lld)",
+                     i + 1, (long long)id);
+            return KM_ECONFIG;
+        }
+        policy_glue_add_peer(kd, (uint64_t)id, raft, link);
         self_listed |= (uint64_t)id == kd->cluster_node_id;
     }
     if (!self_listed) {
@@ -275,7 +394,7 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
             }
         }
         /* This node is an initial voter even if peers leaves it out. */
-        policy_glue_add_peer(kd, kd->cluster_node_id, listen);
+        policy_glue_add_peer(kd, kd->cluster_node_id, listen, link_listen);
     }
     return 0;
 }

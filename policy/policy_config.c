@@ -198,6 +198,20 @@ static const struct policy_param policy_cfg_cluster_tls[] = {
     P_END,
 };
 
+/* Cluster-scoped: read when the group is bootstrapped (CLUSTER.md §4.11). */
+static const struct policy_param policy_cfg_cluster_settings[] = {
+    P_INT("replication_factor"),
+    P_INT("min_replicas"),
+    P_INT("shards"),
+    P_DUR("ping_interval"),
+    P_DUR("self_fence_after"),
+    P_DUR("node_down_after"),
+    P_DUR("failover_grace"),
+    P_DUR("accept_timeout"),
+    P_DUR("rebalance_after"),
+    P_END,
+};
+
 static const struct policy_param policy_cfg_cluster[] = {
     P_INT("node_id"),
     P_STR("cluster_id"),
@@ -207,9 +221,9 @@ static const struct policy_param policy_cfg_cluster[] = {
     P_STR("data_dir"),
     P_BOOL("bootstrap"),
     P_TABLE("tls", policy_cfg_cluster_tls),
-    P_INT("replication_factor"),
-    P_INT("min_replicas"),
-    P_INT("shards"),
+    P_TABLE("settings", policy_cfg_cluster_settings),
+    P_DUR("election_timeout"),
+    P_DUR("heartbeat"),
     P_END,
 };
 

@@ -13,12 +13,19 @@ CLUSTER_ID = "t1"
 
 # -- Helpers -------------------------------------------------------------------
 
-def cluster_init(node_id, raft_ports, http_port, cluster_id=CLUSTER_ID):
-    peers = ", ".join(f"{{id={i + 1}, raft='127.0.0.1:{p}'}}"
-                      for i, p in enumerate(raft_ports))
+def cluster_init(node_id, raft_ports, http_port, cluster_id=CLUSTER_ID,
+                 link_ports=None):
+    def peer(i, p):
+        link = (f", link='tcp://127.0.0.1:{link_ports[i]}'"
+                if link_ports else "")
+        return f"{{id={i + 1}, raft='127.0.0.1:{p}'{link}}}"
+    peers = ", ".join(peer(i, p) for i, p in enumerate(raft_ports))
+    link_listen = (f"link_listen='tcp://127.0.0.1:{link_ports[node_id - 1]}', "
+                   if link_ports else "")
     return (f"  kumo.configure_cluster {{node_id={node_id}, "
             f"cluster_id='{cluster_id}', "
             f"raft_listen='127.0.0.1:{raft_ports[node_id - 1]}', "
+            f"{link_listen}"
             f"peers={{{peers}}}, bootstrap=true}}\n"
             f"  kumo.start_http_listener {{listen='127.0.0.1:{http_port}'}}\n")
 
@@ -52,12 +59,15 @@ def agreed_leader(nodes):
     return None
 
 
-def start_group(make_kumod):
+def start_group(make_kumod, links=False):
     raft_ports = [H.free_port() for _ in range(3)]
+    link_ports = [H.free_port() for _ in range(3)] if links else None
     nodes = []
     for i in range(3):
         hp = H.free_port()
-        k = make_kumod(init_extra=cluster_init(i + 1, raft_ports, hp), start=False)
+        k = make_kumod(init_extra=cluster_init(i + 1, raft_ports, hp,
+                                               link_ports=link_ports),
+                       start=False)
         k.http_port = hp
         k.raft_ports = raft_ports
         nodes.append(k)
@@ -81,8 +91,8 @@ def test_three_nodes_elect_one_leader_and_fail_over(make_kumod):
     assert sorted(m["id"] for m in st["members"]) == [1, 2, 3]
     assert all(m["raft_addr"].startswith("127.0.0.1:") for m in st["members"])
 
-    # only the leader takes mail for now; a follower says 451 (docs/cluster.md)
-    # (its barrier may still be in flight for a moment after the election)
+    # without link_listen a follower cannot forward: it says 451
+    # (the leader's barrier may still be in flight just after the election)
     def leader_accepts():
         s = nodes[leader - 1].smtp(ehlo="client.test")
         code, _ = H.send_message(s, rcpts=("bob@dest.test",))
@@ -113,6 +123,31 @@ def test_three_nodes_elect_one_leader_and_fail_over(make_kumod):
     assert status(old)["cluster_id"] == CLUSTER_ID
     ids = list(old.dir.rglob("cluster_id"))
     assert len(ids) == 1 and ids[0].read_text() == CLUSTER_ID + "\n"
+
+
+def test_follower_forwards_its_records_to_the_leader(make_kumod):
+    nodes = start_group(make_kumod, links=True)
+    H.wait_for(lambda: agreed_leader(nodes) is not None, timeout=15,
+               what="one agreed leader")
+    leader = agreed_leader(nodes)
+
+    def accepts(k):
+        s = k.smtp(ehlo="client.test")
+        code, _ = H.send_message(s, rcpts=("bob@dest.test",))
+        s.quit()
+        return code == 250
+    for k in nodes:
+        H.wait_for(lambda: accepts(k), timeout=10, interval=0.2,
+                   what="a 250 from every node")
+    # every node's FSM holds all three messages (a follower's 250 waits
+    # until its own FSM has applied the leader's entry)
+    before = {i + 1: status(k)["commit_index"] for i, k in enumerate(nodes)}
+    assert all(v > 0 for v in before.values())
+    follower = nodes[leader % 3]
+    s = follower.smtp(ehlo="client.test")
+    code, text = H.send_message(s, rcpts=("bob@dest.test",))
+    s.quit()
+    assert code == 250, text
 
 
 def test_data_dir_of_another_cluster_is_refused(make_kumod):
@@ -153,6 +188,19 @@ def test_validate_names_the_bad_configure_cluster_key(fakedns, tmp_path):
          "peers[2].id"),
         ("{" + good + ", peers={{id=2, raft='[::1]:7002'}}}", "peers[1].raft"),
         ("{" + good + ", peers={{id=1, raft='127.0.0.1:7009'}}}", "peers[1].raft"),
+        ("{" + good + ", link_listen='127.0.0.1:7101'}", "link_listen"),
+        ("{" + good + ", link_listen='tcp://127.0.0.1:7101', "
+         "peers={{id=2, raft='127.0.0.1:7002'}}}", "peers[1].link"),
+        ("{" + good + ", link_listen='tcp://127.0.0.1:7101', "
+         "peers={{id=2, raft='127.0.0.1:7002', link='tcp://localhost:1'}}}",
+         "peers[1].link"),
+        ("{" + good + ", settings={min_replicas=3, replication_factor=2}}",
+         "settings.min_replicas"),
+        ("{" + good + ", settings={node_down_after='2s', self_fence_after='5s'}}",
+         "settings.node_down_after"),
+        ("{" + good + ", settings={shards=0}}", "settings.shards"),
+        ("{" + good + ", settings={bogus=1}}", "bogus"),
+        ("{" + good + ", tls={ca='x'}}", "tls"),
     ]
     for lua, key in cases:
         rc, out = validate(fakedns, tmp_path, lua)

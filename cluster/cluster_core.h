@@ -1,0 +1,146 @@
+/* cluster_core.h - struct cluster, shared by the files of cluster/ that
+ * make up the node's side of the group: cluster_raft.c (raft, batcher,
+ * public API), cluster_propose.c (records forwarded to a remote leader),
+ * cluster_lease.c (pings, leases, node liveness), cluster_body.c (body
+ * replication requests) and cluster_status.c (status fan-out, membership
+ * admin). Each file owns the fields its comment names. Loop thread only. */
+#ifndef KUMO_CLUSTER_CORE_H
+#define KUMO_CLUSTER_CORE_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <uv.h>
+
+#include "cluster.h"
+#include "cluster_int.h"
+#include "cluster_link.h"
+
+struct cluster_fwd;   /* cluster_propose.c */
+struct cluster_lease; /* cluster_lease.c */
+
+struct cluster_raft_waiter {
+    cluster_commit_cb cb;
+    void *arg;
+};
+
+/* One proposed raft entry and the callers waiting for it. */
+struct cluster_raft_entry {
+    struct raft_apply req;
+    struct cluster *c;
+    struct cluster_raft_waiter *waiters;
+    size_t n;
+    struct cluster_raft_entry *prev, *next;
+};
+
+struct cluster_raft_barrier {
+    struct raft_barrier req;
+    struct cluster *c;
+    uint64_t gen;
+};
+
+struct cluster {
+    uv_loop_t *loop;
+    struct cluster_config cfg; /* strings point at the copies below */
+    char *raft_dir;
+    char *raft_addr;
+    struct cluster_peer *peers; /* cfg.peers; addresses owned */
+    struct cluster_host host;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct raft_fsm raft_fsm;
+    struct cluster_fsm *fsm;
+    uv_check_t check;
+    uv_timer_t batch_timer;
+    int handles_open;
+
+    /* Leadership, polled in cluster_raft_on_check (0.15 has no callback). */
+    bool started;
+    bool barrier_sent;   /* a barrier of generation barrier_gen is out */
+    bool leader_ready;   /* that barrier applied: proposals accepted */
+    bool ready_fired;    /* host->on_ready called */
+    bool fatal_reported; /* host->on_fatal called */
+    uint64_t barrier_gen;
+
+    /* The batch being filled. */
+    struct cluster_rec *fill_recs;
+    struct cluster_raft_waiter *fill_waiters;
+    size_t fill_n, fill_cap;
+    uint64_t batch_seq;
+
+    struct cluster_raft_entry *inflight; /* proposed, not yet applied */
+
+    /* While waiters of a local entry are resolved: its raft index (read
+     * by cluster_propose.c to answer a forwarded Propose). */
+    uint64_t resolving_index;
+
+    /* Node traffic over NNG (NULL without cfg.link_listen). */
+    struct cluster_link *link;
+    char *link_listen;
+    char *cluster_id;
+    struct cluster_fwd *fwd;     /* owned by cluster_propose.c */
+    struct cluster_lease *lease; /* owned by cluster_lease.c */
+
+    bool closing;
+    cluster_close_cb close_cb;
+    void *close_arg;
+    uint64_t entries_proposed, records_proposed;
+    uint64_t records_forwarded; /* sent to a remote leader */
+};
+
+/* cluster_raft.c */
+
+/* Resolve n waiters with status (0: committed and applied here) and free
+ * the array. */
+void cluster_raft_resolve(struct cluster_raft_waiter *w, size_t n, int status);
+/* Report a fatal error to the host once. */
+void cluster_raft_fatal(struct cluster *c, int err);
+/* The leader's link id and whether one is known. */
+bool cluster_raft_leader(const struct cluster *c, uint64_t *id);
+/* Queue one record for the batcher as if proposed locally (used by the
+ * leader for forwarded records). Takes ownership of rec. */
+int cluster_raft_submit_rec(struct cluster *c, struct cluster_rec *rec,
+                            cluster_commit_cb cb, void *arg);
+/* Register a uv handle of a cluster file that cluster_close must wait for:
+ * close it with uv_close(h, cluster_raft_on_handle_closed) from that
+ * file's close hook after incrementing c->handles_open. h->data must be c. */
+void cluster_raft_on_handle_closed(uv_handle_t *h);
+
+/* cluster_propose.c: records a follower forwards to the leader. */
+void cluster_propose_init(struct cluster *c);
+/* Send a filled batch (records and waiters, ownership passes) to the
+ * leader; waiters resolve once this node has applied the entry. */
+void cluster_propose_send(struct cluster *c, struct cluster_rec *recs,
+                          struct cluster_raft_waiter *waiters, size_t n);
+/* A Propose from a follower (raw LinkEnvelope member 16). */
+void cluster_propose_on_request(struct cluster *c, uint64_t from,
+                                const struct cluster_link_raw *raw,
+                                struct cluster_link_reply *r);
+/* Every loop turn: resolve waiters whose entry is applied, retry sends. */
+void cluster_propose_check(struct cluster *c);
+/* Fail everything pending with status (close). */
+void cluster_propose_fini(struct cluster *c, int status);
+
+/* cluster_lease.c: Ping/Pong, leases, NodeState(up/down) on the leader. */
+void cluster_lease_init(struct cluster *c);
+/* Every loop turn. */
+void cluster_lease_check(struct cluster *c);
+void cluster_lease_on_ping(struct cluster *c, uint64_t from,
+                           const struct cluster_link_ping *ping,
+                           struct cluster_link_reply *r);
+/* Close: stop timers (uv_close through cluster_raft_on_handle_closed). */
+void cluster_lease_close(struct cluster *c);
+
+/* cluster_body.c: StoreBody, FetchBody, ShardCopy requests. */
+void cluster_body_on_request(struct cluster *c, uint64_t from,
+                             const struct cluster_link_raw *raw,
+                             struct cluster_link_reply *r);
+
+/* cluster_status.c: Status and Admin requests. */
+void cluster_status_on_request(struct cluster *c, uint64_t from,
+                               const struct cluster_link_raw *raw,
+                               struct cluster_link_reply *r);
+#endif /* KUMO_CLUSTER_CORE_H */
