@@ -133,6 +133,21 @@ void cluster_lease_on_ping(struct cluster *c, uint64_t from,
                            struct cluster_link_reply *r);
 /* Close: stop timers (uv_close through cluster_raft_on_handle_closed). */
 void cluster_lease_close(struct cluster *c);
+/* Node states of NodeState records (link.proto NodeStateKind). */
+enum cluster_node_state {
+    CLUSTER_NODE_JOINING = 1,
+    CLUSTER_NODE_UP = 2,
+    CLUSTER_NODE_SUSPECT = 3,
+    CLUSTER_NODE_DOWN = 4,
+    CLUSTER_NODE_DRAINING = 5,
+    CLUSTER_NODE_REMOVED = 6,
+};
+/* On the leader: propose a NodeState record for `node` (raft_addr and
+ * link_url may be NULL: keep the known ones). cb as for cluster_enqueue. */
+int cluster_lease_set_node_state(struct cluster *c, uint64_t node,
+                                 enum cluster_node_state state,
+                                 const char *raft_addr, const char *link_url,
+                                 cluster_commit_cb cb, void *arg);
 
 /* cluster_body.c: StoreBody, FetchBody, ShardCopy requests. */
 void cluster_body_on_request(struct cluster *c, uint64_t from,

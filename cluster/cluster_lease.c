@@ -43,3 +43,19 @@ cluster_has_lease(const struct cluster *c)
     (void)c;
     return true;
 }
+
+int
+cluster_lease_set_node_state(struct cluster *c, uint64_t node,
+                             enum cluster_node_state state,
+                             const char *raft_addr, const char *link_url,
+                             cluster_commit_cb cb, void *arg)
+{
+    (void)c;
+    (void)node;
+    (void)state;
+    (void)raft_addr;
+    (void)link_url;
+    (void)cb;
+    (void)arg;
+    return KM_EINVAL;
+}
