@@ -275,6 +275,10 @@ int cluster_fetch_body(struct cluster *c, uint64_t node, const char *id,
 void cluster_body_reply(struct cluster_body_reply *r, int status,
                         const struct cluster_body *b);
 
+/* Hand Raft leadership to the most up-to-date other voter (disk full,
+ * CLUSTER.md §1.4). KM_ENOTLEADER if this node is not the leader. */
+int cluster_hand_off(struct cluster *c);
+
 /* Stop proposing (pending callbacks get KM_ECLOSING unless already
  * committed), close raft and its I/O, then call cb. Frees c. */
 void cluster_close(struct cluster *c, cluster_close_cb cb, void *arg);

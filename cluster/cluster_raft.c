@@ -1048,3 +1048,28 @@ cluster_get_settings(const struct cluster *c, struct cluster_settings *out)
     *out = c->cfg.settings;
     cluster_raft_settings_defaults(out, c->cfg.n_peers);
 }
+
+static void
+cluster_raft_on_transfer(struct raft_transfer *req)
+{
+    free(req);
+}
+
+int
+cluster_hand_off(struct cluster *c)
+{
+    struct raft_transfer *req;
+    int rv;
+
+    if (c->closing || raft_state(&c->raft) != RAFT_LEADER) {
+        return KM_ENOTLEADER;
+    }
+    req = km_calloc(1, sizeof(*req));
+    /* id 0: raft picks the most up-to-date voter. */
+    rv = raft_transfer(&c->raft, req, 0, cluster_raft_on_transfer);
+    if (rv != 0) {
+        free(req);
+        return cluster_raft_err(rv);
+    }
+    return 0;
+}

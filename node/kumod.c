@@ -555,6 +555,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         free(state_dir);
         return rv;
     }
+    kumod_disk_start(kd);
 
     rv = egress_mgr_new(kd, &kd->egress);
     if (rv != 0) {
@@ -700,6 +701,7 @@ kumod_on_listeners_closed(void *arg)
 static void
 kumod_close_all(struct kumod *kd)
 {
+    kumod_disk_stop(kd);
     uv_timer_stop(&kd->shutdown_timer);
     uv_close((uv_handle_t *)&kd->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&kd->sig_term, NULL);

@@ -70,6 +70,14 @@ policy_glue_spool(struct kumod *kd, json_t *params, char *err, size_t errlen)
                  "by kumod",
                  name);
     }
+    const char *mfs =
+        json_string_value(json_object_get(params, "min_free_space"));
+    if (mfs != NULL && strcmp(name, "data") == 0) {
+        int rv = kumod_disk_parse_mark(kd, mfs, err, errlen);
+        if (rv != 0) {
+            return rv;
+        }
+    }
     *slot = km_strdup(path);
     return 0;
 }

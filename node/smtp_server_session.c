@@ -443,6 +443,11 @@ smtp_server_cmd_rcpt(struct smtp_server_session *s, const char *args,
         smtp_server_reply(s, 452, SMTP_SERVER_TXT_TOO_MANY_RCPT, line);
         goto out;
     }
+    if (s->kd->disk_low) {
+        /* CLUSTER.md §4.5: below the spool's free-space mark. */
+        smtp_server_reply(s, 452, "4.3.1 insufficient system storage", line);
+        goto out;
+    }
     if (s->rcpt_count >= cfg->max_messages_per_connection) {
         if (s->n_rcpts == 0) {
             smtp_server_reply_host(s, 421, "4.5.3",
