@@ -75,7 +75,11 @@ cluster_propose_finish(struct cluster_propose_batch *b, int status)
         cluster_rec_fini(&b->recs[i]);
     }
     free(b->recs);
+    /* A leader that lost its leadership may have forwarded records it was
+     * itself serving for a follower: that follower waits for this index. */
+    c->resolving_index = b->wait_index;
     cluster_raft_resolve(b->waiters, b->n, status);
+    c->resolving_index = 0;
     free(b);
 }
 
