@@ -13,6 +13,9 @@
 #              accept rate is the injection baseline, both rates the relay one.
 #   memory     (MEM=1) VmRSS of kumod after injecting MEM_N messages of
 #              MEM_SIZE bytes for the unroutable bench.test.
+#   cluster    (BENCHES=cluster) tests/bench/cluster.sh: relay throughput of
+#              a 3-node cluster against a single node, same tools; its own
+#              summary line `BENCH cluster ...` (CLUSTER_N messages, default 6000).
 # Summary lines (last):
 #   BENCH injection n=.. size=.. sessions=.. kumod_accept_mps=.. postfix_accept_mps=.. ratio=..
 #   BENCH relay n=.. size=.. sessions=.. kumod_accept_mps=.. kumod_e2e_mps=.. postfix_accept_mps=.. postfix_e2e_mps=.. accept_ratio=.. e2e_ratio=..
@@ -20,7 +23,7 @@
 #
 # Environment: SHARED_BENCH (default ../shared/bench), KUMOD_BIN (default
 # build-release/bin/kumod), N=20000, SIZE=4096, SESSIONS=20, PORT=2525,
-# SINK_PORT=30025, BENCHES="injection relay" (either or both), POSTFIX=1 (0
+# SINK_PORT=30025, BENCHES="injection relay" (any of injection, relay, cluster), POSTFIX=1 (0
 # skips the baseline; it needs root), MEM=0 (1 adds the memory benchmark),
 # MEM_N=100000, MEM_SIZE=1024, KEEP=0 (1 keeps the run dirs under var/).
 set -u
@@ -139,7 +142,7 @@ fi
 
 # --- postfix ------------------------------------------------------------------------
 P_ACC="" P_E2E=""
-if [ "$POSTFIX" = 1 ]; then
+if [ "$POSTFIX" = 1 ] && { want injection || want relay; }; then
   if [ "$(id -u)" = 0 ]; then
     PF_OUT=$(mktemp "$repo/var/bench-postfix.XXXXXX"); RUNS+=("$PF_OUT")
     PF_PORT=$PORT SINK_PORT=$SINK_PORT "$shared/postfix-baseline.sh" default "$N" "$SIZE" "$SESSIONS" 1 \
@@ -167,6 +170,13 @@ if [ "$MEM" = 1 ]; then
   stop_and_check Reception "$MEM_N"
 fi
 
+# --- kumod: 3-node cluster against one node --------------------------------------------
+CL_OK=1
+if want cluster; then
+  stop_kumod
+  N=${CLUSTER_N:-6000} PORT=$PORT SINK_PORT=$SINK_PORT KUMOD_BIN=$KUMOD_BIN "$here/cluster.sh" || CL_OK=0
+fi
+
 # --- summary --------------------------------------------------------------------------
 if want injection; then
   echo "BENCH injection n=$N size=$SIZE sessions=$SESSIONS kumod_accept_mps=${KI_ACC:-n/a}" \
@@ -184,4 +194,5 @@ ok=1
 want injection && [ -z "$KI_ACC" ] && ok=0
 want relay && [ -z "$KR_E2E" ] && ok=0
 [ "$MEM" = 1 ] && [ -z "$RSS" ] && ok=0
+[ "$CL_OK" = 1 ] || ok=0
 [ "$ok" = 1 ]
