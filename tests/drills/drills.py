@@ -89,6 +89,7 @@ def d3(dr):
     log(f"n{victim.i} isolated")
     time.sleep(FENCE_MARGIN)
     codes = [L.probe(dr, victim, f"p3-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the isolated node: {codes}")
     dr.expect(_not_250(codes), f"the isolated node accepted mail after it should have fenced "
                                f"(probe codes {codes})")
     vs = victim.status() or {}
@@ -130,6 +131,7 @@ def d4(dr):
     dr.expect(new and new not in (lid, other), "the majority did not elect a leader in 10s")
     time.sleep(max(0.0, FENCE_MARGIN - (time.monotonic() - t)))
     codes = [L.probe(dr, nd, f"p4-{nd.i}-{k}") for nd in minority for k in range(2)]
+    dr.notes.append(f"probe codes of the minority: {codes}")
     dr.expect(_not_250(codes), f"the minority accepted mail after the split (codes {codes})")
     time.sleep(DOWN_WAIT)
     for i in (lid, other):
@@ -317,6 +319,7 @@ def d14(dr):
     time.sleep(FENCE_MARGIN + 1)
     t_fenced = time.time()
     codes = [L.probe(dr, survivor, f"p14-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the survivor: {codes}")
     dr.expect(_not_250(codes), f"the survivor accepted mail without quorum (codes {codes})")
     time.sleep(3)
     t_restart = time.time()
