@@ -156,7 +156,10 @@ def d6(dr):
     fill = victim.dir / "filler"
     st = os.statvfs(victim.dir)
     free = st.f_bavail * st.f_frsize
-    L.run(["fallocate", "-l", str(free), str(fill)], check=False)
+    r = L.run(["fallocate", "-l", str(free), str(fill)], check=False)
+    st = os.statvfs(victim.dir)
+    dr.notes.append(f"fallocate exit {r.returncode}; free after fill: "
+                    f"{st.f_bavail * st.f_frsize} bytes")
     t_full = time.time()
     log(f"n{lid} (leader) disk filled ({free >> 20} MiB)")
     moved = c.wait_leader(nodes=[nd for nd in c.nodes if nd is not victim], exclude=(lid,),
