@@ -11,7 +11,8 @@ PYTHON     ?= /usr/bin/python3
 RUN_DIR    ?= $(CURDIR)/var/run
 CMAKE_ARGS ?=
 
-.PHONY: all deps build release run test unit e2e bench install clean format format-check tidy
+.PHONY: all deps build release run test unit e2e bench install clean format format-check tidy \
+        drills drills-fast ansible-test
 
 all: build
 
@@ -50,6 +51,19 @@ test: build
 
 bench: release
 	KUMOD_BIN=$(CURDIR)/$(RELBUILD)/bin/kumod tests/bench/run.sh
+
+# Failure drills (docs/drills.md): a real cluster under injection load, one
+# summary line per drill; D3/D4 (namespaces) and D6 (tmpfs) need root.
+drills: build
+	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod tests/drills/run.sh
+
+drills-fast: build
+	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod tests/drills/run.sh D1 D2 D3
+
+# The Ansible roles against three local nodes (ansible-core, ansible-lint).
+ansible-test: build
+	cd ansible && ansible-lint
+	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod tests/drills/test_ansible_local.sh
 
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/kumod $(DESTDIR)/lib/systemd/system
