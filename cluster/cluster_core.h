@@ -83,6 +83,8 @@ struct cluster {
     char *cluster_id;
     struct cluster_fwd *fwd;     /* owned by cluster_propose.c */
     struct cluster_lease *lease; /* owned by cluster_lease.c */
+    uint64_t guard_term;         /* cluster_guard.c: term in raft_guard */
+    bool fresh_raft;             /* raft/ was bootstrapped by this start */
 
     bool closing;
     cluster_close_cb close_cb;
@@ -133,6 +135,7 @@ void cluster_lease_on_ping(struct cluster *c, uint64_t from,
                            struct cluster_link_reply *r);
 /* Close: stop timers (uv_close through cluster_raft_on_handle_closed). */
 void cluster_lease_close(struct cluster *c);
+
 /* Node states of NodeState records (link.proto NodeStateKind). */
 enum cluster_node_state {
     CLUSTER_NODE_JOINING = 1,
@@ -142,12 +145,21 @@ enum cluster_node_state {
     CLUSTER_NODE_DRAINING = 5,
     CLUSTER_NODE_REMOVED = 6,
 };
+
 /* On the leader: propose a NodeState record for `node` (raft_addr and
  * link_url may be NULL: keep the known ones). cb as for cluster_enqueue. */
 int cluster_lease_set_node_state(struct cluster *c, uint64_t node,
                                  enum cluster_node_state state,
                                  const char *raft_addr, const char *link_url,
                                  cluster_commit_cb cb, void *arg);
+
+/* cluster_guard.c: data_dir/raft_guard (CLUSTER.md §4.9). */
+
+/* After raft_start: refuse raft state older than the guard (KM_ECORRUPT,
+ * logged with the operator's remedy); write the guard otherwise. */
+int cluster_guard_open(struct cluster *c);
+/* Every loop turn: persist a grown term (fatal if that fails). */
+void cluster_guard_check(struct cluster *c);
 
 /* cluster_body.c: StoreBody, FetchBody, ShardCopy requests. */
 void cluster_body_on_request(struct cluster *c, uint64_t from,

@@ -504,6 +504,7 @@ cluster_raft_on_check(uv_check_t *h)
     if (c->closing || !c->started) {
         return;
     }
+    cluster_guard_check(c);
     if (c->link != NULL) {
         cluster_propose_check(c);
         cluster_lease_check(c);
@@ -863,6 +864,7 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
         if (rv == RAFT_CANTBOOTSTRAP) {
             rv = 0; /* existing state: a restart */
         } else if (rv == 0) {
+            c->fresh_raft = true;
             LOG_INFO("cluster: bootstrapped a group of %u voter(s) in %s",
                      conf.n, c->raft_dir);
         }
@@ -879,6 +881,10 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
         LOG_ERROR("cluster: raft start: %s (%s)", raft_strerror(rv),
                   raft_errmsg(&c->raft));
         rv = cluster_raft_err(rv);
+        goto err_after_raft;
+    }
+    rv = cluster_guard_open(c);
+    if (rv != 0) {
         goto err_after_raft;
     }
     c->started = true;
