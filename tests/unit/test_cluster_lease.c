@@ -25,7 +25,9 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "cluster_core.h"
 #include "cluster_link.h"
+#include "cluster_link_int.h"
 
 #define LEASE_N      3
 #define LEASE_SHARDS 16
@@ -397,6 +399,89 @@ lease_returning_node_joins_then_owns_shards_again(void **state)
     lease_test_wait_settled(t, 2);
 }
 
+static void
+lease_test_on_commit(void *arg, int status)
+{
+    int *st = arg;
+
+    *st = status;
+}
+
+static void
+lease_drained_node_hands_its_shards_over_without_failover(void **state)
+{
+    struct lease_test *t = *state;
+    struct lease_node *leader = NULL;
+    int status = 1;
+
+    lease_test_open_all(t);
+    struct lease_node *drain = lease_test_follower_owner(t);
+    assert_non_null(drain);
+    uint64_t drain_id = (uint64_t)(drain - t->nodes) + 1;
+    for (int i = 0; i < LEASE_N; i++) {
+        if (cluster_is_leader(t->nodes[i].c)) {
+            leader = &t->nodes[i];
+        }
+        t->nodes[i].owner_changes = 0;
+    }
+    assert_non_null(leader);
+    assert_int_equal(cluster_lease_set_node_state(drain->c, drain_id,
+                                                  CLUSTER_NODE_DRAINING, NULL,
+                                                  NULL, NULL, NULL),
+                     KM_ENOTLEADER);
+    assert_int_equal(
+        cluster_lease_set_node_state(leader->c, drain_id, CLUSTER_NODE_DRAINING,
+                                     NULL, NULL, lease_test_on_commit, &status),
+        0);
+    uint64_t deadline = km_now_mono_ms() + LEASE_WAIT;
+    while ((status != 0 || lease_test_lists_node(drain, drain_id)) &&
+           km_now_mono_ms() < deadline) {
+        uv_run(&t->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(status, 0);
+    assert_false(lease_test_lists_node(drain, drain_id));
+    /* Still pinging: it stays DRAINING, owns nothing, and nobody treats
+     * the move as a failover. */
+    for (uint32_t s = 0; s < LEASE_SHARDS; s++) {
+        assert_false(cluster_may_deliver(drain->c, s));
+    }
+    for (int i = 0; i < LEASE_N; i++) {
+        assert_true(t->nodes[i].owner_changes > 0);
+        assert_int_equal(t->nodes[i].failovers, 0);
+    }
+}
+
+static void
+ping_link_url_survives_the_codec(void **state)
+{
+    struct cluster_link_env in = {.version = CLUSTER_LINK_VERSION,
+                                  .from_node = 4};
+    struct cluster_link_env out;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+
+    (void)state;
+    in.msg.kind = CLUSTER_LINK_PING;
+    in.msg.u.ping.seq = 9;
+    in.msg.u.ping.applied_index = 77;
+    in.msg.u.ping.link_url = "tcp://127.0.0.1:7420";
+    assert_int_equal(cluster_msg_link_encode(&in, 4096, &buf, &n), 0);
+    assert_int_equal(cluster_msg_link_decode(buf, n, 4096, &out), 0);
+    free(buf);
+    assert_int_equal(out.msg.kind, CLUSTER_LINK_PING);
+    assert_int_equal(out.msg.u.ping.seq, 9);
+    assert_int_equal(out.msg.u.ping.applied_index, 77);
+    assert_string_equal(out.msg.u.ping.link_url, "tcp://127.0.0.1:7420");
+    cluster_msg_link_env_fini(&out);
+
+    in.msg.u.ping.link_url = NULL;
+    assert_int_equal(cluster_msg_link_encode(&in, 4096, &buf, &n), 0);
+    assert_int_equal(cluster_msg_link_decode(buf, n, 4096, &out), 0);
+    free(buf);
+    assert_null(out.msg.u.ping.link_url);
+    cluster_msg_link_env_fini(&out);
+}
+
 int
 main(void)
 {
@@ -409,7 +494,9 @@ main(void)
         T(lease_first_leader_commits_settings_and_one_owner_per_shard),
         T(lease_closed_node_goes_down_and_its_shards_fail_over),
         T(lease_returning_node_joins_then_owns_shards_again),
+        T(lease_drained_node_hands_its_shards_over_without_failover),
 #undef T
+        cmocka_unit_test(ping_link_url_survives_the_codec),
     };
     int rv = cmocka_run_group_tests(tests, NULL, NULL);
 
