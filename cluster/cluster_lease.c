@@ -64,6 +64,7 @@ struct cluster_lease {
     bool leader_lease;
     uint64_t leader_term;
     bool barrier_out;
+    bool boot_inflight;                 /* the bootstrap records are proposed */
     struct cluster_lease_wait *waiting; /* arrived since barrier_out */
     struct cluster_lease_node *nodes;
     size_t n_nodes;
@@ -124,6 +125,7 @@ cluster_lease_answer(struct cluster *c, struct cluster_lease_wait *w, bool ok)
 }
 
 static void cluster_lease_send_barrier(struct cluster *c);
+static void cluster_lease_bootstrap(struct cluster *c);
 
 static void
 cluster_lease_on_barrier(void *arg, int status)
@@ -234,7 +236,9 @@ cluster_lease_leader_tick(struct cluster *c, uint64_t now)
     }
     cluster_lease_send_barrier(c);
     if (!cluster_fsm_settings(c->fsm, &st)) {
-        return; /* the bootstrap records are not applied yet */
+        /* Not applied yet, or the proposal failed: try again. */
+        cluster_lease_bootstrap(c);
+        return;
     }
     size_t n = cluster_fsm_nodes(c->fsm, &nodes);
     for (size_t i = 0; i < n; i++) {
@@ -533,6 +537,9 @@ cluster_lease_on_boot_committed(void *arg, int status)
 {
     struct cluster *c = arg;
 
+    if (c->lease != NULL) {
+        c->lease->boot_inflight = false;
+    }
     if (status != 0) {
         LOG_WARN("cluster: bootstrap settings: %s", km_strerror(status));
         return;
@@ -541,25 +548,22 @@ cluster_lease_on_boot_committed(void *arg, int status)
              (unsigned long long)c->cfg.node_id);
 }
 
-void
-cluster_lease_on_leader_ready(struct cluster *c)
+/* Propose the settings and every voter UP unless settings are committed
+ * or the proposal is in flight. */
+static void
+cluster_lease_bootstrap(struct cluster *c)
 {
     struct cluster_lease *l = c->lease;
     struct cluster_settings st;
     struct cluster_rec rec;
 
-    if (c->link == NULL || l == NULL) {
+    if (l->boot_inflight || cluster_fsm_settings(c->fsm, &st)) {
         return;
     }
-    /* The barrier that made us ready also renews the lease. */
-    l->leader_from_ms = cluster_lease_now();
-    l->leader_lease = true;
-    if (cluster_fsm_settings(c->fsm, &st)) {
-        return;
-    }
-    /* The barrier applied everything before it: no settings committed
-     * yet, so this is the group's first leader (or the first one to get
-     * this far). Settings and nodes go in one batch, so one entry. */
+    /* After the leader barrier everything before it is applied: no
+     * settings committed yet, so this is the group's first leader (or the
+     * first one to get this far). Settings and nodes go in one batch, so
+     * one entry and one shard map. */
     cluster_get_settings(c, &st);
     memset(&rec, 0, sizeof(rec));
     rec.kind = CLUSTER_REC_SETTINGS;
@@ -569,10 +573,25 @@ cluster_lease_on_leader_ready(struct cluster *c)
         cluster_raft_submit_rec(c, &rec, cluster_lease_on_boot_committed, c);
     struct cluster_lease_boot b = {.c = c};
     if (rv == 0) {
+        l->boot_inflight = true;
         cluster_foreach_member(c, cluster_lease_boot_member, &b);
         rv = b.rv;
     }
     if (rv != 0) {
         LOG_WARN("cluster: bootstrap settings: %s", km_strerror(rv));
     }
+}
+
+void
+cluster_lease_on_leader_ready(struct cluster *c)
+{
+    struct cluster_lease *l = c->lease;
+
+    if (c->link == NULL || l == NULL) {
+        return;
+    }
+    /* The barrier that made us ready also renews the lease. */
+    l->leader_from_ms = cluster_lease_now();
+    l->leader_lease = true;
+    cluster_lease_bootstrap(c);
 }
