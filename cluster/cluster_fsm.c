@@ -1,6 +1,9 @@
 /* cluster_fsm.c - the replicated state machine: queued messages by id,
- * tombstones of done ids (so a re-proposed Enqueue is ignored) and the FSM
- * clock, max(previous, batch_time_ms). Deterministic: no clock, no
+ * tombstones of done ids (so a re-proposed Enqueue is ignored), admin
+ * rules, the cluster settings, the NodeState table and the shard map that
+ * is derived from them (weighted HRW over the UP nodes, an epoch per shard
+ * bumped when its list changes), and the FSM clock, max(previous,
+ * batch_time_ms). Deterministic: no clock, no
  * randomness, no I/O; the same entries give the same state on every node.
  * Host callbacks fire only once the node is ready (replay is silent).
  * Knows nothing of raft; cluster_raft.c drives it. Loop thread only. */
@@ -11,6 +14,8 @@
 
 #include "base/km.h"
 #include "base/km_map.h"
+#include "cluster_core.h"
+#include "cluster_shard.h"
 
 struct cluster_fsm {
     struct km_map *msgs;  /* id -> struct cluster_fsm_msg */
@@ -22,6 +27,25 @@ struct cluster_fsm {
     int64_t time_ms;
     struct cluster_host host;
     bool ready;
+    cluster_fsm_node_cb node_cb;
+    void *node_ctx;
+
+    /* ClusterSettings, once committed (shards and replication_factor
+     * never 0 then). */
+    bool has_settings;
+    struct cluster_settings settings;
+    char *cluster_id;
+    /* NodeState table, sorted by id. */
+    struct cluster_fsm_node *nodes;
+    size_t n_nodes;
+    /* The shard map: for shard s, map_replicas[s * map_r + i] for
+     * i < map_n[s], owner first; epochs[s] starts at 1 with its first
+     * list. map_shards 0: no map yet. */
+    uint32_t map_shards;
+    uint32_t map_r;
+    uint32_t *map_n;
+    uint64_t *map_replicas;
+    uint64_t *epochs;
 };
 
 void
@@ -49,6 +73,30 @@ cluster_fsm_admin_free(struct cluster_fsm_admin *a)
 }
 
 static void
+cluster_fsm_clear_cluster(struct cluster_fsm *f)
+{
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        free(f->nodes[i].raft_addr);
+        free(f->nodes[i].link_url);
+    }
+    free(f->nodes);
+    f->nodes = NULL;
+    f->n_nodes = 0;
+    free(f->cluster_id);
+    f->cluster_id = NULL;
+    f->has_settings = false;
+    memset(&f->settings, 0, sizeof(f->settings));
+    free(f->map_n);
+    free(f->map_replicas);
+    free(f->epochs);
+    f->map_n = NULL;
+    f->map_replicas = NULL;
+    f->epochs = NULL;
+    f->map_shards = 0;
+    f->map_r = 0;
+}
+
+static void
 cluster_fsm_clear(struct cluster_fsm *f)
 {
     struct km_map_iter it;
@@ -72,6 +120,7 @@ cluster_fsm_clear(struct cluster_fsm *f)
     }
     km_map_clear(f->rules);
     f->time_ms = 0;
+    cluster_fsm_clear_cluster(f);
 }
 
 struct cluster_fsm *
@@ -111,6 +160,14 @@ cluster_fsm_set_ready(struct cluster_fsm *f, bool ready)
     f->ready = ready;
 }
 
+void
+cluster_fsm_set_node_notify(struct cluster_fsm *f, cluster_fsm_node_cb cb,
+                            void *ctx)
+{
+    f->node_cb = cb;
+    f->node_ctx = ctx;
+}
+
 /* Build an FSM entry from an Enqueue record (borrowed). */
 static struct cluster_fsm_msg *
 cluster_fsm_msg_from_rec(const struct cluster_rec *r)
@@ -141,6 +198,14 @@ cluster_fsm_msg_from_rec(const struct cluster_rec *r)
     m->pub.size = r->size;
     memcpy(m->pub.digest, r->digest, sizeof(m->pub.digest));
     m->pub.accepted_by = r->accepted_by;
+    m->pub.shard_epoch = r->shard_epoch;
+    m->pub.n_replicas = r->n_replicas < CLUSTER_MAX_MSG_REPLICAS
+                            ? r->n_replicas
+                            : CLUSTER_MAX_MSG_REPLICAS;
+    if (m->pub.n_replicas > 0) {
+        memcpy(m->pub.replicas, r->replicas,
+               m->pub.n_replicas * sizeof(*m->pub.replicas));
+    }
     return m;
 }
 
@@ -209,8 +274,13 @@ cluster_fsm_deferred(struct cluster_fsm *f, const struct cluster_rec *r)
     if (m == NULL) {
         return;
     }
-    /* TODO(cluster): drop when r->shard_epoch is older than the shard's
-     * current epoch, once the FSM holds the shard map. */
+    /* A report from an owner that lost the shard since (its epoch is
+     * older) is stale: the new owner decides. 0: the proposer did not
+     * say. */
+    if (r->shard_epoch != 0 && m->pub.shard < f->map_shards &&
+        r->shard_epoch < f->epochs[m->pub.shard]) {
+        return;
+    }
     m->pub.attempts = r->attempts;
     m->pub.due_ms = r->due_ms;
     free(m->last_response);
@@ -295,9 +365,180 @@ cluster_fsm_admin(struct cluster_fsm *f, const struct cluster_rec *r)
     }
 }
 
+/* Cluster state */
+
+static struct cluster_fsm_node *
+cluster_fsm_find_node(const struct cluster_fsm *f, uint64_t id)
+{
+    size_t lo = 0, hi = f->n_nodes;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->nodes[mid].id == id) {
+            return &f->nodes[mid];
+        }
+        if (f->nodes[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return NULL;
+}
+
+/* The node `id`, added in id order (state 0) if missing. */
+static struct cluster_fsm_node *
+cluster_fsm_get_node(struct cluster_fsm *f, uint64_t id)
+{
+    struct cluster_fsm_node *n = cluster_fsm_find_node(f, id);
+    size_t at = 0;
+
+    if (n != NULL) {
+        return n;
+    }
+    while (at < f->n_nodes && f->nodes[at].id < id) {
+        at++;
+    }
+    f->nodes = km_realloc(f->nodes, (f->n_nodes + 1) * sizeof(*f->nodes));
+    memmove(&f->nodes[at + 1], &f->nodes[at],
+            (f->n_nodes - at) * sizeof(*f->nodes));
+    f->n_nodes++;
+    n = &f->nodes[at];
+    memset(n, 0, sizeof(*n));
+    n->id = id;
+    n->weight = 1;
+    return n;
+}
+
+static bool
+cluster_fsm_node_gone(const struct cluster_fsm *f, uint64_t id)
+{
+    const struct cluster_fsm_node *n = cluster_fsm_find_node(f, id);
+
+    return n != NULL &&
+           (n->state == CLUSTER_NODE_DOWN || n->state == CLUSTER_NODE_REMOVED);
+}
+
+/* Recompute the shard map from the settings and the UP nodes; bump the
+ * epoch of every shard whose list changed and report owner changes. */
+static void
+cluster_fsm_remap(struct cluster_fsm *f)
+{
+    struct cluster_shard_node *cand;
+    struct cluster_shard_map next;
+    uint64_t max_epoch = 0;
+
+    if (!f->has_settings) {
+        return;
+    }
+    cand = km_calloc(f->n_nodes + 1, sizeof(*cand));
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        cand[i].id = f->nodes[i].id;
+        cand[i].weight = f->nodes[i].weight;
+        /* JOINING, DRAINING, DOWN and REMOVED nodes own nothing. */
+        cand[i].eligible = f->nodes[i].state == CLUSTER_NODE_UP;
+    }
+    int rv = cluster_shard_map_compute(f->settings.shards,
+                                       f->settings.replication_factor, cand,
+                                       f->n_nodes, &next);
+    free(cand);
+    KM_ASSERT(rv == 0); /* ids are unique, shards and r are not 0 */
+
+    /* A new shard count renumbers every shard: its epochs all start above
+     * the old ones, so no (shard, epoch) pair is ever reused. */
+    bool reshaped = f->map_shards != next.shards;
+    uint64_t *epochs = km_calloc(next.shards, sizeof(*epochs));
+    if (reshaped) {
+        for (uint32_t s = 0; s < f->map_shards; s++) {
+            max_epoch = f->epochs[s] > max_epoch ? f->epochs[s] : max_epoch;
+        }
+    }
+    for (uint32_t s = 0; s < next.shards; s++) {
+        size_t nn = 0, on = 0;
+        const uint64_t *nl = cluster_shard_map_replicas(&next, s, &nn);
+        const uint64_t *ol = NULL;
+        if (s < f->map_shards) {
+            on = f->map_n[s];
+            ol = &f->map_replicas[(size_t)s * f->map_r];
+        }
+        bool same = !reshaped && on == nn &&
+                    (nn == 0 || memcmp(ol, nl, nn * sizeof(*nl)) == 0);
+        epochs[s] = reshaped ? max_epoch : f->epochs[s];
+        if (!same && (nn > 0 || on > 0)) {
+            epochs[s]++;
+        }
+        uint64_t old_owner = on > 0 ? ol[0] : 0;
+        uint64_t new_owner = nn > 0 ? nl[0] : 0;
+        if (old_owner != new_owner && f->ready &&
+            f->host.on_shard_owner != NULL) {
+            f->host.on_shard_owner(f->host.ctx, s, old_owner, new_owner,
+                                   old_owner != 0 &&
+                                       cluster_fsm_node_gone(f, old_owner));
+        }
+    }
+    free(f->map_n);
+    free(f->map_replicas);
+    free(f->epochs);
+    f->map_shards = next.shards;
+    f->map_r = next.r;
+    f->map_n = next.n_replicas;
+    f->map_replicas = next.replicas;
+    f->epochs = epochs;
+}
+
+/* Fill the fields the map cannot do without. */
+static void
+cluster_fsm_settings_norm(struct cluster_settings *st)
+{
+    if (st->shards == 0) {
+        st->shards = 64;
+    }
+    if (st->replication_factor == 0) {
+        st->replication_factor = 1;
+    }
+}
+
+static void
+cluster_fsm_apply_settings(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    f->settings = r->settings;
+    cluster_fsm_settings_norm(&f->settings);
+    f->has_settings = true;
+    free(f->cluster_id);
+    f->cluster_id = r->cluster_id != NULL ? km_strdup(r->cluster_id) : NULL;
+}
+
+/* Update the table from a NodeState record and tell the notifier. */
+static void
+cluster_fsm_apply_node(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    struct cluster_fsm_node *n;
+
+    if (cluster_fsm_find_node(f, r->node) == NULL &&
+        f->n_nodes >= CLUSTER_MAX_NODES) {
+        return;
+    }
+    n = cluster_fsm_get_node(f, r->node);
+    n->state = r->node_state;
+    n->weight = r->weight != 0 ? r->weight : 1;
+    if (r->raft_addr != NULL) {
+        free(n->raft_addr);
+        n->raft_addr = km_strdup(r->raft_addr);
+    }
+    if (r->link_url != NULL) {
+        free(n->link_url);
+        n->link_url = km_strdup(r->link_url);
+    }
+    if (f->node_cb != NULL) {
+        f->node_cb(f->node_ctx, n);
+    }
+}
+
 void
 cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
 {
+    bool remap = false;
+
     if (b->batch_time_ms > f->time_ms) {
         f->time_ms = b->batch_time_ms;
     }
@@ -316,9 +557,22 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
         case CLUSTER_REC_ADMIN:
             cluster_fsm_admin(f, r);
             break;
+        case CLUSTER_REC_SETTINGS:
+            cluster_fsm_apply_settings(f, r);
+            remap = true;
+            break;
+        case CLUSTER_REC_NODE_STATE:
+            cluster_fsm_apply_node(f, r);
+            remap = true;
+            break;
         case CLUSTER_REC_OTHER:
             break;
         }
+    }
+    /* Once per entry: the bootstrap's records give one map, not one per
+     * record. */
+    if (remap) {
+        cluster_fsm_remap(f);
     }
     cluster_fsm_expire_rules(f);
 }
@@ -369,11 +623,22 @@ cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
     while (km_map_iter_next(&it, NULL, &v)) {
         rules[n_rules++] = v;
     }
+    struct cluster_snap_cluster cl = {
+        .settings = f->has_settings ? &f->settings : NULL,
+        .cluster_id = f->cluster_id,
+        .nodes = f->nodes,
+        .n_nodes = f->n_nodes,
+        .shards = f->map_shards,
+        .r = f->map_r,
+        .n_replicas = f->map_n,
+        .replicas = f->map_replicas,
+        .epochs = f->epochs,
+    };
     int rv = cluster_msg_encode_snapshot(
         f->time_ms, (const struct cluster_fsm_msg *const *)msgs, n_msgs,
         (const struct cluster_tomb *const *)tombs, n_tombs,
-        (const struct cluster_fsm_admin *const *)rules, n_rules, chunk_records,
-        alloc, release, out, n);
+        (const struct cluster_fsm_admin *const *)rules, n_rules, &cl,
+        chunk_records, alloc, release, out, n);
     free(rules);
     free(tombs);
     free(msgs);
@@ -422,6 +687,58 @@ cluster_fsm_on_snap_admin(void *ctx, const struct cluster_rec *rec)
     return 0;
 }
 
+static int
+cluster_fsm_on_snap_settings(void *ctx, const struct cluster_rec *rec)
+{
+    cluster_fsm_apply_settings(ctx, rec);
+    return 0;
+}
+
+static int
+cluster_fsm_on_snap_node(void *ctx, const struct cluster_rec *rec)
+{
+    struct cluster_fsm *f = ctx;
+
+    if (cluster_fsm_find_node(f, rec->node) != NULL ||
+        f->n_nodes >= CLUSTER_MAX_NODES) {
+        return KM_ECORRUPT;
+    }
+    struct cluster_fsm_node *n = cluster_fsm_get_node(f, rec->node);
+    n->state = rec->node_state;
+    n->weight = rec->weight != 0 ? rec->weight : 1;
+    n->raft_addr = rec->raft_addr != NULL ? km_strdup(rec->raft_addr) : NULL;
+    n->link_url = rec->link_url != NULL ? km_strdup(rec->link_url) : NULL;
+    return 0;
+}
+
+/* Shards come in order 0..S-1, S = the settings' shard count. */
+static int
+cluster_fsm_on_snap_shard(void *ctx, uint32_t shard, uint64_t epoch,
+                          const uint64_t *replicas, size_t n)
+{
+    struct cluster_fsm *f = ctx;
+
+    if (!f->has_settings || shard != f->map_shards ||
+        shard >= f->settings.shards || n > f->settings.replication_factor) {
+        return KM_ECORRUPT;
+    }
+    if (f->epochs == NULL) {
+        f->map_r = f->settings.replication_factor;
+        f->map_n = km_calloc(f->settings.shards, sizeof(*f->map_n));
+        f->map_replicas = km_calloc((size_t)f->settings.shards * f->map_r,
+                                    sizeof(*f->map_replicas));
+        f->epochs = km_calloc(f->settings.shards, sizeof(*f->epochs));
+    }
+    f->map_n[shard] = (uint32_t)n;
+    if (n > 0) {
+        memcpy(&f->map_replicas[(size_t)shard * f->map_r], replicas,
+               n * sizeof(*replicas));
+    }
+    f->epochs[shard] = epoch;
+    f->map_shards = shard + 1;
+    return 0;
+}
+
 int
 cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
 {
@@ -433,9 +750,16 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
         .on_msg = cluster_fsm_on_snap_msg,
         .on_tomb = cluster_fsm_on_snap_tomb,
         .on_admin = cluster_fsm_on_snap_admin,
+        .on_settings = cluster_fsm_on_snap_settings,
+        .on_node = cluster_fsm_on_snap_node,
+        .on_shard = cluster_fsm_on_snap_shard,
     };
     int rv = cluster_msg_decode_snapshot(data, len, &sink);
 
+    if (rv == 0 && tmp->map_shards != 0 &&
+        tmp->map_shards != tmp->settings.shards) {
+        rv = KM_ECORRUPT; /* a partial map */
+    }
     if (rv != 0) {
         cluster_fsm_free(tmp);
         return rv;
@@ -450,7 +774,23 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
     f->tomb_head = tmp->tomb_head;
     f->tomb_tail = tmp->tomb_head != NULL ? tmp->tomb_tail : &f->tomb_head;
     f->time_ms = tmp->time_ms;
+    /* cluster_fsm_clear released f's cluster state above: move tmp's. */
+    f->has_settings = tmp->has_settings;
+    f->settings = tmp->settings;
+    f->cluster_id = tmp->cluster_id;
+    f->nodes = tmp->nodes;
+    f->n_nodes = tmp->n_nodes;
+    f->map_shards = tmp->map_shards;
+    f->map_r = tmp->map_r;
+    f->map_n = tmp->map_n;
+    f->map_replicas = tmp->map_replicas;
+    f->epochs = tmp->epochs;
     free(tmp);
+    if (f->node_cb != NULL) {
+        for (size_t i = 0; i < f->n_nodes; i++) {
+            f->node_cb(f->node_ctx, &f->nodes[i]);
+        }
+    }
     return 0;
 }
 
@@ -517,4 +857,46 @@ size_t
 cluster_fsm_admin_count(const struct cluster_fsm *f)
 {
     return km_map_count(f->rules);
+}
+
+bool
+cluster_fsm_settings(const struct cluster_fsm *f, struct cluster_settings *out)
+{
+    if (!f->has_settings) {
+        return false;
+    }
+    *out = f->settings;
+    return true;
+}
+
+size_t
+cluster_fsm_nodes(const struct cluster_fsm *f,
+                  const struct cluster_fsm_node **out)
+{
+    *out = f->nodes;
+    return f->n_nodes;
+}
+
+const struct cluster_fsm_node *
+cluster_fsm_node(const struct cluster_fsm *f, uint64_t id)
+{
+    return cluster_fsm_find_node(f, id);
+}
+
+size_t
+cluster_fsm_shard(const struct cluster_fsm *f, uint32_t shard,
+                  const uint64_t **out, uint64_t *epoch)
+{
+    if (shard >= f->map_shards) {
+        *out = NULL;
+        if (epoch != NULL) {
+            *epoch = 0;
+        }
+        return 0;
+    }
+    *out = &f->map_replicas[(size_t)shard * f->map_r];
+    if (epoch != NULL) {
+        *epoch = f->epochs[shard];
+    }
+    return f->map_n[shard];
 }

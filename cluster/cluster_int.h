@@ -28,7 +28,17 @@ enum cluster_rec_kind {
     CLUSTER_REC_DEFERRED,
     CLUSTER_REC_DONE,
     CLUSTER_REC_ADMIN,
+    CLUSTER_REC_SETTINGS,   /* ClusterSettings */
+    CLUSTER_REC_NODE_STATE, /* NodeState */
 };
+
+/* Longest cluster id and link or raft address carried in records. */
+#define CLUSTER_MAX_CLUSTER_ID 64
+#define CLUSTER_MAX_ADDR_LEN   256
+/* Most nodes a NodeState table holds (bad input beyond is rejected). */
+#define CLUSTER_MAX_NODES 1024
+/* Most shards a ClusterSettings record may ask for. */
+#define CLUSTER_MAX_SHARDS 65536
 
 /* One record of a RaftBatch. Strings and replicas are owned by the record
  * (cluster_rec_fini releases them); NULL means unset. */
@@ -62,6 +72,41 @@ struct cluster_rec {
     int admin_kind;
     char *admin_json;
     bool admin_cancel;
+    /* Settings: every field as committed (0 = the default) */
+    struct cluster_settings settings;
+    char *cluster_id;
+    /* NodeState: node_state is an enum cluster_node_state (cluster_core.h);
+     * raft_addr and link_url NULL keep the known ones; weight 0 means 1 */
+    uint64_t node;
+    int node_state;
+    char *raft_addr;
+    char *link_url;
+    uint32_t weight;
+};
+
+/* A node of the FSM's NodeState table (owned strings, NULL if unknown). */
+struct cluster_fsm_node {
+    uint64_t id;
+    int state; /* enum cluster_node_state */
+    char *raft_addr;
+    char *link_url;
+    uint32_t weight;
+};
+
+/* The cluster part of an FSM image: settings (NULL if none committed),
+ * the node table by id and the committed shard map: for shard s,
+ * replicas[s * r + i] for i < n_replicas[s], its epoch epochs[s].
+ * Borrowed. */
+struct cluster_snap_cluster {
+    const struct cluster_settings *settings;
+    const char *cluster_id;
+    const struct cluster_fsm_node *nodes;
+    size_t n_nodes;
+    uint32_t shards; /* 0: no map */
+    uint32_t r;
+    const uint32_t *n_replicas;
+    const uint64_t *replicas;
+    const uint64_t *epochs;
 };
 
 /* An admin rule in the FSM (owned strings). */
@@ -120,6 +165,12 @@ struct cluster_snap_sink {
     int (*on_msg)(void *ctx, const struct cluster_rec *rec);
     int (*on_tomb)(void *ctx, const char *id, int64_t done_at_ms);
     int (*on_admin)(void *ctx, const struct cluster_rec *rec);
+    /* A SETTINGS record (first chunk), a NODE_STATE record per node. */
+    int (*on_settings)(void *ctx, const struct cluster_rec *rec);
+    int (*on_node)(void *ctx, const struct cluster_rec *rec);
+    /* One shard of the map: its epoch and replica list (owner first). */
+    int (*on_shard)(void *ctx, uint32_t shard, uint64_t epoch,
+                    const uint64_t *replicas, size_t n);
 };
 
 /* cluster_msg.c */
@@ -153,8 +204,9 @@ int cluster_msg_encode_snapshot(
     int64_t fsm_time_ms, const struct cluster_fsm_msg *const *msgs,
     size_t n_msgs, const struct cluster_tomb *const *tombs, size_t n_tombs,
     const struct cluster_fsm_admin *const *rules, size_t n_rules,
-    size_t chunk_records, cluster_alloc_fn alloc, cluster_free_fn release,
-    struct cluster_blob **out, size_t *n);
+    const struct cluster_snap_cluster *cl, size_t chunk_records,
+    cluster_alloc_fn alloc, cluster_free_fn release, struct cluster_blob **out,
+    size_t *n);
 
 /* Decode a snapshot written by cluster_msg_encode_snapshot, handing every
  * item to sink. KM_ECORRUPT on malformed input, or sink's error. */
@@ -209,6 +261,29 @@ void cluster_fsm_set_host(struct cluster_fsm *f,
                           const struct cluster_host *host);
 void cluster_fsm_set_ready(struct cluster_fsm *f, bool ready);
 
+/* Told about every NodeState applied (also during replay, and for every
+ * node after a restore), so the node can reach new peers. `n` is borrowed
+ * for the call. Must not change the FSM. */
+typedef void (*cluster_fsm_node_cb)(void *ctx,
+                                    const struct cluster_fsm_node *n);
+void cluster_fsm_set_node_notify(struct cluster_fsm *f, cluster_fsm_node_cb cb,
+                                 void *ctx);
+
+/* The committed settings (defaults filled in for shards and
+ * replication_factor) in *out and true, or false before any. */
+bool cluster_fsm_settings(const struct cluster_fsm *f,
+                          struct cluster_settings *out);
+/* The node table, sorted by id: *out borrowed until the next change. */
+size_t cluster_fsm_nodes(const struct cluster_fsm *f,
+                         const struct cluster_fsm_node **out);
+/* The node `id` (borrowed) or NULL. */
+const struct cluster_fsm_node *cluster_fsm_node(const struct cluster_fsm *f,
+                                                uint64_t id);
+/* The committed replica list of `shard` (borrowed, owner first) and its
+ * epoch; 0 entries when there is no map or `shard` is out of range. */
+size_t cluster_fsm_shard(const struct cluster_fsm *f, uint32_t shard,
+                         const uint64_t **out, uint64_t *epoch);
+
 /* Decode one Raft entry and apply it. KM_ECORRUPT (or KM_E2BIG) leaves
  * the state untouched. */
 int cluster_fsm_apply(struct cluster_fsm *f, const void *data, size_t len);
@@ -240,4 +315,20 @@ size_t cluster_fsm_admin_count(const struct cluster_fsm *f);
 void cluster_fsm_foreach(const struct cluster_fsm *f,
                          bool (*fn)(void *arg, const struct cluster_msg *m),
                          void *arg);
+
+/* Between cluster_raft.c, cluster_lease.c and cluster_place.c (which see
+ * struct cluster through cluster_core.h). */
+
+typedef void (*cluster_raft_barrier_cb)(void *arg, int status);
+/* Append a raft barrier (leader only); cb(arg, 0) once everything before it
+ * is committed and applied, or a KM_E* code. cb runs once unless this
+ * returns an error. */
+int cluster_raft_barrier(struct cluster *c, cluster_raft_barrier_cb cb,
+                         void *arg);
+/* cluster_lease.c: the node became a ready leader; as the first leader
+ * of a group with a link, propose the bootstrap settings and nodes. */
+void cluster_lease_on_leader_ready(struct cluster *c);
+/* cluster_lease.c: whether this node's FSM has applied the commit index
+ * of the last Pong (the leader: whether it is ready). */
+bool cluster_lease_caught_up(const struct cluster *c);
 #endif /* KUMO_CLUSTER_INT_H */

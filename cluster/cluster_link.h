@@ -34,6 +34,7 @@ enum cluster_link_kind {
 struct cluster_link_ping {
     uint64_t seq;
     uint64_t applied_index;
+    const char *link_url; /* the sender's listener; NULL or "" if unset */
 };
 
 struct cluster_link_pong {

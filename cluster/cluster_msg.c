@@ -36,6 +36,9 @@ cluster_rec_fini(struct cluster_rec *rec)
     free(rec->replicas);
     free(rec->response);
     free(rec->admin_json);
+    free(rec->cluster_id);
+    free(rec->raft_addr);
+    free(rec->link_url);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -179,6 +182,8 @@ struct cluster_msg_scratch {
         Kumo__Cluster__Deferred def;
         Kumo__Cluster__Done done;
         Kumo__Cluster__AdminRule admin;
+        Kumo__Cluster__ClusterSettings settings;
+        Kumo__Cluster__NodeState node;
     } u;
 };
 
@@ -273,6 +278,140 @@ cluster_msg_admin_in(const Kumo__Cluster__AdminRule *a, struct cluster_rec *rec)
     return 0;
 }
 
+/* An optional short string for the wire (NULL becomes ""). */
+static int
+cluster_msg_addr_out(const char *s, size_t max, char **out)
+{
+    if (s == NULL) {
+        *out = cluster_msg_unconst(protobuf_c_empty_string);
+        return 0;
+    }
+    if (strlen(s) > max || !cluster_msg_utf8_ok(s)) {
+        return KM_EINVAL;
+    }
+    *out = cluster_msg_unconst(s);
+    return 0;
+}
+
+/* An optional short string from the wire ("" becomes NULL). */
+static int
+cluster_msg_addr_in(const char *s, size_t max, char **out)
+{
+    *out = NULL;
+    if (s == NULL || s[0] == '\0') {
+        return 0;
+    }
+    if (strlen(s) > max) {
+        return KM_ECORRUPT;
+    }
+    *out = km_strdup(s);
+    return 0;
+}
+
+/* Fill a ClusterSettings from a SETTINGS record (borrowed). */
+static int
+cluster_msg_settings_out(const struct cluster_rec *r,
+                         Kumo__Cluster__ClusterSettings *pb)
+{
+    const struct cluster_settings *st = &r->settings;
+
+    kumo__cluster__cluster_settings__init(pb);
+    if (st->shards > CLUSTER_MAX_SHARDS ||
+        st->replication_factor > CLUSTER_MAX_REPLICAS ||
+        (r->cluster_id != NULL &&
+         strlen(r->cluster_id) > CLUSTER_MAX_CLUSTER_ID)) {
+        return KM_EINVAL;
+    }
+    if (r->cluster_id != NULL) {
+        pb->cluster_id.data = cluster_msg_unconst(r->cluster_id);
+        pb->cluster_id.len = strlen(r->cluster_id);
+    }
+    pb->shards = st->shards;
+    pb->replication_factor = st->replication_factor;
+    pb->min_replicas = st->min_replicas;
+    pb->ping_ms = st->ping_ms;
+    pb->self_fence_after_ms = st->self_fence_after_ms;
+    pb->node_down_after_ms = st->node_down_after_ms;
+    pb->failover_grace_ms = st->failover_grace_ms;
+    pb->accept_timeout_ms = st->accept_timeout_ms;
+    pb->rebalance_after_ms = st->rebalance_after_ms;
+    return 0;
+}
+
+static int
+cluster_msg_settings_in(const Kumo__Cluster__ClusterSettings *pb,
+                        struct cluster_rec *rec)
+{
+    struct cluster_settings *st = &rec->settings;
+
+    rec->kind = CLUSTER_REC_SETTINGS;
+    if (pb->shards > CLUSTER_MAX_SHARDS ||
+        pb->replication_factor > CLUSTER_MAX_REPLICAS ||
+        pb->cluster_id.len > CLUSTER_MAX_CLUSTER_ID) {
+        return KM_ECORRUPT;
+    }
+    if (pb->cluster_id.len > 0) {
+        rec->cluster_id =
+            km_strndup((const char *)pb->cluster_id.data, pb->cluster_id.len);
+    }
+    st->shards = pb->shards;
+    st->replication_factor = pb->replication_factor;
+    st->min_replicas = pb->min_replicas;
+    st->ping_ms = pb->ping_ms;
+    st->self_fence_after_ms = pb->self_fence_after_ms;
+    st->node_down_after_ms = pb->node_down_after_ms;
+    st->failover_grace_ms = pb->failover_grace_ms;
+    st->accept_timeout_ms = pb->accept_timeout_ms;
+    st->rebalance_after_ms = pb->rebalance_after_ms;
+    return 0;
+}
+
+/* Fill a NodeState from a NODE_STATE record (borrowed). */
+static int
+cluster_msg_node_out(const struct cluster_rec *r, Kumo__Cluster__NodeState *pb)
+{
+    int rv;
+
+    kumo__cluster__node_state__init(pb);
+    if (r->node == 0 ||
+        r->node_state < KUMO__CLUSTER__NODE_STATE_KIND__JOINING ||
+        r->node_state > KUMO__CLUSTER__NODE_STATE_KIND__REMOVED) {
+        return KM_EINVAL;
+    }
+    pb->node = r->node;
+    pb->state = (Kumo__Cluster__NodeStateKind)r->node_state;
+    pb->weight = r->weight;
+    rv = cluster_msg_addr_out(r->raft_addr, CLUSTER_MAX_ADDR_LEN,
+                              &pb->raft_addr);
+    if (rv == 0) {
+        rv = cluster_msg_addr_out(r->link_url, CLUSTER_MAX_ADDR_LEN,
+                                  &pb->link_url);
+    }
+    return rv;
+}
+
+static int
+cluster_msg_node_in(const Kumo__Cluster__NodeState *pb, struct cluster_rec *rec)
+{
+    int rv;
+
+    rec->kind = CLUSTER_REC_NODE_STATE;
+    if (pb->node == 0 || pb->state < KUMO__CLUSTER__NODE_STATE_KIND__JOINING ||
+        pb->state > KUMO__CLUSTER__NODE_STATE_KIND__REMOVED) {
+        return KM_ECORRUPT;
+    }
+    rec->node = pb->node;
+    rec->node_state = (int)pb->state;
+    rec->weight = pb->weight;
+    rv = cluster_msg_addr_in(pb->raft_addr, CLUSTER_MAX_ADDR_LEN,
+                             &rec->raft_addr);
+    if (rv == 0) {
+        rv = cluster_msg_addr_in(pb->link_url, CLUSTER_MAX_ADDR_LEN,
+                                 &rec->link_url);
+    }
+    return rv;
+}
+
 static int
 cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
                     struct cluster_msg_scratch *s)
@@ -323,6 +462,14 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
         return cluster_msg_id_out(r->id, s->id, &s->u.done.id);
     case CLUSTER_REC_ADMIN:
         return cluster_msg_admin_out(r, &s->u.admin, cmd);
+    case CLUSTER_REC_SETTINGS:
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_SETTINGS;
+        cmd->settings = &s->u.settings;
+        return cluster_msg_settings_out(r, &s->u.settings);
+    case CLUSTER_REC_NODE_STATE:
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_NODE_STATE;
+        cmd->node_state = &s->u.node;
+        return cluster_msg_node_out(r, &s->u.node);
     case CLUSTER_REC_OTHER:
         break;
     }
@@ -481,6 +628,10 @@ cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
         return cluster_msg_id_in(&cmd->done->id, rec->id);
     case KUMO__CLUSTER__COMMAND__CMD_ADMIN_RULE:
         return cluster_msg_admin_in(cmd->admin_rule, rec);
+    case KUMO__CLUSTER__COMMAND__CMD_SETTINGS:
+        return cluster_msg_settings_in(cmd->settings, rec);
+    case KUMO__CLUSTER__COMMAND__CMD_NODE_STATE:
+        return cluster_msg_node_in(cmd->node_state, rec);
     case KUMO__CLUSTER__COMMAND__CMD__NOT_SET:
         return KM_ECORRUPT;
     default:
@@ -600,14 +751,94 @@ cluster_msg_meta_out(const struct cluster_fsm_msg *m,
     return rv;
 }
 
+/* The cluster part of a snapshot's first chunk, and what it borrows. */
+struct cluster_msg_cl_scratch {
+    struct cluster_rec settings_rec;
+    Kumo__Cluster__ClusterSettings settings;
+    Kumo__Cluster__ClusterSettings *settings_p;
+    Kumo__Cluster__NodeState *nodes;
+    Kumo__Cluster__NodeState **node_p;
+    size_t n_nodes;
+    Kumo__Cluster__ShardMap map;
+    Kumo__Cluster__ShardMap *map_p;
+    Kumo__Cluster__ShardAssignment *asg;
+    Kumo__Cluster__ShardAssignment **asg_p;
+};
+
+static int
+cluster_msg_cl_out(const struct cluster_snap_cluster *cl,
+                   struct cluster_msg_cl_scratch *s)
+{
+    int rv = 0;
+
+    memset(s, 0, sizeof(*s));
+    if (cl == NULL) {
+        return 0;
+    }
+    if (cl->settings != NULL) {
+        s->settings_rec.kind = CLUSTER_REC_SETTINGS;
+        s->settings_rec.settings = *cl->settings;
+        /* Borrowed: settings_rec is never finalised. */
+        s->settings_rec.cluster_id = cluster_msg_unconst(cl->cluster_id);
+        rv = cluster_msg_settings_out(&s->settings_rec, &s->settings);
+        s->settings_p = &s->settings;
+    }
+    s->nodes = km_calloc(cl->n_nodes + 1, sizeof(*s->nodes));
+    s->node_p = km_calloc(cl->n_nodes + 1, sizeof(*s->node_p));
+    for (size_t i = 0; i < cl->n_nodes && rv == 0; i++) {
+        const struct cluster_fsm_node *fn = &cl->nodes[i];
+        struct cluster_rec tmp;
+        memset(&tmp, 0, sizeof(tmp));
+        tmp.node = fn->id;
+        tmp.node_state = fn->state;
+        tmp.raft_addr = fn->raft_addr;
+        tmp.link_url = fn->link_url;
+        tmp.weight = fn->weight;
+        rv = cluster_msg_node_out(&tmp, &s->nodes[i]);
+        s->node_p[i] = &s->nodes[i];
+        s->n_nodes++;
+    }
+    if (cl->shards == 0 || rv != 0) {
+        return rv;
+    }
+    kumo__cluster__shard_map__init(&s->map);
+    s->asg = km_calloc(cl->shards, sizeof(*s->asg));
+    s->asg_p = km_calloc(cl->shards, sizeof(*s->asg_p));
+    for (uint32_t i = 0; i < cl->shards; i++) {
+        kumo__cluster__shard_assignment__init(&s->asg[i]);
+        s->asg[i].shard = i;
+        s->asg[i].epoch = cl->epochs[i];
+        s->asg[i].n_replicas = cl->n_replicas[i];
+        s->asg[i].replicas =
+            cluster_msg_unconst(&cl->replicas[(size_t)i * cl->r]);
+        s->asg_p[i] = &s->asg[i];
+    }
+    s->map.map_version = cl->r; /* the replication factor of the lists */
+    s->map.n_shards = cl->shards;
+    s->map.shards = s->asg_p;
+    s->map_p = &s->map;
+    return 0;
+}
+
+static void
+cluster_msg_cl_fini(struct cluster_msg_cl_scratch *s)
+{
+    free(s->nodes);
+    free(s->node_p);
+    free(s->asg);
+    free(s->asg_p);
+}
+
 int
 cluster_msg_encode_snapshot(
     int64_t fsm_time_ms, const struct cluster_fsm_msg *const *msgs,
     size_t n_msgs, const struct cluster_tomb *const *tombs, size_t n_tombs,
     const struct cluster_fsm_admin *const *rules, size_t n_rules,
-    size_t chunk_records, cluster_alloc_fn alloc, cluster_free_fn release,
-    struct cluster_blob **out, size_t *n)
+    const struct cluster_snap_cluster *cl, size_t chunk_records,
+    cluster_alloc_fn alloc, cluster_free_fn release, struct cluster_blob **out,
+    size_t *n)
 {
+    struct cluster_msg_cl_scratch cs;
     Kumo__Cluster__AdminRule *ra = km_calloc(n_rules + 1, sizeof(*ra));
     Kumo__Cluster__AdminRule **rp = km_calloc(n_rules + 1, sizeof(*rp));
     size_t total = n_msgs + n_tombs;
@@ -622,6 +853,7 @@ cluster_msg_encode_snapshot(
     if (chunk_records == 0) {
         chunk_records = 1;
     }
+    rv = cluster_msg_cl_out(cl, &cs);
     n_chunks = total == 0 ? 1 : (total + chunk_records - 1) / chunk_records;
     blobs = km_calloc(n_chunks, sizeof(*blobs));
     ms = km_calloc(chunk_records, sizeof(*ms));
@@ -651,6 +883,10 @@ cluster_msg_encode_snapshot(
             }
             pb.n_rules = n_rules;
             pb.rules = rp;
+            pb.settings = cs.settings_p;
+            pb.n_nodes = cs.n_nodes;
+            pb.nodes = cs.node_p;
+            pb.shard_map = cs.map_p;
         }
         while (room > 0 && mi < n_msgs && rv == 0) {
             rv = cluster_msg_meta_out(msgs[mi++], &ms[pb.n_messages]);
@@ -684,6 +920,7 @@ cluster_msg_encode_snapshot(
     free(ms);
     free(rp);
     free(ra);
+    cluster_msg_cl_fini(&cs);
     if (rv != 0) {
         free(blobs);
         return rv;
@@ -691,6 +928,52 @@ cluster_msg_encode_snapshot(
     *out = blobs;
     *n = n_chunks;
     return 0;
+}
+
+/* The cluster part of the first chunk: settings, nodes, shard map. */
+static int
+cluster_msg_cl_in(const Kumo__Cluster__FsmSnapshot *pb,
+                  const struct cluster_snap_sink *sink)
+{
+    struct cluster_rec rec;
+    int rv = 0;
+
+    if (pb->settings != NULL && sink->on_settings != NULL) {
+        memset(&rec, 0, sizeof(rec));
+        rv = cluster_msg_settings_in(pb->settings, &rec);
+        if (rv == 0) {
+            rv = sink->on_settings(sink->ctx, &rec);
+        }
+        cluster_rec_fini(&rec);
+    }
+    if (pb->n_nodes > CLUSTER_MAX_NODES) {
+        return KM_ECORRUPT;
+    }
+    for (size_t i = 0; i < pb->n_nodes && rv == 0; i++) {
+        memset(&rec, 0, sizeof(rec));
+        rv = cluster_msg_node_in(pb->nodes[i], &rec);
+        if (rv == 0 && sink->on_node != NULL) {
+            rv = sink->on_node(sink->ctx, &rec);
+        }
+        cluster_rec_fini(&rec);
+    }
+    if (rv != 0 || pb->shard_map == NULL) {
+        return rv;
+    }
+    if (pb->shard_map->n_shards > CLUSTER_MAX_SHARDS) {
+        return KM_ECORRUPT;
+    }
+    for (size_t i = 0; i < pb->shard_map->n_shards && rv == 0; i++) {
+        const Kumo__Cluster__ShardAssignment *a = pb->shard_map->shards[i];
+        if (a->n_replicas > CLUSTER_MAX_REPLICAS) {
+            return KM_ECORRUPT;
+        }
+        if (sink->on_shard != NULL) {
+            rv = sink->on_shard(sink->ctx, a->shard, a->epoch, a->replicas,
+                                a->n_replicas);
+        }
+    }
+    return rv;
 }
 
 static int
@@ -701,6 +984,9 @@ cluster_msg_chunk_in(const Kumo__Cluster__FsmSnapshot *pb, bool first,
 
     if (first && sink->on_time != NULL) {
         sink->on_time(sink->ctx, pb->fsm_time_ms);
+    }
+    if (first) {
+        rv = cluster_msg_cl_in(pb, sink);
     }
     for (size_t i = 0; i < pb->n_messages && rv == 0; i++) {
         const Kumo__Cluster__MessageMeta *mm = pb->messages[i];

@@ -49,7 +49,7 @@ cluster_msg_link_encode(const struct cluster_link_env *env, size_t max_bytes,
                         uint8_t **out, size_t *out_len)
 {
     Kumo__Cluster__LinkEnvelope e = KUMO__CLUSTER__LINK_ENVELOPE__INIT;
-    Kumo__Cluster__Ping ping = KUMO__CLUSTER__PING__INIT;
+    Kumo__Cluster__Ping ping;
     Kumo__Cluster__Pong pong;
     const struct cluster_link_msg *m = &env->msg;
     size_t extra = 0;
@@ -59,7 +59,9 @@ cluster_msg_link_encode(const struct cluster_link_env *env, size_t max_bytes,
     if (env->cluster_id_len > CLUSTER_LINK_ID_MAX) {
         return KM_EINVAL;
     }
-    /* PONG__INIT casts away const from protobuf_c_empty_string. */
+    /* PING__INIT and PONG__INIT cast away const from
+     * protobuf_c_empty_string. */
+    kumo__cluster__ping__init(&ping);
     kumo__cluster__pong__init(&pong);
     e.version = env->version;
     e.cluster_id.data = (uint8_t *)(uintptr_t)env->cluster_id;
@@ -72,6 +74,9 @@ cluster_msg_link_encode(const struct cluster_link_env *env, size_t max_bytes,
     case CLUSTER_LINK_PING:
         ping.seq = m->u.ping.seq;
         ping.applied_index = m->u.ping.applied_index;
+        if (m->u.ping.link_url != NULL) {
+            ping.link_url = (char *)(uintptr_t)m->u.ping.link_url;
+        }
         e.msg_case = KUMO__CLUSTER__LINK_ENVELOPE__MSG_PING;
         e.ping = &ping;
         break;
@@ -184,6 +189,11 @@ cluster_msg_link_decode(const uint8_t *p, size_t n, size_t max_bytes,
         out->msg.kind = CLUSTER_LINK_PING;
         out->msg.u.ping.seq = e->ping->seq;
         out->msg.u.ping.applied_index = e->ping->applied_index;
+        /* The unpacked message is freed below: keep a copy. */
+        if (e->ping->link_url != NULL && e->ping->link_url[0] != '\0') {
+            out->owned = (uint8_t *)km_strdup(e->ping->link_url);
+            out->msg.u.ping.link_url = (const char *)out->owned;
+        }
         break;
     case KUMO__CLUSTER__LINK_ENVELOPE__MSG_PONG:
         out->msg.kind = CLUSTER_LINK_PONG;

@@ -447,6 +447,50 @@ cluster_raft_on_barrier(struct raft_barrier *req, int status)
             c->host.on_ready(c->host.ctx);
         }
     }
+    if (!c->closing && c->leader_ready) {
+        cluster_lease_on_leader_ready(c);
+    }
+}
+
+/* A barrier for cluster_lease.c (its pings and the leader's lease). */
+struct cluster_raft_ext_barrier {
+    struct raft_barrier req;
+    cluster_raft_barrier_cb cb;
+    void *arg;
+};
+
+static void
+cluster_raft_on_ext_barrier(struct raft_barrier *req, int status)
+{
+    struct cluster_raft_ext_barrier *b = req->data;
+    cluster_raft_barrier_cb cb = b->cb;
+    void *arg = b->arg;
+
+    free(b);
+    cb(arg, cluster_raft_err(status));
+}
+
+int
+cluster_raft_barrier(struct cluster *c, cluster_raft_barrier_cb cb, void *arg)
+{
+    struct cluster_raft_ext_barrier *b;
+
+    if (c->closing) {
+        return KM_ECLOSING;
+    }
+    if (!c->leader_ready) {
+        return KM_ENOTLEADER;
+    }
+    b = km_calloc(1, sizeof(*b));
+    b->cb = cb;
+    b->arg = arg;
+    b->req.data = b;
+    int rv = raft_barrier(&c->raft, &b->req, cluster_raft_on_ext_barrier);
+    if (rv != 0) {
+        free(b);
+        return cluster_raft_err(rv);
+    }
+    return 0;
 }
 
 static void
@@ -1051,7 +1095,11 @@ cluster_raft_settings_defaults(struct cluster_settings *st, size_t voters)
 void
 cluster_get_settings(const struct cluster *c, struct cluster_settings *out)
 {
-    *out = c->cfg.settings;
+    /* The committed record wins over the configuration (CLUSTER.md
+     * §4.11); its zero fields still get the defaults. */
+    if (!cluster_fsm_settings(c->fsm, out)) {
+        *out = c->cfg.settings;
+    }
     cluster_raft_settings_defaults(out, c->cfg.n_peers);
 }
 

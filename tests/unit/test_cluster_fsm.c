@@ -13,15 +13,27 @@
 #include <cmocka.h>
 
 #include "base/km.h"
+#include "cluster_core.h"
 #include "cluster_int.h"
+#include "cluster_shard.h"
 
 /* Fixture */
+
+#define FSM_TEST_SHARDS 32
 
 struct fsm_test {
     struct cluster_fsm *fsm;
     int enqueued, deferred, done;
     char last_done[33];
     int last_outcome;
+    /* on_shard_owner calls: count, and the last per shard */
+    int owner_changes, failovers;
+    uint64_t old_owner[FSM_TEST_SHARDS], new_owner[FSM_TEST_SHARDS];
+    bool failover[FSM_TEST_SHARDS];
+    /* node notifier calls */
+    int notified;
+    uint64_t notified_id;
+    char notified_url[64];
 };
 
 static int
@@ -223,6 +235,147 @@ fsm_test_assert_same_msg(const struct cluster_fsm_msg *a,
     if (a->last_response != NULL) {
         assert_string_equal(a->last_response, b->last_response);
     }
+}
+
+static void
+fsm_test_on_shard_owner(void *ctx, uint32_t shard, uint64_t old_owner,
+                        uint64_t new_owner, bool failover)
+{
+    struct fsm_test *t = ctx;
+
+    assert_true(shard < FSM_TEST_SHARDS);
+    t->owner_changes++;
+    t->failovers += failover ? 1 : 0;
+    t->old_owner[shard] = old_owner;
+    t->new_owner[shard] = new_owner;
+    t->failover[shard] = failover;
+}
+
+static void
+fsm_test_ready_owners(struct fsm_test *t)
+{
+    struct cluster_host host = {.ctx = t,
+                                .on_shard_owner = fsm_test_on_shard_owner};
+
+    cluster_fsm_set_host(t->fsm, &host);
+    cluster_fsm_set_ready(t->fsm, true);
+}
+
+static void
+fsm_test_rec_settings(struct cluster_rec *r, uint32_t shards, uint32_t rf)
+{
+    memset(r, 0, sizeof(*r));
+    r->kind = CLUSTER_REC_SETTINGS;
+    r->settings.shards = shards;
+    r->settings.replication_factor = rf;
+    r->settings.min_replicas = rf;
+    r->settings.ping_ms = 1000;
+    r->settings.node_down_after_ms = 10000;
+    r->settings.rebalance_after_ms = 600000;
+    r->cluster_id = km_strdup("test-cluster");
+}
+
+static void
+fsm_test_rec_node(struct cluster_rec *r, uint64_t id, int state)
+{
+    char url[64];
+
+    memset(r, 0, sizeof(*r));
+    r->kind = CLUSTER_REC_NODE_STATE;
+    r->node = id;
+    r->node_state = state;
+    snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", 7000 + (int)id);
+    r->link_url = km_strdup(url);
+    r->raft_addr = km_strdup("127.0.0.1:1");
+}
+
+static void
+fsm_test_node(struct fsm_test *t, int64_t time_ms, uint64_t id, int state)
+{
+    struct cluster_rec r;
+
+    fsm_test_rec_node(&r, id, state);
+    fsm_test_apply(t, time_ms, &r, 1);
+}
+
+/* Settings with FSM_TEST_SHARDS shards, replication 2, and nodes 1..3 UP,
+ * in one entry as the first leader proposes them. */
+static void
+fsm_test_bootstrap(struct fsm_test *t)
+{
+    struct cluster_rec recs[4];
+
+    fsm_test_rec_settings(&recs[0], FSM_TEST_SHARDS, 2);
+    for (int i = 0; i < 3; i++) {
+        fsm_test_rec_node(&recs[i + 1], (uint64_t)i + 1, CLUSTER_NODE_UP);
+    }
+    fsm_test_apply(t, 1000, recs, 4);
+}
+
+/* The owner of `shard` in f's map, 0 if none. */
+static uint64_t
+fsm_test_owner(const struct cluster_fsm *f, uint32_t shard, uint64_t *epoch)
+{
+    const uint64_t *list = NULL;
+    size_t n = cluster_fsm_shard(f, shard, &list, epoch);
+
+    return n > 0 ? list[0] : 0;
+}
+
+static bool
+fsm_test_lists_contain(const struct cluster_fsm *f, uint32_t shard,
+                       uint64_t node)
+{
+    const uint64_t *list = NULL;
+    size_t n = cluster_fsm_shard(f, shard, &list, NULL);
+
+    for (size_t i = 0; i < n; i++) {
+        if (list[i] == node) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Same settings, nodes, lists and epochs. */
+static void
+fsm_test_assert_same_cluster(const struct cluster_fsm *a,
+                             const struct cluster_fsm *b)
+{
+    struct cluster_settings sa, sb;
+    const struct cluster_fsm_node *na, *nb;
+
+    assert_int_equal(cluster_fsm_settings(a, &sa),
+                     cluster_fsm_settings(b, &sb));
+    assert_memory_equal(&sa, &sb, sizeof(sa));
+    size_t n = cluster_fsm_nodes(a, &na);
+    assert_int_equal(cluster_fsm_nodes(b, &nb), n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(na[i].id, nb[i].id);
+        assert_int_equal(na[i].state, nb[i].state);
+        assert_int_equal(na[i].weight, nb[i].weight);
+        assert_string_equal(na[i].link_url, nb[i].link_url);
+        assert_string_equal(na[i].raft_addr, nb[i].raft_addr);
+    }
+    for (uint32_t s = 0; s < sa.shards; s++) {
+        const uint64_t *la, *lb;
+        uint64_t ea, eb;
+        size_t k = cluster_fsm_shard(a, s, &la, &ea);
+        assert_int_equal(cluster_fsm_shard(b, s, &lb, &eb), k);
+        assert_int_equal(ea, eb);
+        assert_memory_equal(la, lb, k * sizeof(*la));
+    }
+}
+
+static void
+fsm_test_on_node(void *ctx, const struct cluster_fsm_node *n)
+{
+    struct fsm_test *t = ctx;
+
+    t->notified++;
+    t->notified_id = n->id;
+    snprintf(t->notified_url, sizeof(t->notified_url), "%s",
+             n->link_url != NULL ? n->link_url : "");
 }
 
 /* Tests */
@@ -659,6 +812,290 @@ admin_rule_survives_snapshot_and_restore(void **state)
     cluster_fsm_free(back);
 }
 
+static void
+shard_map_is_empty_until_settings_are_committed(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_settings st;
+    const uint64_t *list = NULL;
+
+    fsm_test_node(t, 1000, 1, CLUSTER_NODE_UP);
+    assert_false(cluster_fsm_settings(t->fsm, &st));
+    assert_int_equal(cluster_fsm_shard(t->fsm, 0, &list, NULL), 0);
+}
+
+static void
+shard_map_ranks_up_nodes_by_weighted_hrw(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_shard_node nodes[3] = {
+        {.id = 1, .weight = 1, .eligible = true},
+        {.id = 2, .weight = 1, .eligible = true},
+        {.id = 3, .weight = 1, .eligible = true},
+    };
+    struct cluster_settings st;
+
+    fsm_test_bootstrap(t);
+    assert_true(cluster_fsm_settings(t->fsm, &st));
+    assert_int_equal(st.shards, FSM_TEST_SHARDS);
+    assert_int_equal(st.replication_factor, 2);
+    assert_int_equal(st.rebalance_after_ms, 600000);
+    int owned[4] = {0};
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        uint64_t want[2], epoch = 0;
+        const uint64_t *list = NULL;
+        assert_int_equal(cluster_shard_rank(s, nodes, 3, want, 2), 2);
+        assert_int_equal(cluster_fsm_shard(t->fsm, s, &list, &epoch), 2);
+        assert_memory_equal(list, want, sizeof(want));
+        assert_int_equal(epoch, 1);
+        owned[list[0]]++;
+    }
+    /* Every node owns some of 32 shards. */
+    assert_true(owned[1] > 0 && owned[2] > 0 && owned[3] > 0);
+}
+
+static void
+shard_owner_callbacks_are_silent_until_ready(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_host host = {.ctx = t,
+                                .on_shard_owner = fsm_test_on_shard_owner};
+
+    cluster_fsm_set_host(t->fsm, &host);
+    fsm_test_bootstrap(t);
+    assert_int_equal(t->owner_changes, 0);
+    cluster_fsm_set_ready(t->fsm, true);
+    fsm_test_node(t, 2000, 4, CLUSTER_NODE_UP);
+    assert_true(t->owner_changes > 0);
+}
+
+static void
+node_down_moves_its_shards_to_the_next_replica_as_failover(void **state)
+{
+    struct fsm_test *t = *state;
+    uint64_t before[FSM_TEST_SHARDS], second[FSM_TEST_SHARDS];
+    bool had2[FSM_TEST_SHARDS];
+    int owned_by_2 = 0;
+
+    fsm_test_bootstrap(t);
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        const uint64_t *list = NULL;
+        cluster_fsm_shard(t->fsm, s, &list, NULL);
+        before[s] = list[0];
+        second[s] = list[1];
+        had2[s] = fsm_test_lists_contain(t->fsm, s, 2);
+        owned_by_2 += list[0] == 2 ? 1 : 0;
+    }
+    assert_true(owned_by_2 > 0);
+    fsm_test_ready_owners(t);
+    fsm_test_node(t, 2000, 2, CLUSTER_NODE_DOWN);
+
+    assert_int_equal(t->owner_changes, owned_by_2);
+    assert_int_equal(t->failovers, owned_by_2);
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        uint64_t epoch = 0;
+        uint64_t owner = fsm_test_owner(t->fsm, s, &epoch);
+        assert_int_not_equal(owner, 2);
+        assert_false(fsm_test_lists_contain(t->fsm, s, 2));
+        /* A list that held node 2 changed: new epoch; others kept. */
+        assert_int_equal(epoch, had2[s] ? 2 : 1);
+        if (before[s] == 2) {
+            assert_int_equal(owner, second[s]);
+            assert_int_equal(t->old_owner[s], 2);
+            assert_int_equal(t->new_owner[s], owner);
+            assert_true(t->failover[s]);
+        } else {
+            assert_int_equal(owner, before[s]);
+        }
+    }
+}
+
+static void
+joining_node_owns_nothing_until_up_and_takes_shards_without_failover(
+    void **state)
+{
+    struct fsm_test *t = *state;
+
+    fsm_test_bootstrap(t);
+    fsm_test_ready_owners(t);
+    fsm_test_node(t, 2000, 4, CLUSTER_NODE_JOINING);
+    assert_int_equal(t->owner_changes, 0);
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        uint64_t epoch = 0;
+        fsm_test_owner(t->fsm, s, &epoch);
+        assert_false(fsm_test_lists_contain(t->fsm, s, 4));
+        assert_int_equal(epoch, 1);
+    }
+    fsm_test_node(t, 3000, 4, CLUSTER_NODE_UP);
+    assert_true(t->owner_changes > 0);
+    assert_int_equal(t->failovers, 0);
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        if (t->new_owner[s] != 0) {
+            assert_int_equal(t->new_owner[s], 4);
+            assert_int_equal(fsm_test_owner(t->fsm, s, NULL), 4);
+        }
+    }
+    /* Draining: node 4 gives its shards back, not as a failover. */
+    int before = t->owner_changes;
+    fsm_test_node(t, 4000, 4, CLUSTER_NODE_DRAINING);
+    assert_true(t->owner_changes > before);
+    assert_int_equal(t->failovers, 0);
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        assert_false(fsm_test_lists_contain(t->fsm, s, 4));
+    }
+}
+
+static void
+two_fsms_fed_the_same_entries_agree(void **state)
+{
+    struct fsm_test *t = *state;
+    struct fsm_test other = {.fsm = cluster_fsm_new()};
+
+    for (int round = 0; round < 2; round++) {
+        struct fsm_test *x = round == 0 ? t : &other;
+        fsm_test_bootstrap(x);
+        fsm_test_node(x, 2000, 5, CLUSTER_NODE_UP);
+        fsm_test_node(x, 3000, 1, CLUSTER_NODE_DOWN);
+        fsm_test_node(x, 4000, 1, CLUSTER_NODE_JOINING);
+        fsm_test_node(x, 5000, 3, CLUSTER_NODE_REMOVED);
+        fsm_test_node(x, 6000, 1, CLUSTER_NODE_UP);
+    }
+    fsm_test_assert_same_cluster(t->fsm, other.fsm);
+    cluster_fsm_free(other.fsm);
+}
+
+static void
+snapshot_round_trip_keeps_settings_nodes_and_map(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_fsm *copy = cluster_fsm_new();
+    struct cluster_blob *blobs = NULL;
+    size_t n = 0, len = 0;
+
+    fsm_test_bootstrap(t);
+    fsm_test_node(t, 2000, 2, CLUSTER_NODE_DOWN);
+    fsm_test_enqueue(t, 2500, 1);
+    assert_int_equal(cluster_fsm_snapshot(t->fsm, 4, malloc, free, &blobs, &n),
+                     0);
+    void *img = fsm_test_join(blobs, n, &len);
+    fsm_test_free_blobs(blobs, n);
+    cluster_fsm_set_node_notify(copy, fsm_test_on_node, t);
+    assert_int_equal(cluster_fsm_restore(copy, img, len), 0);
+    free(img);
+    fsm_test_assert_same_cluster(t->fsm, copy);
+    assert_int_equal(cluster_fsm_count(copy), 1);
+    /* The restored node learns every node's link url. */
+    assert_int_equal(t->notified, 3);
+
+    /* Both continue alike: epochs keep counting from the image. */
+    struct fsm_test other = {.fsm = copy};
+    fsm_test_node(t, 3000, 2, CLUSTER_NODE_UP);
+    fsm_test_node(&other, 3000, 2, CLUSTER_NODE_UP);
+    fsm_test_assert_same_cluster(t->fsm, copy);
+    uint64_t epoch = 0;
+    for (uint32_t s = 0; s < FSM_TEST_SHARDS; s++) {
+        if (fsm_test_lists_contain(copy, s, 2)) {
+            fsm_test_owner(copy, s, &epoch);
+            assert_int_equal(epoch, 3);
+        }
+    }
+    cluster_fsm_free(copy);
+}
+
+static void
+node_state_tells_the_notifier_its_link_url(void **state)
+{
+    struct fsm_test *t = *state;
+
+    cluster_fsm_set_node_notify(t->fsm, fsm_test_on_node, t);
+    fsm_test_node(t, 1000, 7, CLUSTER_NODE_JOINING);
+    assert_int_equal(t->notified, 1);
+    assert_int_equal(t->notified_id, 7);
+    assert_string_equal(t->notified_url, "tcp://127.0.0.1:7007");
+
+    /* A NodeState without addresses keeps the known ones. */
+    struct cluster_rec r = {.kind = CLUSTER_REC_NODE_STATE,
+                            .node = 7,
+                            .node_state = CLUSTER_NODE_UP};
+    fsm_test_apply(t, 2000, &r, 1);
+    const struct cluster_fsm_node *n = cluster_fsm_node(t->fsm, 7);
+    assert_non_null(n);
+    assert_int_equal(n->state, CLUSTER_NODE_UP);
+    assert_int_equal(n->weight, 1);
+    assert_string_equal(n->link_url, "tcp://127.0.0.1:7007");
+    assert_string_equal(t->notified_url, "tcp://127.0.0.1:7007");
+}
+
+static void
+enqueue_keeps_shard_epoch_and_replicas_in_the_public_view(void **state)
+{
+    struct fsm_test *t = *state;
+    struct cluster_rec r;
+    char id[33];
+
+    fsm_test_rec_enqueue(&r, 3);
+    r.shard_epoch = 9;
+    fsm_test_apply(t, 1000, &r, 1);
+    fsm_test_id(id, 3);
+    const struct cluster_fsm_msg *m = cluster_fsm_lookup(t->fsm, id);
+    assert_non_null(m);
+    assert_int_equal(m->pub.shard_epoch, 9);
+    assert_int_equal(m->pub.n_replicas, 2);
+    assert_int_equal(m->pub.replicas[0], 1);
+    assert_int_equal(m->pub.replicas[1], 2);
+}
+
+static void
+deferred_from_an_older_shard_epoch_is_ignored(void **state)
+{
+    struct fsm_test *t = *state;
+    char id[33];
+
+    fsm_test_bootstrap(t);
+    fsm_test_enqueue(t, 1500, 4); /* shard 4 */
+    fsm_test_node(t, 2000, fsm_test_owner(t->fsm, 4, NULL), CLUSTER_NODE_DOWN);
+    uint64_t epoch = 0;
+    fsm_test_owner(t->fsm, 4, &epoch);
+    assert_int_equal(epoch, 2);
+
+    struct cluster_rec r = {.kind = CLUSTER_REC_DEFERRED,
+                            .attempts = 1,
+                            .due_ms = 99,
+                            .shard_epoch = 1};
+    fsm_test_id(r.id, 4);
+    fsm_test_apply(t, 3000, &r, 1);
+    fsm_test_id(id, 4);
+    assert_int_equal(cluster_fsm_lookup(t->fsm, id)->pub.attempts, 0);
+
+    struct cluster_rec cur = {.kind = CLUSTER_REC_DEFERRED,
+                              .attempts = 1,
+                              .due_ms = 99,
+                              .shard_epoch = 2};
+    fsm_test_id(cur.id, 4);
+    fsm_test_apply(t, 3000, &cur, 1);
+    assert_int_equal(cluster_fsm_lookup(t->fsm, id)->pub.attempts, 1);
+}
+
+static void
+encode_rejects_bad_settings_and_node_states(void **state)
+{
+    struct cluster_rec r;
+
+    (void)state;
+    fsm_test_rec_node(&r, 0, CLUSTER_NODE_UP);
+    assert_int_equal(cluster_msg_check_rec(&r), KM_EINVAL);
+    cluster_rec_fini(&r);
+    fsm_test_rec_node(&r, 1, 99);
+    assert_int_equal(cluster_msg_check_rec(&r), KM_EINVAL);
+    cluster_rec_fini(&r);
+    fsm_test_rec_settings(&r, CLUSTER_MAX_SHARDS + 1, 2);
+    assert_int_equal(cluster_msg_check_rec(&r), KM_EINVAL);
+    cluster_rec_fini(&r);
+    fsm_test_rec_settings(&r, 64, 2);
+    assert_int_equal(cluster_msg_check_rec(&r), 0);
+    cluster_rec_fini(&r);
+}
+
 int
 main(void)
 {
@@ -683,6 +1120,17 @@ main(void)
         T(fsm_malformed_snapshot_keeps_old_state),
         T(fsm_encoded_entries_are_multiples_of_8_bytes),
         T(fsm_encode_rejects_bad_records),
+        T(shard_map_is_empty_until_settings_are_committed),
+        T(shard_map_ranks_up_nodes_by_weighted_hrw),
+        T(shard_owner_callbacks_are_silent_until_ready),
+        T(node_down_moves_its_shards_to_the_next_replica_as_failover),
+        T(joining_node_owns_nothing_until_up_and_takes_shards_without_failover),
+        T(two_fsms_fed_the_same_entries_agree),
+        T(snapshot_round_trip_keeps_settings_nodes_and_map),
+        T(node_state_tells_the_notifier_its_link_url),
+        T(enqueue_keeps_shard_epoch_and_replicas_in_the_public_view),
+        T(deferred_from_an_older_shard_epoch_is_ignored),
+        T(encode_rejects_bad_settings_and_node_states),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
