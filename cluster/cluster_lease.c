@@ -398,6 +398,19 @@ cluster_lease_close(struct cluster *c)
 
 /* Requests */
 
+static bool
+cluster_lease_is_member(const struct cluster *c, uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
 void
 cluster_lease_on_ping(struct cluster *c, uint64_t from,
                       const struct cluster_link_ping *ping,
@@ -419,7 +432,10 @@ cluster_lease_on_ping(struct cluster *c, uint64_t from,
             const char *url = ping->link_url != NULL && ping->link_url[0] != 0
                                   ? ping->link_url
                                   : NULL;
-            if (fn == NULL || fn->state == CLUSTER_NODE_DOWN) {
+            /* Only a server of the raft configuration joins the data
+             * plane: `cluster add-node` makes it one. */
+            if ((fn == NULL || fn->state == CLUSTER_NODE_DOWN) &&
+                cluster_lease_is_member(c, from)) {
                 cluster_lease_propose(c, ln, CLUSTER_NODE_JOINING, url);
             }
         }

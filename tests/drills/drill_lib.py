@@ -459,33 +459,6 @@ def render_policy(net, n, i, node_dir, cluster_id, dns_port, sink_port, compat, 
         sink_port=int(sink_port))
 
 
-_COMPAT = {}
-
-
-def settings_supported(tmp):
-    """Does this kumod know configure_cluster.settings / election_timeout?
-    (They land with the data plane; older builds reject unknown keys.)"""
-    binp = kumod_bin()
-    if binp in _COMPAT:
-        return _COMPAT[binp]
-    net = LoopbackNet()
-    net.setup(1)
-    d = Path(tempfile.mkdtemp(prefix="probe-", dir=tmp))
-    p = d / "policy.lua"
-    p.write_text(render_policy(net, 1, 1, d, "probe", 53, 25, compat=False))
-    r = H.run_kumod(["--policy", str(p), "--validate", *H.user_args()])
-    ok = r.returncode == 0
-    if not ok and "unknown or unsupported parameter" not in (r.stdout + r.stderr):
-        raise RuntimeError(f"kumod --validate failed on the drill policy:\n{r.stdout}{r.stderr}")
-    if not ok:
-        log("note: this kumod rejects configure_cluster.settings/election_timeout; "
-            "running with its default timers (drills will be slower and may fail)")
-    shutil.rmtree(d, ignore_errors=True)
-    net.teardown()
-    _COMPAT[binp] = ok
-    return ok
-
-
 # --------------------------------------------------------------------------
 # Nodes
 
@@ -613,7 +586,7 @@ class Cluster:
         return self.nodes[i - 1]
 
     def write_policies(self):
-        compat = not settings_supported(self.drill.tmp)
+        compat = False
         for nd in self.nodes:
             (nd.dir / "policy.lua").write_text(render_policy(
                 self.net, self.n, nd.i, nd.dir, self.cluster_id, self.drill.dns.port,
@@ -631,7 +604,7 @@ class Cluster:
         self.nodes.append(nd)
         (d / "policy.lua").write_text(render_policy(
             self.net, i, i, d, self.cluster_id, self.drill.dns.port, self.drill.sink.port,
-            not settings_supported(self.drill.tmp), members=[*members, i], bootstrap=False))
+            False, members=[*members, i], bootstrap=False))
         return nd
 
     def kcli(self, via, *args):

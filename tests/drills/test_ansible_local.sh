@@ -31,12 +31,6 @@ trap 'exit 130' INT TERM
 [ -x "$KUMOD_BIN" ] || fail "no kumod at $KUMOD_BIN (make build)"
 
 extra=()
-probe="$KUMOD_RUN_DIR/probe.lua"
-printf "local kumo = require 'kumo'\nkumo.on('init', function()\n  kumo.configure_cluster { node_id = 1, cluster_id = 'p', raft_listen = '127.0.0.1:17990', settings = { shards = 64 }, election_timeout = '1s' }\nend)\n" > "$probe"
-if ! "$KUMOD_BIN" --policy "$probe" --validate --user root >/dev/null 2>&1; then
-    echo "note: this kumod rejects configure_cluster.settings/election_timeout: rendering without them"
-    extra=(-e '{"kumod_cluster_settings": {}, "kumod_election_timeout": "", "kumod_heartbeat": ""}')
-fi
 
 run_play() {
     ansible-playbook -i "$INV" "${extra[@]}" "$REPO/ansible/site.yml" > "$KUMOD_RUN_DIR/play.$1.log" 2>&1 \
