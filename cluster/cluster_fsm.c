@@ -869,6 +869,12 @@ cluster_fsm_settings(const struct cluster_fsm *f, struct cluster_settings *out)
     return true;
 }
 
+const char *
+cluster_fsm_cluster_id(const struct cluster_fsm *f)
+{
+    return f->cluster_id;
+}
+
 size_t
 cluster_fsm_nodes(const struct cluster_fsm *f,
                   const struct cluster_fsm_node **out)

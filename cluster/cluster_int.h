@@ -271,6 +271,8 @@ void cluster_fsm_set_node_notify(struct cluster_fsm *f, cluster_fsm_node_cb cb,
 
 /* The committed settings (defaults filled in for shards and
  * replication_factor) in *out and true, or false before any. */
+/* The cluster id of the committed settings, NULL before them. */
+const char *cluster_fsm_cluster_id(const struct cluster_fsm *f);
 bool cluster_fsm_settings(const struct cluster_fsm *f,
                           struct cluster_settings *out);
 /* The node table, sorted by id: *out borrowed until the next change. */

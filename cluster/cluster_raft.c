@@ -557,6 +557,18 @@ cluster_raft_on_check(uv_check_t *h)
         return;
     }
     cluster_guard_check(c);
+    const char *cid = cluster_fsm_cluster_id(c->fsm);
+    if (cid != NULL && c->cluster_id[0] != '\0' &&
+        strcmp(cid, c->cluster_id) != 0) {
+        /* raft's own transport carries no cluster id (CLUSTER.md §1.4):
+         * a node of another cluster that reached this group's log learns
+         * it from the committed settings, and stops. */
+        LOG_ERROR("cluster: cluster_id mismatch: the group's log belongs to "
+                  "cluster %s, this node's policy says %s",
+                  cid, c->cluster_id);
+        cluster_raft_fatal(c, KM_ECONFIG);
+        return;
+    }
     if (c->link != NULL) {
         cluster_propose_check(c);
         cluster_lease_check(c);
