@@ -336,10 +336,17 @@ cluster_enqueue(struct cluster *c, const struct cluster_msg *m,
     rec.size = m->size;
     memcpy(rec.digest, m->digest, sizeof(rec.digest));
     rec.accepted_by = m->accepted_by != 0 ? m->accepted_by : c->cfg.node_id;
-    /* A single node stores every body itself. */
-    rec.replicas = km_malloc(sizeof(*rec.replicas));
-    rec.replicas[0] = c->cfg.node_id;
-    rec.n_replicas = 1;
+    rec.shard_epoch = m->shard_epoch;
+    if (m->n_replicas > 0 && m->n_replicas <= CLUSTER_MAX_MSG_REPLICAS) {
+        rec.replicas =
+            km_memdup(m->replicas, m->n_replicas * sizeof(*rec.replicas));
+        rec.n_replicas = m->n_replicas;
+    } else {
+        /* A single node stores every body itself. */
+        rec.replicas = km_malloc(sizeof(*rec.replicas));
+        rec.replicas[0] = c->cfg.node_id;
+        rec.n_replicas = 1;
+    }
     return cluster_raft_submit(c, &rec, cb, arg);
 }
 
