@@ -739,7 +739,8 @@ kumod_orphan_expired(const struct kumod *kd, const char *id)
 
 struct kumod_orphans {
     struct kumod *kd;
-    size_t count;
+    size_t count; /* removed */
+    size_t held;  /* bodies in the spool, removed ones included */
 };
 
 static bool
@@ -756,6 +757,7 @@ kumod_find_orphan(void *arg, const char *key, size_t key_len, const char *value,
     }
     memcpy(id, key, KM_ID_HEX_LEN);
     id[KM_ID_HEX_LEN] = '\0';
+    o->held++;
     if (cluster_lookup(o->kd->cluster, id) == NULL &&
         kumod_orphan_expired(o->kd, id)) {
         (void)spool_delete(o->kd->data_spool, id, NULL, NULL);
@@ -771,7 +773,7 @@ kumod_on_cluster_ready(void *ctx)
 {
     struct kumod *kd = ctx;
     struct kumod_recovery rc;
-    struct kumod_orphans orphans = {kd, 0};
+    struct kumod_orphans orphans = {kd, 0, 0};
 
     if (kd->state != KUMOD_STARTING) {
         return;
@@ -795,6 +797,8 @@ kumod_on_cluster_ready(void *ctx)
         LOG_INFO("kumod: removed %zu unaccepted message(s) left in the spool",
                  orphans.count);
     }
+    LOG_INFO("kumod: the spool holds %zu message body(ies)",
+             orphans.held - orphans.count);
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
     queue_mgr_start(kd->queues);
