@@ -37,16 +37,17 @@ def data_puts(k):
     return metric(k, "kumod_spool_puts_total", 'spool="data"') or 0.0
 
 
-def start_group(make_kumod, sink_port):
+def start_group(make_kumod, sink_port, settings=None):
     raft_ports = [H.free_port() for _ in range(3)]
     link_ports = [H.free_port() for _ in range(3)]
     nodes = []
     for i in range(3):
         hp = H.free_port()
-        pol = H.delivery_policy(
-            path=H.sink_path(sink_port),
-            init_extra=cluster_init(i + 1, raft_ports, hp,
-                                    link_ports=link_ports))
+        init = cluster_init(i + 1, raft_ports, hp, link_ports=link_ports)
+        if settings:
+            init = init.replace("bootstrap=true",
+                                f"bootstrap=true, settings={settings}")
+        pol = H.delivery_policy(path=H.sink_path(sink_port), init_extra=init)
         k = make_kumod(start=False, **pol)
         k.http_port = hp
         nodes.append(k)
@@ -125,3 +126,35 @@ def test_follower_message_is_replicated_delivered_once_then_gone(
                    what="the spool count at start-up")
         assert spool_bodies(k) == 0, k.log_tail()
         assert k.recovered_count() == 0
+
+
+def test_too_few_replicas_is_451_and_the_local_copy_is_removed(
+        make_kumod, fakedns, sink):
+    fakedns.add_mx("dest.test", "mx1.dest.test", 10)
+    fakedns.add_a("mx1.dest.test", "127.0.0.1")
+    nodes = start_group(make_kumod, sink.port,
+                        settings="{replication_factor=3, min_replicas=3}")
+    H.wait_for(lambda: agreed_leader(nodes) is not None, timeout=15,
+               what="one agreed leader")
+    leader = agreed_leader(nodes)
+    acceptor = nodes[leader - 1]
+    H.wait_for(lambda: send_one(acceptor, "bob@dest.test") is not None,
+               timeout=15, interval=0.2, what="a 250 with three copies")
+    sink.wait_transactions(1, timeout=30)
+
+    # one node down: two nodes keep a quorum but only two copies exist
+    down = nodes[leader % 3]
+    down.kill9()
+    before = data_puts(acceptor)
+    s = acceptor.smtp(ehlo="client.test")
+    code, text = H.send_message(s, rcpts=("carol@dest.test",))
+    s.quit()
+    assert code == 451, text
+    assert data_puts(acceptor) > before  # it was stored, then removed
+    time.sleep(1)
+    assert len(sink.transactions()) == 1
+    assert acceptor.stop() == 0, acceptor.log_tail()
+    acceptor.start(wait=True)
+    H.wait_for(lambda: spool_bodies(acceptor) is not None, timeout=15,
+               what="the spool count at start-up")
+    assert spool_bodies(acceptor) == 0, acceptor.log_tail()
