@@ -270,6 +270,8 @@ kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
 /* An orphan body (no Enqueue lists it) is removed only after this long:
  * its Enqueue may still be on its way from another node. */
 #define KUMOD_ORPHAN_GRACE_MS (60u * 60u * 1000u)
+/* Pause before asking every node again for a body none could provide. */
+#define KUMOD_FETCH_RETRY_MS 5000u
 
 /* A multi-node group: bodies are replicated, shards have owners. */
 static bool
@@ -436,16 +438,30 @@ struct kumod_fetch {
     size_t n_nodes, next;
     size_t pending;
     int status;
+    uv_timer_t retry; /* a round after every node failed */
+    bool retry_open;
+    unsigned rounds;
 };
 
 static void kumod_fetch_next(struct kumod_fetch *f);
+static void kumod_fetch_on_retry(uv_timer_t *t);
+
+static void
+kumod_fetch_on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
 
 static void
 kumod_fetch_end(struct kumod_fetch *f)
 {
     KM_ASSERT(f->kd->inflight_ingests > 0);
     f->kd->inflight_ingests--;
-    free(f);
+    if (f->retry_open) {
+        uv_close((uv_handle_t *)&f->retry, kumod_fetch_on_closed);
+    } else {
+        free(f);
+    }
 }
 
 static void
@@ -508,6 +524,7 @@ static void
 kumod_fetch_next(struct kumod_fetch *f)
 {
     struct kumod *kd = f->kd;
+    const struct cluster_msg *cm;
 
     while (f->next < f->n_nodes && !kumod_is_stopping(kd) &&
            kd->cluster != NULL) {
@@ -517,9 +534,26 @@ kumod_fetch_next(struct kumod_fetch *f)
             return;
         }
     }
-    LOG_ERROR("kumod: %s: no node could provide the body: %s", f->id,
-              km_strerror(f->status));
-    kumod_fetch_end(f);
+    /* Every node failed: try again later while the message is still
+     * queued in the FSM and this node still owns it. */
+    cm = kd->cluster != NULL && !kumod_is_stopping(kd)
+             ? cluster_lookup(kd->cluster, f->id)
+             : NULL;
+    if (cm == NULL || !cluster_owns(kd->cluster, cm->shard)) {
+        kumod_fetch_end(f);
+        return;
+    }
+    if (f->rounds++ == 0) {
+        LOG_WARN("kumod: %s: no node could provide the body (%s): retrying "
+                 "every %u ms",
+                 f->id, km_strerror(f->status), KUMOD_FETCH_RETRY_MS);
+    }
+    if (!f->retry_open) {
+        uv_timer_init(kd->loop, &f->retry);
+        f->retry.data = f;
+        f->retry_open = true;
+    }
+    uv_timer_start(&f->retry, kumod_fetch_on_retry, KUMOD_FETCH_RETRY_MS, 0);
 }
 
 static void
@@ -537,23 +571,50 @@ kumod_fetch_add(struct kumod_fetch *f, uint64_t self, uint64_t node)
     f->nodes[f->n_nodes++] = node;
 }
 
+/* Collect the nodes to ask: the message's replicas, then every peer. */
 static void
-kumod_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
-                  int64_t min_due_ms)
+kumod_fetch_plan(struct kumod_fetch *f, const struct cluster_msg *cm)
 {
-    struct kumod_fetch *f = km_calloc(1, sizeof(*f));
+    struct kumod *kd = f->kd;
     uint64_t self = cluster_self_id(kd->cluster);
 
-    f->kd = kd;
-    memcpy(f->id, cm->id, sizeof(f->id));
-    f->min_due_ms = min_due_ms;
-    f->status = KM_ENOENT;
+    f->n_nodes = f->next = 0;
     for (size_t i = 0; i < cm->n_replicas; i++) {
         kumod_fetch_add(f, self, cm->replicas[i]);
     }
     for (size_t i = 0; i < kd->n_cluster_peers; i++) {
         kumod_fetch_add(f, self, kd->cluster_peers[i].id);
     }
+}
+
+static void
+kumod_fetch_on_retry(uv_timer_t *t)
+{
+    struct kumod_fetch *f = t->data;
+    const struct cluster_msg *cm;
+
+    cm = f->kd->cluster != NULL && !kumod_is_stopping(f->kd)
+             ? cluster_lookup(f->kd->cluster, f->id)
+             : NULL;
+    if (cm == NULL) {
+        kumod_fetch_end(f);
+        return;
+    }
+    kumod_fetch_plan(f, cm);
+    kumod_fetch_next(f);
+}
+
+static void
+kumod_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
+                  int64_t min_due_ms)
+{
+    struct kumod_fetch *f = km_calloc(1, sizeof(*f));
+
+    f->kd = kd;
+    memcpy(f->id, cm->id, sizeof(f->id));
+    f->min_due_ms = min_due_ms;
+    f->status = KM_ENOENT;
+    kumod_fetch_plan(f, cm);
     kd->inflight_ingests++;
     kumod_fetch_next(f);
 }

@@ -663,17 +663,12 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
 {
     struct queue_sched *q = e->sched;
 
-    queue_refresh_config(qm, q);
-    if (queue_retry_expired(message_created_ms(e->msg), q->cfg.max_age_ms,
-                            (int64_t)queue_now())) {
-        queue_expire(qm, e);
-        return;
-    }
-    /* In a group only the shard's owner delivers, and only while its
-     * lease is valid and its FSM has caught up (CLUSTER.md §4.6). A node
-     * that lost the shard forgets the message (the body stays until Done,
-     * the new owner has it queued); an owner without a lease tries again
-     * shortly, without counting an attempt or writing a record. */
+    /* In a group only the shard's owner acts on a due message (delivers
+     * or expires it), and only while its lease is valid and its FSM has
+     * caught up (CLUSTER.md §4.6). A node that lost the shard forgets the
+     * message (the body stays until Done; the new owner has it queued);
+     * an owner without a lease looks again shortly, without counting an
+     * attempt or writing a record. */
     if (qm->kd->n_cluster_peers > 0) {
         const struct cluster_msg *cm =
             cluster_lookup(qm->kd->cluster, message_id(e->msg));
@@ -687,6 +682,12 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
             queue_schedule(qm, e, queue_now() + QUEUE_NO_LEASE_RETRY_MS);
             return;
         }
+    }
+    queue_refresh_config(qm, q);
+    if (queue_retry_expired(message_created_ms(e->msg), q->cfg.max_age_ms,
+                            (int64_t)queue_now())) {
+        queue_expire(qm, e);
+        return;
     }
     const struct admin_rule *rule = NULL;
     switch (admin_check_message(qm->kd, e->msg, q->name, &rule)) {
