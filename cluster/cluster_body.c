@@ -4,8 +4,8 @@
  * the request/reply plumbing: a received request is checked here (id,
  * sizes, the body's SHA-256) before the host sees it. Storing bodies is the
  * host's business (on_store_body, on_fetch_body); ShardCopy is not done
- * yet and is refused. Requests time out after the link's request timeout.
- * Loop thread only. */
+ * yet and is refused. A StoreBody may carry a deadline shorter than the
+ * link's request timeout. Loop thread only. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,13 +33,20 @@ struct cluster_body_reply {
     char id[33];
 };
 
-/* One request of this node, from send to callback. */
+/* One request of this node, from send to callback. With a deadline
+ * shorter than the link's, a timer races the reply: whichever comes first
+ * calls back, and the request is freed once the link's callback has run
+ * and the timer is closed (`refs`). */
 struct cluster_body_req {
     enum cluster_body_kind kind;
     char id[33];
     cluster_body_cb store_cb;
     cluster_fetch_cb fetch_cb;
     void *arg;
+    uv_timer_t timer;
+    bool timer_open;
+    bool answered; /* the caller's callback has run */
+    int refs;
 };
 
 /* Codec */
@@ -376,22 +383,70 @@ cluster_body_on_fetch_reply(struct cluster_body_req *q, int status,
 }
 
 static void
+cluster_body_req_unref(struct cluster_body_req *q)
+{
+    KM_ASSERT(q->refs > 0);
+    if (--q->refs == 0) {
+        free(q);
+    }
+}
+
+static void
+cluster_body_on_timer_closed(uv_handle_t *h)
+{
+    cluster_body_req_unref(h->data);
+}
+
+static void
+cluster_body_close_timer(struct cluster_body_req *q)
+{
+    if (q->timer_open) {
+        q->timer_open = false;
+        uv_timer_stop(&q->timer);
+        uv_close((uv_handle_t *)&q->timer, cluster_body_on_timer_closed);
+    }
+}
+
+static void
+cluster_body_on_deadline(uv_timer_t *t)
+{
+    struct cluster_body_req *q = t->data;
+
+    cluster_body_close_timer(q);
+    if (q->answered) {
+        return;
+    }
+    q->answered = true;
+    if (q->kind == CLUSTER_BODY_STORE) {
+        q->store_cb(q->arg, KM_ETIMEDOUT);
+    } else {
+        q->fetch_cb(q->arg, KM_ETIMEDOUT, NULL);
+    }
+}
+
+static void
 cluster_body_on_reply(void *arg, int status,
                       const struct cluster_link_msg *reply)
 {
     struct cluster_body_req *q = arg;
 
-    if (q->kind == CLUSTER_BODY_STORE) {
-        cluster_body_on_store_reply(q, status, reply);
-    } else {
-        cluster_body_on_fetch_reply(q, status, reply);
+    cluster_body_close_timer(q);
+    if (!q->answered) {
+        /* A reply after our own deadline is dropped. */
+        q->answered = true;
+        if (q->kind == CLUSTER_BODY_STORE) {
+            cluster_body_on_store_reply(q, status, reply);
+        } else {
+            cluster_body_on_fetch_reply(q, status, reply);
+        }
     }
-    free(q);
+    cluster_body_req_unref(q);
 }
 
 static int
 cluster_body_send(struct cluster *c, uint64_t node, uint32_t type,
-                  const ProtobufCMessage *msg, struct cluster_body_req *q)
+                  const ProtobufCMessage *msg, uint32_t timeout_ms,
+                  struct cluster_body_req *q)
 {
     struct cluster_link_msg m = {.kind = CLUSTER_LINK_RAW};
     uint8_t *p;
@@ -410,8 +465,17 @@ cluster_body_send(struct cluster *c, uint64_t node, uint32_t type,
     free(p);
     if (rv != 0) {
         free(q);
+        return rv;
     }
-    return rv;
+    q->refs = 1;
+    if (timeout_ms > 0 && timeout_ms < CLUSTER_LINK_TIMEOUT_DEFAULT) {
+        uv_timer_init(c->loop, &q->timer);
+        q->timer.data = q;
+        q->timer_open = true;
+        q->refs++;
+        uv_timer_start(&q->timer, cluster_body_on_deadline, timeout_ms, 0);
+    }
+    return 0;
 }
 
 int
@@ -422,8 +486,6 @@ cluster_store_body(struct cluster *c, uint64_t node,
     Kumo__Cluster__StoreBody sb = KUMO__CLUSTER__STORE_BODY__INIT;
     struct cluster_body_req *q;
 
-    /* TODO(#5): a deadline shorter than the link's request timeout. */
-    (void)timeout_ms;
     if (!cluster_body_id_ok((const uint8_t *)b->id, strlen(b->id)) ||
         b->meta_len > CLUSTER_BODY_MAX_META ||
         b->data_len > CLUSTER_BODY_MAX_DATA) {
@@ -439,7 +501,10 @@ cluster_store_body(struct cluster *c, uint64_t node,
     sb.meta = cluster_body_bin(b->meta, b->meta_len);
     sb.body = cluster_body_bin(b->data, b->data_len);
     sb.digest = cluster_body_bin(b->digest, sizeof(b->digest));
-    return cluster_body_send(c, node, CLUSTER_LINK_T_STORE_BODY, &sb.base, q);
+    /* The link's own deadline (CLUSTER_LINK_TIMEOUT_DEFAULT: the cluster
+     * opens its link with the default) bounds longer ones. */
+    return cluster_body_send(c, node, CLUSTER_LINK_T_STORE_BODY, &sb.base,
+                             timeout_ms, q);
 }
 
 int
@@ -459,5 +524,6 @@ cluster_fetch_body(struct cluster *c, uint64_t node, const char *id,
     q->arg = arg;
     fb.id = cluster_body_bin(id, KM_ID_HEX_LEN);
     fb.max_bytes = CLUSTER_BODY_MAX_DATA;
-    return cluster_body_send(c, node, CLUSTER_LINK_T_FETCH_BODY, &fb.base, q);
+    return cluster_body_send(c, node, CLUSTER_LINK_T_FETCH_BODY, &fb.base, 0,
+                             q);
 }

@@ -377,7 +377,10 @@ kumod_ingest_store_next(struct kumod_ingest_slot *s)
         memcpy(b.digest, s->digest, sizeof(b.digest));
         st->s = s;
         st->node = s->cand[s->next_cand++];
-        rv = cluster_store_body(in->kd->cluster, st->node, &b, 0,
+        /* Stop waiting for this copy when accept_timeout runs out. */
+        uint64_t left = in->replicate_deadline_ms - km_now_mono_ms();
+        rv = cluster_store_body(in->kd->cluster, st->node, &b,
+                                left < UINT32_MAX ? (uint32_t)left : 0,
                                 kumod_ingest_on_store_reply, st);
         if (rv != 0) {
             s->last_error = rv;

@@ -39,6 +39,8 @@ struct body_test_node {
     int stores, fetches; /* host calls */
     int answer;          /* what on_store_body answers */
     bool corrupt;        /* on_fetch_body: send a wrong digest */
+    bool hold;           /* on_store_body: keep the reply in `held` */
+    struct cluster_body_reply *held;
     /* The one body this node holds. */
     bool have;
     char id[33];
@@ -96,6 +98,10 @@ body_test_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
 
     (void)from;
     n->stores++;
+    if (n->hold) {
+        n->held = r;
+        return;
+    }
     if (n->answer == 0) {
         assert_true(b->meta_len <= BODY_TEST_MAX);
         assert_true(b->data_len <= BODY_TEST_MAX);
@@ -170,6 +176,17 @@ body_test_wait(struct body_test *t)
     }
     uv_timer_stop(&t->deadline);
     return !t->expired;
+}
+
+/* Run the loop for `ms`. */
+static void
+body_test_run_ms(struct body_test *t, uint64_t ms)
+{
+    t->expired = false;
+    uv_timer_start(&t->deadline, body_test_on_deadline, ms, 0);
+    while (!t->expired) {
+        uv_run(&t->loop, UV_RUN_ONCE);
+    }
 }
 
 static void
@@ -520,6 +537,28 @@ store_body_to_an_unknown_node_fails_with_enoent(void **state)
     assert_int_equal(t->res.status, KM_ENOENT);
 }
 
+static void
+store_body_times_out_at_its_own_deadline_and_ignores_a_late_ack(void **state)
+{
+    struct body_test *t = *state;
+    struct cluster_body b = body_test_body("{}", "data");
+    uint64_t t0 = km_now_mono_ms();
+
+    t->nodes[1].hold = true;
+    assert_int_equal(cluster_store_body(&t->nodes[0].c, 2, &b, 200,
+                                        body_test_on_stored, &t->res),
+                     0);
+    assert_true(body_test_wait(t));
+    assert_int_equal(t->res.status, KM_ETIMEDOUT);
+    assert_true(km_now_mono_ms() - t0 < 2000); /* not the link's 5 s */
+    assert_non_null(t->nodes[1].held);
+    cluster_body_reply(t->nodes[1].held, 0, NULL);
+    t->nodes[1].held = NULL;
+    body_test_run_ms(t, 300);
+    assert_int_equal(t->res.done, 1);
+    assert_int_equal(t->res.status, KM_ETIMEDOUT);
+}
+
 int
 main(void)
 {
@@ -537,6 +576,8 @@ main(void)
         BODY_TEST(fetched_body_with_a_wrong_digest_is_corrupt),
         BODY_TEST(store_then_fetch_round_trips_through_two_links),
         BODY_TEST(store_body_to_an_unknown_node_fails_with_enoent),
+        BODY_TEST(
+            store_body_times_out_at_its_own_deadline_and_ignores_a_late_ack),
 #undef BODY_TEST
     };
 
