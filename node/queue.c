@@ -27,6 +27,8 @@
 #include "spool.h"
 
 #define QUEUE_TICK_MS 100u
+/* An owner without a valid lease looks again after this long. */
+#define QUEUE_NO_LEASE_RETRY_MS 1000u
 /* KumoMTA's text for an expired message (code 551). */
 #define QUEUE_TXT_EXPIRED                                                      \
     "5.4.7 Delivery expired: the next attempt would be past the message's "    \
@@ -316,6 +318,17 @@ queue_remove(struct queue_mgr *qm, const char *id)
     message_unref(e->msg);
     free(e);
     return true;
+}
+
+bool
+queue_forget(struct queue_mgr *qm, const char *id)
+{
+    struct queue_entry *e = km_map_get(qm->by_id, id);
+
+    if (e == NULL || e->state != QUEUE_ENTRY_SCHEDULED) {
+        return false;
+    }
+    return queue_remove(qm, id);
 }
 
 /* Write the record of an attempt's outcome (or of an expiry). */
@@ -650,27 +663,30 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
 {
     struct queue_sched *q = e->sched;
 
+    /* In a group only the shard's owner acts on a due message (delivers
+     * or expires it), and only while its lease is valid and its FSM has
+     * caught up (CLUSTER.md §4.6). A node that lost the shard forgets the
+     * message (the body stays until Done; the new owner has it queued);
+     * an owner without a lease looks again shortly, without counting an
+     * attempt or writing a record. */
+    if (qm->kd->n_cluster_peers > 0) {
+        const struct cluster_msg *cm =
+            cluster_lookup(qm->kd->cluster, message_id(e->msg));
+        if (cm == NULL || !cluster_owns(qm->kd->cluster, cm->shard)) {
+            LOG_TRACE(TRACE_QUEUE, "queue: %s: forget %s (not the owner)",
+                      q->name, message_id(e->msg));
+            queue_remove(qm, message_id(e->msg));
+            return;
+        }
+        if (!cluster_may_deliver(qm->kd->cluster, cm->shard)) {
+            queue_schedule(qm, e, queue_now() + QUEUE_NO_LEASE_RETRY_MS);
+            return;
+        }
+    }
     queue_refresh_config(qm, q);
     if (queue_retry_expired(message_created_ms(e->msg), q->cfg.max_age_ms,
                             (int64_t)queue_now())) {
         queue_expire(qm, e);
-        return;
-    }
-    /* In a group, outcomes are Raft proposals, which only the leader can
-     * make until proposals are forwarded: a node delivers only while it
-     * leads, and holds its messages otherwise (never delivering without
-     * being able to record the outcome). */
-    if (qm->kd->n_cluster_peers > 0 && !cluster_is_leader(qm->kd->cluster)) {
-        struct queue_outcome o;
-        memset(&o, 0, sizeof(o));
-        o.kind = QUEUE_DELAYED;
-        o.code = 451;
-        o.content = "KumoMTA internal: this node is not the raft leader, "
-                    "delivery waits";
-        o.site = "";
-        o.delay_ms = 60000;
-        e->state = QUEUE_ENTRY_EGRESS;
-        queue_attempt_done(qm, e->msg, &o);
         return;
     }
     const struct admin_rule *rule = NULL;

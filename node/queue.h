@@ -38,6 +38,11 @@ struct message *queue_find(struct queue_mgr *qm, const char *id);
 /* Remove the message (dropping the queue's reference); false if absent. */
 bool queue_remove(struct queue_mgr *qm, const char *id);
 
+/* Remove the message if it is waiting on the wheel (not while egress has
+ * it or its Done is being committed); false otherwise. For a message
+ * another node finished or now owns. */
+bool queue_forget(struct queue_mgr *qm, const char *id);
+
 enum queue_outcome_kind {
     QUEUE_DELIVERED, /* 2xx: Delivery record, Done, spool deleted */
     QUEUE_TRANSIENT, /* 4xx or no answer: TransientFailure, retry */
