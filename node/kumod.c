@@ -346,6 +346,11 @@ kumod_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
         cluster_body_reply(r, KM_EAGAIN, NULL);
         return;
     }
+    if (kd->disk_low) {
+        /* Below the free-space soft mark: the sender picks another. */
+        cluster_body_reply(r, KM_ENOSPC, NULL);
+        return;
+    }
     st = km_calloc(1, sizeof(*st));
     st->kd = kd;
     st->r = r;
