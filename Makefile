@@ -48,6 +48,7 @@ e2e: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure
 	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	$(MAKE) --no-print-directory ansible-test drills-fast
 
 bench: release
 	KUMOD_BIN=$(CURDIR)/$(RELBUILD)/bin/kumod tests/bench/run.sh
