@@ -521,6 +521,8 @@ err_after_path:
     return rv;
 }
 
+static void kumod_cluster_get_load(void *ctx, struct cluster_load *out);
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
@@ -606,6 +608,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     ch.on_ready = kumod_on_cluster_ready;
     ch.on_fatal = kumod_on_cluster_fatal;
     ch.on_admin = kumod_on_cluster_admin;
+    ch.get_load = kumod_cluster_get_load;
     rv = cluster_open(kd->loop, &cc, &ch, &kd->cluster);
     if (rv != 0) {
         snprintf(err, errlen, "cannot start raft in %s: %s", kd->raft_dir,
@@ -831,4 +834,26 @@ kumod_fini(struct kumod *kd)
         free(kd->dns_servers[i]);
     }
     free(kd->dns_servers);
+}
+
+/* This node's load for StatusReport and Ping (cluster.h get_load): queued
+ * messages, deliveries in flight, free space where the bodies live. Runs
+ * on the loop; statfs is one cheap syscall. */
+static void
+kumod_cluster_get_load(void *ctx, struct cluster_load *out)
+{
+    struct kumod *kd = ctx;
+    uv_fs_t req;
+
+    memset(out, 0, sizeof(*out));
+    out->queued = kd->queues != NULL ? queue_mgr_count(kd->queues) : 0;
+    out->inflight = kd->egress != NULL ? egress_inflight(kd->egress) : 0;
+    if (kd->data_spool_path == NULL) {
+        return;
+    }
+    if (uv_fs_statfs(NULL, &req, kd->data_spool_path, NULL) == 0) {
+        const uv_statfs_t *st = req.ptr;
+        out->free_bytes = (uint64_t)st->f_bavail * st->f_bsize;
+    }
+    uv_fs_req_cleanup(&req);
 }
