@@ -353,4 +353,8 @@ int cluster_add_node(struct cluster *c, uint64_t id, const char *raft_addr,
  * remove itself: transfer leadership first. */
 int cluster_remove_node(struct cluster *c, uint64_t id, cluster_admin_cb cb,
                         void *arg);
+
+/* Records this node forwarded to a remote leader since it started (for
+ * metrics; records it proposed itself are in cluster_stats). */
+uint64_t cluster_records_forwarded(const struct cluster *c);
 #endif /* KUMO_CLUSTER_H */

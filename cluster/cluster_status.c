@@ -869,6 +869,12 @@ cluster_remove_node(struct cluster *c, uint64_t id, cluster_admin_cb cb,
     return 0;
 }
 
+uint64_t
+cluster_records_forwarded(const struct cluster *c)
+{
+    return c->records_forwarded;
+}
+
 /* Requests from other nodes */
 
 static void

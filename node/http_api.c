@@ -537,6 +537,9 @@ http_api_cluster_metrics(struct metrics *m, const struct cluster *c,
     metrics_set(m, "kumod_raft_records_proposed_total",
                 "records proposed through this node's batcher", NULL, NULL,
                 (double)st->records_proposed);
+    metrics_set(m, "kumod_raft_records_forwarded_total",
+                "records this node forwarded to a remote leader", NULL, NULL,
+                (double)cluster_records_forwarded(c));
     metrics_set(m, "kumod_cluster_members", "members of the raft configuration",
                 NULL, NULL, (double)members);
     metrics_set(m, "kumod_cluster_shards", "shards of the cluster", NULL, NULL,

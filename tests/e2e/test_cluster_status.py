@@ -215,3 +215,52 @@ def test_transfer_leader_moves_leadership_to_named_node(make_kumod):
     code, body = call(nodes[0], "POST", "/api/admin/cluster/add-node/v1",
                       {"id": 2, "raft": "127.0.0.1:1"})
     assert code == 400 and "already a member" in body["error"], body
+
+
+def test_add_then_remove_a_fourth_node(make_kumod):
+    nodes = start_group(make_kumod)
+    H.wait_for(lambda: agreed_leader(nodes) is not None, timeout=15,
+               what="one agreed leader")
+    leader = agreed_leader(nodes)
+    lead = nodes[leader - 1]
+    # the new node knows the group but does not bootstrap: it waits
+    raft_ports = [int(m["raft_addr"].split(":")[1])
+                  for m in sorted(status(lead)["members"],
+                                  key=lambda m: m["id"])]
+    link_ports = [int(m["link_url"].rsplit(":", 1)[1])
+                  for m in sorted(status(lead)["members"],
+                                  key=lambda m: m["id"])]
+    raft_ports.append(H.free_port())
+    link_ports.append(H.free_port())
+    hp = H.free_port()
+    init = cluster_init(4, raft_ports, link_ports, hp).replace(
+        "bootstrap=true", "bootstrap=false")
+    new = make_kumod(init_extra=init, start=False)
+    new.http_port = hp
+    new.start(wait=False)
+
+    r = kcli(nodes[(leader % 3)], "cluster", "add-node", "4",
+             f"127.0.0.1:{raft_ports[3]}", f"tcp://127.0.0.1:{link_ports[3]}")
+    assert r.returncode == 0, r.stderr + r.stdout
+    new.wait_ready(timeout=30)
+    H.wait_for(lambda: agreed_leader(nodes + [new]) == leader, timeout=15,
+               what="the new node follows the leader")
+
+    def four_reachable():
+        st = status(lead)
+        return (st is not None and sorted(members(st)) == [1, 2, 3, 4]
+                and members(st)[4]["reachable"]
+                and members(st)[4]["role"] == "follower")
+    H.wait_for(four_reachable, timeout=10, what="four members, 4 reachable")
+    code, body = call(lead, "POST", "/api/admin/cluster/add-node/v1",
+                      {"id": 4, "raft": f"127.0.0.1:{raft_ports[3]}"})
+    assert code == 400 and "already a member" in body["error"], body
+
+    r = kcli(lead, "cluster", "remove-node", "4")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "done" in r.stdout
+    H.wait_for(lambda: sorted(members(status(lead) or {"members": []}))
+               == [1, 2, 3], timeout=10, what="three members again")
+    code, body = call(lead, "POST", "/api/admin/cluster/remove-node/v1",
+                      {"id": 4})
+    assert code == 404, body
