@@ -19,6 +19,9 @@
 #include "cluster_status_int.h"
 
 #define CLUSTER_STATUS_DEADLINE_MS 1500
+/* A local caller hears KM_ETIMEDOUT after this; the change itself goes on
+ * (libraft has no way to cancel a promotion that waits for catch-up). */
+#define CLUSTER_STATUS_ADMIN_DEADLINE_MS 15000
 
 /* Status fan-out */
 
@@ -364,7 +367,10 @@ struct cluster_status_admin {
     cluster_admin_cb cb;
     void *arg;
     struct cluster_link_reply *reply; /* serving a follower's request */
-    uv_timer_t timer;                 /* defers cb by one loop turn */
+    /* Local callers: the deadline, then one loop turn before cb. */
+    uv_timer_t timer;
+    bool finished; /* the outcome is known */
+    bool reported; /* cb has run */
     struct raft_change change;
     struct raft_transfer transfer;
     int status;
@@ -400,17 +406,35 @@ cluster_status_admin_on_closed(uv_handle_t *h)
     free(h->data);
 }
 
+/* Next turn after done (report, then free), or the deadline: report
+ * KM_ETIMEDOUT now and keep op for the raft callback still to come. */
 static void
 cluster_status_admin_on_timer(uv_timer_t *t)
 {
     struct cluster_status_admin *op = t->data;
 
-    op->cb(op->arg, op->status, op->message);
-    uv_close((uv_handle_t *)&op->timer, cluster_status_admin_on_closed);
+    if (!op->reported) {
+        op->reported = true;
+        if (op->finished) {
+            op->cb(op->arg, op->status, op->message);
+        } else {
+            char msg[300];
+            snprintf(msg, sizeof(msg),
+                     "node %llu: the change is still in progress after %u "
+                     "ms; see cluster status",
+                     (unsigned long long)op->req.node,
+                     (unsigned)CLUSTER_STATUS_ADMIN_DEADLINE_MS);
+            op->cb(op->arg, KM_ETIMEDOUT, msg);
+        }
+    }
+    if (op->finished) {
+        uv_close((uv_handle_t *)&op->timer, cluster_status_admin_on_closed);
+    }
 }
 
 /* Report the outcome: a remote caller's reply goes out now, a local cb on
- * the next loop turn. op is spent; the cluster is not touched again. */
+ * the next loop turn (unless the deadline already reported). op is spent;
+ * the cluster is not touched again. */
 static void cluster_status_admin_done(struct cluster_status_admin *op,
                                       int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -446,8 +470,8 @@ cluster_status_admin_done(struct cluster_status_admin *op, int status,
         free(op);
         return;
     }
-    uv_timer_init(op->c->loop, &op->timer);
-    op->timer.data = op;
+    op->finished = true;
+    uv_timer_stop(&op->timer);
     uv_timer_start(&op->timer, cluster_status_admin_on_timer, 0, 0);
 }
 
@@ -734,10 +758,16 @@ cluster_status_admin_on_ack(void *arg, int status,
     struct cluster_status_admin *op = arg;
     struct cluster_admin_ack ack;
 
-    if (status != 0) {
+    if (status == KM_ETIMEDOUT) {
+        cluster_status_admin_done(op, KM_ETIMEDOUT,
+                                  "node %llu: the leader did not answer in "
+                                  "time; the change may still complete: see "
+                                  "cluster status",
+                                  (unsigned long long)op->req.node);
+    } else if (status != 0) {
         cluster_status_admin_done(
             op, status == KM_ECLOSING ? status : KM_ENOQUORUM,
-            "leader did not answer: %s", km_strerror(status));
+            "the leader did not answer: %s", km_strerror(status));
     } else if (reply->kind != CLUSTER_LINK_RAW ||
                reply->u.raw.type != CLUSTER_LINK_T_ADMIN_ACK ||
                cluster_msg_decode_admin_ack(reply->u.raw.data, reply->u.raw.len,
@@ -823,6 +853,10 @@ cluster_status_admin_new(struct cluster *c, enum cluster_admin_op kind,
     op->req.node = node;
     op->cb = cb;
     op->arg = arg;
+    uv_timer_init(c->loop, &op->timer);
+    op->timer.data = op;
+    uv_timer_start(&op->timer, cluster_status_admin_on_timer,
+                   CLUSTER_STATUS_ADMIN_DEADLINE_MS, 0);
     return op;
 }
 
