@@ -843,7 +843,7 @@ http_api_cluster_id(struct http_req *req, json_t *body, const char *key,
     json_t *v = json_object_get(body, key);
 
     *id = 0;
-    if (v == NULL && optional) {
+    if ((v == NULL || json_is_null(v)) && optional) {
         return true;
     }
     if (json_is_string(v)) {
