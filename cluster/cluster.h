@@ -282,4 +282,83 @@ int cluster_hand_off(struct cluster *c);
 /* Stop proposing (pending callbacks get KM_ECLOSING unless already
  * committed), close raft and its I/O, then call cb. Frees c. */
 void cluster_close(struct cluster *c, cluster_close_cb cb, void *arg);
+
+/* Cluster status and membership admin (CLUSTER.md §4.3, §4.8). */
+
+/* One member of the raft configuration as `cluster status` shows it. A
+ * member that did not answer in time has reachable false; only id,
+ * raft_addr, link_url and voter are meaningful then. */
+struct cluster_member_status {
+    uint64_t id;
+    char raft_addr[64];
+    char link_url[256]; /* "" when this node does not know it */
+    bool voter;
+    bool self;
+    bool reachable;
+    char role[16]; /* its raft state: leader, follower, candidate... */
+    uint64_t term, leader_id;
+    uint64_t last_index, applied, commit;
+    /* How far its applied index trails the highest commit index reported
+     * by any member. */
+    uint64_t lag;
+    /* Round trip of its StatusReport in ms (0 for this node); the age of
+     * the last contact, as seen from the collecting node. */
+    uint64_t contact_ms;
+    /* 1 valid, 0 fenced, -1 unknown (only this node's lease is known; see
+     * the report's interface requests). */
+    int lease_ok;
+    uint32_t shards_owned, shards_backed, under_replicated;
+    uint64_t queued, ready, inflight, free_bytes, body_bytes;
+    char policy_checksum[72];
+    char version[32];
+    uint64_t uptime_s;
+};
+
+/* rows (n of them, in raft configuration order) are borrowed for the
+ * call. */
+typedef void (*cluster_status_cb)(void *arg,
+                                  const struct cluster_member_status *rows,
+                                  size_t n);
+
+/* Ask every member of the raft configuration for a StatusReport (this node
+ * answers locally) and call cb once, on the loop thread and never from
+ * inside this call, when all have answered or deadline_ms (0: 1500) has
+ * passed; members that did not answer are marked unreachable. cb may run
+ * after cluster_close() has started (with what was gathered): it must not
+ * use c then. Returns 0 (cb will run). */
+int cluster_status_collect(struct cluster *c, uint32_t deadline_ms,
+                           cluster_status_cb cb, void *arg);
+
+/* The outcome of a membership change: status 0, or KM_ENOENT (unknown
+ * node), KM_EINVAL (already a member, self-removal of the leader, a bad
+ * address), KM_EAGAIN (not done yet: another change is in progress, or the
+ * node is still draining its shards: call again), KM_ENOTLEADER or
+ * KM_ENOQUORUM (no leader to ask), KM_ETIMEDOUT, KM_ECLOSING. message (a
+ * borrowed short text for people, never NULL) says what happened. cb runs
+ * once, on the loop thread, never from inside the call. */
+typedef void (*cluster_admin_cb)(void *arg, int status, const char *message);
+
+/* Move leadership to `target` (0: the most up-to-date voter) with
+ * raft_transfer. Asked of the leader over the link when this node is a
+ * follower. Success means the target (or some node) leads now. */
+int cluster_transfer_leader(struct cluster *c, uint64_t target,
+                            cluster_admin_cb cb, void *arg);
+
+/* Add node `id` (raft "ip:port", link url, both copied) as a voter: the
+ * leader adds it as a spare, promotes it (libraft catches it up first),
+ * adds it to its link peers and commits NodeState(JOINING). The node must
+ * run with bootstrap = false and an empty raft directory. */
+int cluster_add_node(struct cluster *c, uint64_t id, const char *raft_addr,
+                     const char *link_url, cluster_admin_cb cb, void *arg);
+
+/* Remove node `id`: commit NodeState(DRAINING); while it still owns a
+ * shard in the committed map, answer KM_EAGAIN (call again to continue);
+ * then raft_remove it and commit NodeState(REMOVED). The leader cannot
+ * remove itself: transfer leadership first. */
+int cluster_remove_node(struct cluster *c, uint64_t id, cluster_admin_cb cb,
+                        void *arg);
+
+/* Records this node forwarded to a remote leader since it started (for
+ * metrics; records it proposed itself are in cluster_stats). */
+uint64_t cluster_records_forwarded(const struct cluster *c);
 #endif /* KUMO_CLUSTER_H */

@@ -1,8 +1,943 @@
-/* cluster_status.c - the Status fan-out of `cluster status` and the
- * membership admin requests (CLUSTER.md §4.8). PLACEHOLDER until the status
- * work lands: requests are refused. Loop thread only. */
+/* cluster_status.c - the Status fan-out behind `cluster status` and the
+ * membership admin requests (CLUSTER.md §4.3, §4.8). Status: every member
+ * of the raft configuration is asked for a StatusReport over the link (this
+ * node answers locally) and the rows are handed over once, when all have
+ * answered or the deadline passed. Admin: add-node, remove-node and
+ * transfer-leader run on the leader; a follower forwards them over the
+ * link. Raft allows one configuration change at a time and so do we.
+ * Keeps no state in struct cluster: every operation owns its memory and
+ * never touches the cluster after it has reported. Loop thread only. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "base/km.h"
+#include "base/log.h"
 #include "cluster_core.h"
+#include "cluster_status_int.h"
+
+#define CLUSTER_STATUS_DEADLINE_MS 1500
+/* A local caller hears KM_ETIMEDOUT after this; the change itself goes on
+ * (libraft has no way to cancel a promotion that waits for catch-up). */
+#define CLUSTER_STATUS_ADMIN_DEADLINE_MS 15000
+
+/* Status fan-out */
+
+struct cluster_status_collect;
+
+/* One member asked over the link. */
+struct cluster_status_peer {
+    struct cluster_status_collect *op;
+    size_t row;
+    uint64_t sent_ms;
+};
+
+struct cluster_status_collect {
+    uv_timer_t timer;
+    cluster_status_cb cb;
+    void *arg;
+    struct cluster_member_status *rows;
+    struct cluster_status_peer *peers;
+    size_t n, cap;
+    size_t pending; /* link requests whose callback has not run */
+    bool finished;
+    bool timer_closed;
+};
+
+/* Seconds since this process started (0 if /proc cannot tell). */
+static uint64_t
+cluster_status_uptime_s(void)
+{
+    char buf[1024];
+    unsigned long long start_ticks = 0;
+    double up = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    FILE *f;
+    size_t n;
+    const char *p;
+
+    f = fopen("/proc/self/stat", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* proc(5): starttime is field 22; the command name (field 2) may hold
+     * spaces, so count from its closing parenthesis (field 3 follows). */
+    p = strrchr(buf, ')');
+    if (p == NULL ||
+        sscanf(p + 1,
+               " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d "
+               "%*d %*d %*d %*d %llu",
+               &start_ticks) != 1) {
+        return 0;
+    }
+    f = fopen("/proc/uptime", "r");
+    if (f == NULL) {
+        return 0;
+    }
+    if (fscanf(f, "%lf", &up) != 1 || hz <= 0) {
+        up = 0;
+    }
+    fclose(f);
+    if (up * (double)hz < (double)start_ticks) {
+        return 0;
+    }
+    return (uint64_t)(up - (double)start_ticks / (double)hz);
+}
+
+static void
+cluster_status_copy(char *dst, size_t n, const char *s)
+{
+    snprintf(dst, n, "%s", s != NULL ? s : "");
+}
+
+/* This node's report, and the role of each shard (see
+ * cluster_msg_encode_status_report); the caller owns *roles (free). */
+static void
+cluster_status_local(const struct cluster *c, struct cluster_status_report *r,
+                     uint8_t **roles, uint32_t *n_shards)
+{
+    struct cluster_settings st;
+    struct cluster_stats s;
+    struct cluster_load load;
+    uint64_t ids[CLUSTER_MAX_REPLICAS];
+    uint64_t self = cluster_self_id(c);
+
+    memset(r, 0, sizeof(*r));
+    cluster_get_stats(c, &s);
+    cluster_get_settings(c, &st);
+    r->node = self;
+    cluster_status_copy(r->version, sizeof(r->version), KUMO_VERSION);
+    cluster_status_copy(r->raft_state, sizeof(r->raft_state), s.state);
+    r->term = s.term;
+    r->leader_id = s.leader_id;
+    r->last_index = s.last_index;
+    r->applied_index = s.applied_index;
+    r->commit_index = s.commit_index;
+    r->uptime_s = cluster_status_uptime_s();
+    memset(&load, 0, sizeof(load));
+    if (c->host.get_load != NULL) {
+        c->host.get_load(c->host.ctx, &load);
+    }
+    r->queued = load.queued;
+    r->ready = load.ready;
+    r->inflight = load.inflight;
+    r->free_bytes = load.free_bytes;
+    r->body_bytes = load.body_bytes;
+    cluster_status_copy(r->policy_checksum, sizeof(r->policy_checksum),
+                        load.policy_checksum);
+    *n_shards = st.shards <= CLUSTER_STATUS_MAX_SHARDS ? st.shards : 0;
+    *roles = km_calloc(*n_shards + 1, 1);
+    for (uint32_t i = 0; i < *n_shards; i++) {
+        size_t n =
+            cluster_shard_replicas(c, i, ids, CLUSTER_MAX_REPLICAS, NULL);
+        for (size_t k = 0; k < n; k++) {
+            if (ids[k] != self) {
+                continue;
+            }
+            if (k > 0) {
+                (*roles)[i] = 2;
+            } else {
+                (*roles)[i] = n < st.replication_factor ? 3 : 1;
+            }
+            r->shards_backed++;
+            if (k == 0) {
+                r->shards_owned++;
+                r->under_replicated += n < st.replication_factor ? 1 : 0;
+            }
+            break;
+        }
+    }
+}
+
+static void
+cluster_status_fill_row(struct cluster_member_status *row,
+                        const struct cluster_status_report *r)
+{
+    row->reachable = true;
+    cluster_status_copy(row->role, sizeof(row->role), r->raft_state);
+    row->term = r->term;
+    row->leader_id = r->leader_id;
+    row->last_index = r->last_index;
+    row->applied = r->applied_index;
+    row->commit = r->commit_index;
+    row->shards_owned = r->shards_owned;
+    row->shards_backed = r->shards_backed;
+    row->under_replicated = r->under_replicated;
+    row->queued = r->queued;
+    row->ready = r->ready;
+    row->inflight = r->inflight;
+    row->free_bytes = r->free_bytes;
+    row->body_bytes = r->body_bytes;
+    cluster_status_copy(row->policy_checksum, sizeof(row->policy_checksum),
+                        r->policy_checksum);
+    cluster_status_copy(row->version, sizeof(row->version), r->version);
+    row->uptime_s = r->uptime_s;
+}
+
+static void
+cluster_status_collect_maybe_free(struct cluster_status_collect *op)
+{
+    if (!op->finished || !op->timer_closed || op->pending > 0) {
+        return;
+    }
+    free(op->rows);
+    free(op->peers);
+    free(op);
+}
+
+static void
+cluster_status_collect_on_closed(uv_handle_t *h)
+{
+    struct cluster_status_collect *op = h->data;
+
+    op->timer_closed = true;
+    cluster_status_collect_maybe_free(op);
+}
+
+/* Hand the rows over: lag against the highest commit index seen. */
+static void
+cluster_status_collect_finish(struct cluster_status_collect *op)
+{
+    uint64_t commit = 0;
+
+    if (op->finished) {
+        return;
+    }
+    op->finished = true;
+    for (size_t i = 0; i < op->n; i++) {
+        if (op->rows[i].reachable && op->rows[i].commit > commit) {
+            commit = op->rows[i].commit;
+        }
+    }
+    for (size_t i = 0; i < op->n; i++) {
+        struct cluster_member_status *row = &op->rows[i];
+        if (row->reachable) {
+            row->lag = commit > row->applied ? commit - row->applied : 0;
+        } else {
+            cluster_status_copy(row->role, sizeof(row->role), "unreachable");
+        }
+    }
+    op->cb(op->arg, op->rows, op->n);
+    uv_timer_stop(&op->timer);
+    uv_close((uv_handle_t *)&op->timer, cluster_status_collect_on_closed);
+}
+
+static void
+cluster_status_collect_on_timer(uv_timer_t *t)
+{
+    cluster_status_collect_finish(t->data);
+}
+
+static void
+cluster_status_collect_on_reply(void *arg, int status,
+                                const struct cluster_link_msg *reply)
+{
+    struct cluster_status_peer *p = arg;
+    struct cluster_status_collect *op = p->op;
+    struct cluster_member_status *row = &op->rows[p->row];
+    struct cluster_status_report r;
+
+    op->pending--;
+    if (!op->finished && status == 0 && reply->kind == CLUSTER_LINK_RAW &&
+        reply->u.raw.type == CLUSTER_LINK_T_STATUS_REPORT &&
+        cluster_msg_decode_status_report(reply->u.raw.data, reply->u.raw.len,
+                                         &r) == 0 &&
+        r.node == row->id) {
+        cluster_status_fill_row(row, &r);
+        row->contact_ms = km_now_mono_ms() - p->sent_ms;
+    } else if (!op->finished && status != 0) {
+        LOG_DEBUG("cluster: status of node %llu: %s",
+                  (unsigned long long)row->id, km_strerror(status));
+    }
+    if (op->pending == 0) {
+        cluster_status_collect_finish(op);
+    }
+    cluster_status_collect_maybe_free(op);
+}
+
+static struct cluster_member_status *
+cluster_status_collect_add(struct cluster_status_collect *op, uint64_t id)
+{
+    struct cluster_member_status *row;
+
+    if (op->n == op->cap) {
+        op->cap = op->cap == 0 ? 8 : op->cap * 2;
+        op->rows = km_realloc(op->rows, op->cap * sizeof(*op->rows));
+    }
+    row = &op->rows[op->n++];
+    memset(row, 0, sizeof(*row));
+    row->id = id;
+    row->lease_ok = -1;
+    return row;
+}
+
+static bool
+cluster_status_on_member(void *arg, const struct cluster_member *m)
+{
+    struct cluster_member_status *row = cluster_status_collect_add(arg, m->id);
+
+    cluster_status_copy(row->raft_addr, sizeof(row->raft_addr), m->raft_addr);
+    row->voter = m->voter;
+    return true;
+}
+
+int
+cluster_status_collect(struct cluster *c, uint32_t deadline_ms,
+                       cluster_status_cb cb, void *arg)
+{
+    struct cluster_status_collect *op = km_calloc(1, sizeof(*op));
+    struct cluster_status_report r;
+    uint64_t self = cluster_self_id(c);
+    bool have_self = false;
+    void *data;
+    size_t len;
+    uint8_t *roles;
+    uint32_t n_shards;
+
+    op->cb = cb;
+    op->arg = arg;
+    cluster_foreach_member(c, cluster_status_on_member, op);
+    for (size_t i = 0; i < op->n; i++) {
+        have_self = have_self || op->rows[i].id == self;
+    }
+    if (!have_self) {
+        /* Not (yet) in the configuration: waiting to be added. */
+        struct cluster_member_status *row =
+            cluster_status_collect_add(op, self);
+        cluster_status_copy(row->raft_addr, sizeof(row->raft_addr),
+                            c->raft_addr);
+    }
+    op->peers = km_calloc(op->n, sizeof(*op->peers));
+    (void)cluster_msg_encode_status_request(false, &data, &len);
+    for (size_t i = 0; i < op->n; i++) {
+        struct cluster_member_status *row = &op->rows[i];
+        for (size_t k = 0; k < c->cfg.n_peers; k++) {
+            if (c->peers[k].id == row->id) {
+                cluster_status_copy(row->link_url, sizeof(row->link_url),
+                                    c->peers[k].link_url);
+            }
+        }
+        if (row->id == self) {
+            row->self = true;
+            cluster_status_local(c, &r, &roles, &n_shards);
+            free(roles);
+            cluster_status_fill_row(row, &r);
+            row->lease_ok = cluster_has_lease(c) ? 1 : 0;
+            cluster_status_copy(row->link_url, sizeof(row->link_url),
+                                c->link_listen);
+            continue;
+        }
+        if (c->link == NULL || c->closing) {
+            continue;
+        }
+        struct cluster_link_msg req = {.kind = CLUSTER_LINK_RAW};
+        req.u.raw.type = CLUSTER_LINK_T_STATUS;
+        req.u.raw.data = data;
+        req.u.raw.len = len;
+        op->peers[i].op = op;
+        op->peers[i].row = i;
+        op->peers[i].sent_ms = km_now_mono_ms();
+        if (cluster_link_request(c->link, row->id, &req,
+                                 cluster_status_collect_on_reply,
+                                 &op->peers[i]) == 0) {
+            op->pending++;
+        }
+    }
+    free(data);
+    uv_timer_init(c->loop, &op->timer);
+    op->timer.data = op;
+    if (deadline_ms == 0) {
+        deadline_ms = CLUSTER_STATUS_DEADLINE_MS;
+    }
+    uv_timer_start(&op->timer, cluster_status_collect_on_timer,
+                   op->pending > 0 ? deadline_ms : 0, 0);
+    return 0;
+}
+
+/* Membership admin */
+
+struct cluster_status_admin {
+    struct cluster *c;
+    struct cluster_admin_req req;
+    cluster_admin_cb cb;
+    void *arg;
+    struct cluster_link_reply *reply; /* serving a follower's request */
+    /* Local callers: the deadline, then one loop turn before cb. */
+    uv_timer_t timer;
+    bool finished; /* the outcome is known */
+    bool reported; /* cb has run */
+    struct raft_change change;
+    struct raft_transfer transfer;
+    int status;
+    char message[256];
+};
+
+static int
+cluster_status_raft_err(int rv)
+{
+    switch (rv) {
+    case RAFT_NOTLEADER:
+    case RAFT_LEADERSHIPLOST:
+        return KM_ENOTLEADER;
+    case RAFT_CANTCHANGE:
+        return KM_EAGAIN;
+    case RAFT_BADID:
+    case RAFT_NOTFOUND:
+        return KM_ENOENT;
+    case RAFT_DUPLICATEID:
+    case RAFT_DUPLICATEADDRESS:
+    case RAFT_BADROLE:
+        return KM_EINVAL;
+    case RAFT_CANCELED:
+        return KM_ECLOSING;
+    default:
+        return KM_EIO;
+    }
+}
+
+static void
+cluster_status_admin_on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Next turn after done (report, then free), or the deadline: report
+ * KM_ETIMEDOUT now and keep op for the raft callback still to come. */
+static void
+cluster_status_admin_on_timer(uv_timer_t *t)
+{
+    struct cluster_status_admin *op = t->data;
+
+    if (!op->reported) {
+        op->reported = true;
+        if (op->finished) {
+            op->cb(op->arg, op->status, op->message);
+        } else {
+            char msg[300];
+            snprintf(msg, sizeof(msg),
+                     "node %llu: the change is still in progress after %u "
+                     "ms; see cluster status",
+                     (unsigned long long)op->req.node,
+                     (unsigned)CLUSTER_STATUS_ADMIN_DEADLINE_MS);
+            op->cb(op->arg, KM_ETIMEDOUT, msg);
+        }
+    }
+    if (op->finished) {
+        uv_close((uv_handle_t *)&op->timer, cluster_status_admin_on_closed);
+    }
+}
+
+/* Report the outcome: a remote caller's reply goes out now, a local cb on
+ * the next loop turn (unless the deadline already reported). op is spent;
+ * the cluster is not touched again. */
+static void cluster_status_admin_done(struct cluster_status_admin *op,
+                                      int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+cluster_status_admin_done(struct cluster_status_admin *op, int status,
+                          const char *fmt, ...)
+{
+    va_list ap;
+
+    op->status = status;
+    va_start(ap, fmt);
+    vsnprintf(op->message, sizeof(op->message), fmt, ap);
+    va_end(ap);
+    if (status != 0 && status != KM_EAGAIN) {
+        LOG_WARN("cluster: admin: %s", op->message);
+    } else {
+        LOG_INFO("cluster: admin: %s", op->message);
+    }
+    if (op->reply != NULL) {
+        struct cluster_admin_ack ack = {.status = status};
+        struct cluster_link_msg m = {.kind = CLUSTER_LINK_RAW};
+        void *data;
+        size_t len;
+
+        memcpy(ack.message, op->message, sizeof(ack.message));
+        (void)cluster_msg_encode_admin_ack(&ack, &data, &len);
+        m.u.raw.type = CLUSTER_LINK_T_ADMIN_ACK;
+        m.u.raw.data = data;
+        m.u.raw.len = len;
+        (void)cluster_link_reply_send(op->reply, &m);
+        free(data);
+        free(op);
+        return;
+    }
+    op->finished = true;
+    uv_timer_stop(&op->timer);
+    uv_timer_start(&op->timer, cluster_status_admin_on_timer, 0, 0);
+}
+
+static bool
+cluster_status_is_member(const struct cluster *c, uint64_t id)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Shards `node` owns in the committed map. */
+static uint32_t
+cluster_status_owned_by(const struct cluster *c, uint64_t node)
+{
+    struct cluster_settings st;
+    uint64_t ids[CLUSTER_MAX_REPLICAS];
+    uint32_t owned = 0;
+
+    cluster_get_settings(c, &st);
+    for (uint32_t i = 0; i < st.shards; i++) {
+        if (cluster_shard_replicas(c, i, ids, CLUSTER_MAX_REPLICAS, NULL) > 0 &&
+            ids[0] == node) {
+            owned++;
+        }
+    }
+    return owned;
+}
+
+/* Transfer */
+
+static void
+cluster_status_on_transferred(struct raft_transfer *req)
+{
+    struct cluster_status_admin *op = req->data;
+    struct cluster *c = op->c;
+    uint64_t leader = 0;
+
+    (void)cluster_raft_leader(c, &leader);
+    if (raft_state(&c->raft) == RAFT_LEADER) {
+        cluster_status_admin_done(op, KM_ETIMEDOUT,
+                                  "transfer-leader: node %llu is still the "
+                                  "leader",
+                                  (unsigned long long)c->cfg.node_id);
+    } else if (op->req.node != 0 && leader != 0 && leader != op->req.node) {
+        cluster_status_admin_done(
+            op, KM_EAGAIN, "transfer-leader: node %llu leads, not %llu",
+            (unsigned long long)leader, (unsigned long long)op->req.node);
+    } else {
+        cluster_status_admin_done(
+            op, 0, "transfer-leader: leadership moved from node %llu",
+            (unsigned long long)c->cfg.node_id);
+    }
+}
+
+static void
+cluster_status_transfer(struct cluster_status_admin *op)
+{
+    struct cluster *c = op->c;
+    int rv;
+
+    if (op->req.node == c->cfg.node_id) {
+        cluster_status_admin_done(op, 0,
+                                  "transfer-leader: node %llu already leads",
+                                  (unsigned long long)op->req.node);
+        return;
+    }
+    if (op->req.node != 0 && !cluster_status_is_member(c, op->req.node)) {
+        cluster_status_admin_done(op, KM_ENOENT,
+                                  "transfer-leader: node %llu is not a member",
+                                  (unsigned long long)op->req.node);
+        return;
+    }
+    op->transfer.data = op;
+    rv = raft_transfer(&c->raft, &op->transfer, op->req.node,
+                       cluster_status_on_transferred);
+    if (rv != 0) {
+        cluster_status_admin_done(op, cluster_status_raft_err(rv),
+                                  "transfer-leader: %s", raft_strerror(rv));
+    }
+}
+
+/* Add */
+
+static void
+cluster_status_on_node_state(void *arg, int status)
+{
+    struct cluster_status_admin *op = arg;
+    const char *what =
+        op->req.op == CLUSTER_ADMIN_ADD_NODE ? "add-node" : "remove-node";
+
+    if (status != 0) {
+        cluster_status_admin_done(op, status,
+                                  "%s: node %llu: node state not committed: "
+                                  "%s",
+                                  what, (unsigned long long)op->req.node,
+                                  km_strerror(status));
+        return;
+    }
+    cluster_status_admin_done(op, 0, "%s: node %llu: done", what,
+                              (unsigned long long)op->req.node);
+}
+
+/* Commit NodeState `state` for the op's node, then finish; a lease module
+ * that cannot record node states yet (KM_EINVAL) is not an error. */
+static void
+cluster_status_set_state(struct cluster_status_admin *op,
+                         enum cluster_node_state state)
+{
+    const char *raft = op->req.raft_addr[0] != '\0' ? op->req.raft_addr : NULL;
+    const char *link = op->req.link_url[0] != '\0' ? op->req.link_url : NULL;
+    int rv;
+
+    rv = cluster_lease_set_node_state(op->c, op->req.node, state, raft, link,
+                                      cluster_status_on_node_state, op);
+    if (rv == KM_EINVAL) {
+        cluster_status_on_node_state(op, 0);
+    } else if (rv != 0) {
+        cluster_status_on_node_state(op, rv);
+    }
+}
+
+static void
+cluster_status_on_assigned(struct raft_change *req, int status)
+{
+    struct cluster_status_admin *op = req->data;
+    struct cluster *c = op->c;
+    int rv;
+
+    if (status != 0) {
+        cluster_status_admin_done(op, cluster_status_raft_err(status),
+                                  "add-node: node %llu was added as a spare "
+                                  "but not promoted to voter: %s",
+                                  (unsigned long long)op->req.node,
+                                  raft_strerror(status));
+        return;
+    }
+    if (c->link != NULL && op->req.link_url[0] != '\0') {
+        rv = cluster_link_add_peer(c->link, op->req.node, op->req.link_url);
+        if (rv != 0 && rv != KM_EEXIST) {
+            LOG_WARN("cluster: admin: link peer %llu at %s: %s",
+                     (unsigned long long)op->req.node, op->req.link_url,
+                     km_strerror(rv));
+        }
+    }
+    cluster_status_set_state(op, CLUSTER_NODE_JOINING);
+}
+
+static void
+cluster_status_on_added(struct raft_change *req, int status)
+{
+    struct cluster_status_admin *op = req->data;
+    int rv;
+
+    if (status != 0) {
+        cluster_status_admin_done(
+            op, cluster_status_raft_err(status), "add-node: node %llu: %s",
+            (unsigned long long)op->req.node, raft_strerror(status));
+        return;
+    }
+    /* libraft 0.15 catches the new server up before the promotion
+     * commits, so it never votes with an empty log (CLUSTER.md G8). */
+    rv = raft_assign(&op->c->raft, &op->change, op->req.node, RAFT_VOTER,
+                     cluster_status_on_assigned);
+    if (rv != 0) {
+        cluster_status_on_assigned(&op->change, rv);
+    }
+}
+
+static void
+cluster_status_add(struct cluster_status_admin *op)
+{
+    struct cluster *c = op->c;
+    int rv;
+
+    if (cluster_status_is_member(c, op->req.node)) {
+        cluster_status_admin_done(op, KM_EINVAL,
+                                  "add-node: node %llu is already a member",
+                                  (unsigned long long)op->req.node);
+        return;
+    }
+    op->change.data = op;
+    rv = raft_add(&c->raft, &op->change, op->req.node, op->req.raft_addr,
+                  cluster_status_on_added);
+    if (rv != 0) {
+        cluster_status_admin_done(
+            op, cluster_status_raft_err(rv), "add-node: node %llu: %s",
+            (unsigned long long)op->req.node, raft_strerror(rv));
+    }
+}
+
+/* Remove */
+
+static void
+cluster_status_on_removed(struct raft_change *req, int status)
+{
+    struct cluster_status_admin *op = req->data;
+    struct cluster *c = op->c;
+
+    if (status != 0) {
+        cluster_status_admin_done(
+            op, cluster_status_raft_err(status), "remove-node: node %llu: %s",
+            (unsigned long long)op->req.node, raft_strerror(status));
+        return;
+    }
+    if (c->link != NULL) {
+        (void)cluster_link_remove_peer(c->link, op->req.node);
+    }
+    cluster_status_set_state(op, CLUSTER_NODE_REMOVED);
+}
+
+static void
+cluster_status_on_draining(void *arg, int status)
+{
+    struct cluster_status_admin *op = arg;
+    struct cluster *c = op->c;
+    uint32_t owned;
+    int rv;
+
+    if (status != 0) {
+        cluster_status_admin_done(op, status,
+                                  "remove-node: node %llu: DRAINING not "
+                                  "committed: %s",
+                                  (unsigned long long)op->req.node,
+                                  km_strerror(status));
+        return;
+    }
+    owned = cluster_status_owned_by(c, op->req.node);
+    if (owned > 0) {
+        cluster_status_admin_done(op, KM_EAGAIN,
+                                  "remove-node: node %llu is draining: it "
+                                  "still owns %u shard(s)",
+                                  (unsigned long long)op->req.node, owned);
+        return;
+    }
+    op->change.data = op;
+    rv = raft_remove(&c->raft, &op->change, op->req.node,
+                     cluster_status_on_removed);
+    if (rv != 0) {
+        cluster_status_on_removed(&op->change, rv);
+    }
+}
+
+static void
+cluster_status_remove(struct cluster_status_admin *op)
+{
+    struct cluster *c = op->c;
+    int rv;
+
+    if (op->req.node == c->cfg.node_id) {
+        cluster_status_admin_done(op, KM_EINVAL,
+                                  "remove-node: node %llu is the leader: "
+                                  "transfer leadership first",
+                                  (unsigned long long)op->req.node);
+        return;
+    }
+    if (!cluster_status_is_member(c, op->req.node)) {
+        cluster_status_admin_done(op, KM_ENOENT,
+                                  "remove-node: node %llu is not a member",
+                                  (unsigned long long)op->req.node);
+        return;
+    }
+    rv = cluster_lease_set_node_state(c, op->req.node, CLUSTER_NODE_DRAINING,
+                                      NULL, NULL, cluster_status_on_draining,
+                                      op);
+    if (rv == KM_EINVAL) {
+        cluster_status_on_draining(op, 0); /* no node states yet */
+    } else if (rv != 0) {
+        cluster_status_on_draining(op, rv);
+    }
+}
+
+/* Forwarding to the leader */
+
+static void
+cluster_status_admin_on_ack(void *arg, int status,
+                            const struct cluster_link_msg *reply)
+{
+    struct cluster_status_admin *op = arg;
+    struct cluster_admin_ack ack;
+
+    if (status == KM_ETIMEDOUT) {
+        cluster_status_admin_done(op, KM_ETIMEDOUT,
+                                  "node %llu: the leader did not answer in "
+                                  "time; the change may still complete: see "
+                                  "cluster status",
+                                  (unsigned long long)op->req.node);
+    } else if (status != 0) {
+        cluster_status_admin_done(
+            op, status == KM_ECLOSING ? status : KM_ENOQUORUM,
+            "the leader did not answer: %s", km_strerror(status));
+    } else if (reply->kind != CLUSTER_LINK_RAW ||
+               reply->u.raw.type != CLUSTER_LINK_T_ADMIN_ACK ||
+               cluster_msg_decode_admin_ack(reply->u.raw.data, reply->u.raw.len,
+                                            &ack) != 0) {
+        cluster_status_admin_done(op, KM_ENOTLEADER,
+                                  "the leader refused the request");
+    } else {
+        cluster_status_admin_done(op, ack.status, "%s", ack.message);
+    }
+}
+
+static void
+cluster_status_admin_forward(struct cluster_status_admin *op)
+{
+    struct cluster *c = op->c;
+    struct cluster_link_msg m = {.kind = CLUSTER_LINK_RAW};
+    uint64_t leader = 0;
+    void *data;
+    size_t len;
+    int rv;
+
+    if (c->link == NULL || c->closing || !cluster_raft_leader(c, &leader) ||
+        leader == c->cfg.node_id) {
+        cluster_status_admin_done(op, KM_ENOQUORUM, "no leader known");
+        return;
+    }
+    rv = cluster_msg_encode_admin(&op->req, &data, &len);
+    if (rv != 0) {
+        cluster_status_admin_done(op, rv, "cannot encode the request");
+        return;
+    }
+    m.u.raw.type = CLUSTER_LINK_T_ADMIN;
+    m.u.raw.data = data;
+    m.u.raw.len = len;
+    rv = cluster_link_request(c->link, leader, &m, cluster_status_admin_on_ack,
+                              op);
+    free(data);
+    if (rv != 0) {
+        cluster_status_admin_done(op, rv, "cannot ask the leader: %s",
+                                  km_strerror(rv));
+    }
+}
+
+/* Run op here when leader; forward it when a follower and allowed. */
+static void
+cluster_status_admin_run(struct cluster_status_admin *op, bool may_forward)
+{
+    struct cluster *c = op->c;
+
+    if (c->closing) {
+        cluster_status_admin_done(op, KM_ECLOSING, "shutting down");
+        return;
+    }
+    if (!cluster_is_leader(c)) {
+        if (may_forward) {
+            cluster_status_admin_forward(op);
+        } else {
+            cluster_status_admin_done(op, KM_ENOTLEADER, "not the leader");
+        }
+        return;
+    }
+    switch (op->req.op) {
+    case CLUSTER_ADMIN_ADD_NODE:
+        cluster_status_add(op);
+        break;
+    case CLUSTER_ADMIN_REMOVE_NODE:
+        cluster_status_remove(op);
+        break;
+    case CLUSTER_ADMIN_TRANSFER_LEADER:
+        cluster_status_transfer(op);
+        break;
+    }
+}
+
+static struct cluster_status_admin *
+cluster_status_admin_new(struct cluster *c, enum cluster_admin_op kind,
+                         uint64_t node, cluster_admin_cb cb, void *arg)
+{
+    struct cluster_status_admin *op = km_calloc(1, sizeof(*op));
+
+    op->c = c;
+    op->req.op = kind;
+    op->req.node = node;
+    op->cb = cb;
+    op->arg = arg;
+    uv_timer_init(c->loop, &op->timer);
+    op->timer.data = op;
+    uv_timer_start(&op->timer, cluster_status_admin_on_timer,
+                   CLUSTER_STATUS_ADMIN_DEADLINE_MS, 0);
+    return op;
+}
+
+int
+cluster_transfer_leader(struct cluster *c, uint64_t target, cluster_admin_cb cb,
+                        void *arg)
+{
+    cluster_status_admin_run(
+        cluster_status_admin_new(c, CLUSTER_ADMIN_TRANSFER_LEADER, target, cb,
+                                 arg),
+        true);
+    return 0;
+}
+
+int
+cluster_add_node(struct cluster *c, uint64_t id, const char *raft_addr,
+                 const char *link_url, cluster_admin_cb cb, void *arg)
+{
+    struct cluster_status_admin *op;
+
+    if (id == 0 || raft_addr == NULL || raft_addr[0] == '\0' ||
+        strlen(raft_addr) >= sizeof(op->req.raft_addr) ||
+        (link_url != NULL && strlen(link_url) >= sizeof(op->req.link_url))) {
+        return KM_EINVAL;
+    }
+    op = cluster_status_admin_new(c, CLUSTER_ADMIN_ADD_NODE, id, cb, arg);
+    cluster_status_copy(op->req.raft_addr, sizeof(op->req.raft_addr),
+                        raft_addr);
+    cluster_status_copy(op->req.link_url, sizeof(op->req.link_url), link_url);
+    cluster_status_admin_run(op, true);
+    return 0;
+}
+
+int
+cluster_remove_node(struct cluster *c, uint64_t id, cluster_admin_cb cb,
+                    void *arg)
+{
+    if (id == 0) {
+        return KM_EINVAL;
+    }
+    cluster_status_admin_run(
+        cluster_status_admin_new(c, CLUSTER_ADMIN_REMOVE_NODE, id, cb, arg),
+        true);
+    return 0;
+}
+
+uint64_t
+cluster_records_forwarded(const struct cluster *c)
+{
+    return c->records_forwarded;
+}
+
+/* Requests from other nodes */
+
+static void
+cluster_status_serve_report(struct cluster *c,
+                            const struct cluster_link_raw *raw,
+                            struct cluster_link_reply *r)
+{
+    struct cluster_link_msg m = {.kind = CLUSTER_LINK_NONE};
+    struct cluster_status_report rep;
+    bool verbose;
+    uint8_t *roles;
+    uint32_t n_shards;
+    void *data = NULL;
+    size_t len;
+
+    if (cluster_msg_decode_status_request(raw->data, raw->len, &verbose) == 0) {
+        cluster_status_local(c, &rep, &roles, &n_shards);
+        if (cluster_msg_encode_status_report(&rep, roles, n_shards, &data,
+                                             &len) == 0) {
+            m.kind = CLUSTER_LINK_RAW;
+            m.u.raw.type = CLUSTER_LINK_T_STATUS_REPORT;
+            m.u.raw.data = data;
+            m.u.raw.len = len;
+        }
+        free(roles);
+    }
+    (void)cluster_link_reply_send(r, &m);
+    free(data);
+}
 
 void
 cluster_status_on_request(struct cluster *c, uint64_t from,
@@ -10,9 +945,23 @@ cluster_status_on_request(struct cluster *c, uint64_t from,
                           struct cluster_link_reply *r)
 {
     struct cluster_link_msg none = {.kind = CLUSTER_LINK_NONE};
+    struct cluster_status_admin *op;
 
-    (void)c;
-    (void)from;
-    (void)raw;
-    (void)cluster_link_reply_send(r, &none);
+    if (raw->type == CLUSTER_LINK_T_STATUS) {
+        cluster_status_serve_report(c, raw, r);
+        return;
+    }
+    op = km_calloc(1, sizeof(*op));
+    op->c = c;
+    op->reply = r;
+    if (cluster_msg_decode_admin(raw->data, raw->len, &op->req) != 0) {
+        LOG_WARN("cluster: admin from node %llu: malformed request",
+                 (unsigned long long)from);
+        free(op);
+        (void)cluster_link_reply_send(r, &none);
+        return;
+    }
+    /* Never forward again: two nodes that each believe the other leads
+     * would bounce the request between them. */
+    cluster_status_admin_run(op, false);
 }

@@ -504,6 +504,51 @@ http_api_spool_gauges(struct metrics *m, struct spool *sp, const char *name)
                 "spool", name, (double)st.pending);
 }
 
+static bool
+http_api_count_member(void *arg, const struct cluster_member *m)
+{
+    (void)m;
+    (*(size_t *)arg)++;
+    return true;
+}
+
+/* Raft and cluster gauges beyond term, indexes and leadership. */
+static void
+http_api_cluster_metrics(struct metrics *m, const struct cluster *c,
+                         const struct cluster_stats *st)
+{
+    struct cluster_settings set;
+    size_t members = 0;
+    uint32_t owned = 0;
+
+    cluster_get_settings(c, &set);
+    for (uint32_t i = 0; i < set.shards; i++) {
+        owned += cluster_owns(c, i) ? 1 : 0;
+    }
+    cluster_foreach_member(c, http_api_count_member, &members);
+    metrics_set(m, "kumod_raft_last_index", "last raft log index", NULL, NULL,
+                (double)st->last_index);
+    metrics_set(m, "kumod_raft_leader_id",
+                "raft id of the leader this node knows (0: none)", NULL, NULL,
+                (double)st->leader_id);
+    metrics_set(m, "kumod_raft_entries_proposed_total",
+                "raft entries this node proposed as leader", NULL, NULL,
+                (double)st->entries_proposed);
+    metrics_set(m, "kumod_raft_records_proposed_total",
+                "records proposed through this node's batcher", NULL, NULL,
+                (double)st->records_proposed);
+    metrics_set(m, "kumod_raft_records_forwarded_total",
+                "records this node forwarded to a remote leader", NULL, NULL,
+                (double)cluster_records_forwarded(c));
+    metrics_set(m, "kumod_cluster_members", "members of the raft configuration",
+                NULL, NULL, (double)members);
+    metrics_set(m, "kumod_cluster_shards", "shards of the cluster", NULL, NULL,
+                (double)set.shards);
+    metrics_set(m, "kumod_cluster_shards_owned",
+                "shards this node owns in the committed map", NULL, NULL,
+                (double)owned);
+}
+
 /* Gauges read at request time. */
 static void
 http_api_refresh_gauges(struct http_api *h)
@@ -532,6 +577,7 @@ http_api_refresh_gauges(struct http_api *h)
                     "1 if this node is the raft leader", NULL, NULL,
                     st.state != NULL && strcmp(st.state, "leader") == 0 ? 1
                                                                         : 0);
+        http_api_cluster_metrics(m, kd->cluster, &st);
     }
     http_api_spool_gauges(m, kd->data_spool, "data");
     http_api_spool_gauges(m, kd->meta_spool, "meta");
@@ -583,82 +629,305 @@ http_api_queue_summary(struct http_api *h, struct http_req *req)
     json_decref(j);
 }
 
-struct http_api_members {
+/* An asynchronous cluster request: status fan-out or membership admin. */
+struct http_api_cluster_op {
     struct http_api *h;
-    const struct cluster_stats *st;
-    uint64_t self_id;
-    json_t *members;
+    struct http_req *req;
 };
 
-/* One member of the raft configuration: this node reports its own role
- * and progress; of the others only the leader is known as such. */
-static bool
-http_api_cluster_member(void *arg, const struct cluster_member *m)
+static struct http_api_cluster_op *
+http_api_cluster_op_new(struct http_api *h, struct http_req *req)
 {
-    struct http_api_members *hm = arg;
-    const struct cluster_stats *st = hm->st;
-    struct kumod *kd = hm->h->kd;
-    bool self = m->id == hm->self_id;
-    const char *role = m->voter ? "voter" : "standby";
-    json_t *j;
+    struct http_api_cluster_op *op = km_calloc(1, sizeof(*op));
 
-    if (self) {
-        role = st->state != NULL ? st->state : "unavailable";
-    } else if (m->id == st->leader_id) {
-        role = "leader";
-    }
-    j = json_pack("{s:I,s:s,s:s,s:s}", "id", (json_int_t)m->id, "raft_addr",
-                  m->raft_addr != NULL ? m->raft_addr : "", "raft_address",
-                  m->raft_addr != NULL ? m->raft_addr : "", "role", role);
-    if (self) {
-        json_object_set_new(j, "applied_index",
-                            json_integer((json_int_t)st->applied_index));
-        json_object_set_new(
-            j, "lag",
-            json_integer((json_int_t)(st->commit_index > st->applied_index
-                                          ? st->commit_index - st->applied_index
-                                          : 0)));
-        json_object_set_new(j, "last_ping_ms", json_integer(0));
-        json_object_set_new(
-            j, "queued",
-            json_integer((json_int_t)(kd->queues != NULL
-                                          ? queue_mgr_count(kd->queues)
-                                          : 0)));
-        json_object_set_new(j, "version", json_string(KUMO_VERSION));
-        json_object_set_new(
-            j, "state", json_string(kumod_is_ready(kd) ? "up" : "starting"));
-    }
-    json_array_append_new(hm->members, j);
-    return true;
+    op->h = h;
+    op->req = req;
+    h->pending_ops++;
+    return op;
 }
 
 static void
-http_api_cluster_status(struct http_api *h, struct http_req *req)
+http_api_cluster_op_done(struct http_api_cluster_op *op)
+{
+    struct http_api *h = op->h;
+
+    http_api_server_req_free(op->req);
+    free(op);
+    http_api_op_done(h);
+}
+
+/* One row of cluster_status_collect as JSON. The first fields are the
+ * ones the status endpoint always had (id, raft_addr, role...). */
+static json_t *
+http_api_cluster_row(const struct kumod *kd,
+                     const struct cluster_member_status *m)
+{
+    json_t *j;
+
+    j = json_pack("{s:I,s:s,s:s,s:s,s:s,s:b,s:b,s:b}", "id", (json_int_t)m->id,
+                  "raft_addr", m->raft_addr, "raft_address", m->raft_addr,
+                  "link_url", m->link_url, "role", m->role, "voter", m->voter,
+                  "self", m->self, "reachable", m->reachable);
+    if (!m->reachable) {
+        json_object_set_new(j, "unreachable", json_true());
+        json_object_set_new(j, "state", json_string("unreachable"));
+        return j;
+    }
+    json_object_set_new(j, "term", json_integer((json_int_t)m->term));
+    json_object_set_new(j, "leader_id", json_integer((json_int_t)m->leader_id));
+    json_object_set_new(j, "last_index",
+                        json_integer((json_int_t)m->last_index));
+    json_object_set_new(j, "applied_index",
+                        json_integer((json_int_t)m->applied));
+    json_object_set_new(j, "commit_index", json_integer((json_int_t)m->commit));
+    json_object_set_new(j, "lag", json_integer((json_int_t)m->lag));
+    json_object_set_new(j, "last_ping_age_ms",
+                        json_integer((json_int_t)m->contact_ms));
+    json_object_set_new(j, "lease",
+                        m->lease_ok < 0
+                            ? json_null()
+                            : json_string(m->lease_ok > 0 ? "ok" : "fenced"));
+    json_object_set_new(j, "shards_owned",
+                        json_integer((json_int_t)m->shards_owned));
+    json_object_set_new(j, "shards_backed",
+                        json_integer((json_int_t)m->shards_backed));
+    json_object_set_new(j, "under_replicated",
+                        json_integer((json_int_t)m->under_replicated));
+    json_object_set_new(j, "queued", json_integer((json_int_t)m->queued));
+    json_object_set_new(j, "ready", json_integer((json_int_t)m->ready));
+    json_object_set_new(j, "inflight", json_integer((json_int_t)m->inflight));
+    json_object_set_new(j, "free_bytes",
+                        json_integer((json_int_t)m->free_bytes));
+    json_object_set_new(j, "policy_checksum", json_string(m->policy_checksum));
+    json_object_set_new(j, "version", json_string(m->version));
+    json_object_set_new(j, "uptime_s", json_integer((json_int_t)m->uptime_s));
+    json_object_set_new(
+        j, "state",
+        json_string(!m->self || kumod_is_ready(kd) ? "up" : "starting"));
+    return j;
+}
+
+/* The status document: this node's view in the header, one row per
+ * member (rows may be NULL: no cluster). */
+static json_t *
+http_api_cluster_doc(struct kumod *kd, const struct cluster_member_status *rows,
+                     size_t n)
 {
     struct cluster_stats st;
-    struct kumod *kd = h->kd;
-    struct http_api_members hm = {
-        .h = h,
-        .st = &st,
-        .self_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1,
-        .members = json_array(),
-    };
-    json_t *j;
+    uint64_t self_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1;
+    json_t *members = json_array();
+    size_t reachable = 0;
 
     memset(&st, 0, sizeof(st));
     if (kd->cluster != NULL) {
         cluster_get_stats(kd->cluster, &st);
-        cluster_foreach_member(kd->cluster, http_api_cluster_member, &hm);
     }
-    j = json_pack("{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:o}", "cluster_id",
-                  kd->cluster_id != NULL ? kd->cluster_id : "", "node_id",
-                  kd->nodeid, "raft_node_id", (json_int_t)hm.self_id, "role",
-                  st.state != NULL ? st.state : "unavailable", "term",
-                  (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id,
-                  "commit_index", (json_int_t)st.commit_index, "members",
-                  hm.members);
+    for (size_t i = 0; i < n; i++) {
+        json_array_append_new(members, http_api_cluster_row(kd, &rows[i]));
+        reachable += rows[i].reachable ? 1 : 0;
+    }
+    return json_pack(
+        "{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "cluster_id",
+        kd->cluster_id != NULL ? kd->cluster_id : "", "node_id", kd->nodeid,
+        "raft_node_id", (json_int_t)self_id, "role",
+        st.state != NULL ? st.state : "unavailable", "term",
+        (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id, "leader",
+        (json_int_t)st.leader_id, "commit_index", (json_int_t)st.commit_index,
+        "member_count", (json_int_t)n, "reachable_count", (json_int_t)reachable,
+        "members", members);
+}
+
+/* Members and reachable members, kept for the metrics gauges. */
+static void
+http_api_cluster_gauges(struct http_api *h,
+                        const struct cluster_member_status *rows, size_t n)
+{
+    struct metrics *m = http_api_metrics(h);
+    size_t reachable = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        reachable += rows[i].reachable ? 1 : 0;
+    }
+    (void)n;
+    metrics_set(m, "kumod_cluster_members_reachable",
+                "members that answered the last status fan-out", NULL, NULL,
+                (double)reachable);
+}
+
+static void
+http_api_cluster_on_status(void *arg, const struct cluster_member_status *rows,
+                           size_t n)
+{
+    struct http_api_cluster_op *op = arg;
+    json_t *j = http_api_cluster_doc(op->h->kd, rows, n);
+
+    http_api_cluster_gauges(op->h, rows, n);
+    http_api_reply_json(op->req, 200, j);
+    json_decref(j);
+    http_api_cluster_op_done(op);
+}
+
+/* GET /api/admin/cluster/status/v1. True if the request was taken. */
+static bool
+http_api_cluster_status(struct http_api *h, struct http_req *req)
+{
+    struct kumod *kd = h->kd;
+    struct cluster_member_status self;
+    char *v = http_api_query_param(req->query, "deadline_ms");
+    uint32_t deadline = v != NULL ? (uint32_t)strtoul(v, NULL, 10) : 0;
+    json_t *j;
+
+    free(v);
+    if (kd->cluster != NULL && !kumod_is_stopping(kd)) {
+        if (deadline > 10000) {
+            deadline = 10000;
+        }
+        (void)cluster_status_collect(kd->cluster, deadline,
+                                     http_api_cluster_on_status,
+                                     http_api_cluster_op_new(h, req));
+        return true;
+    }
+    memset(&self, 0, sizeof(self));
+    self.id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1;
+    self.self = true;
+    j = http_api_cluster_doc(kd, kd->cluster != NULL ? NULL : &self,
+                             kd->cluster != NULL ? 0 : 1);
     http_api_reply_json(req, 200, j);
     json_decref(j);
+    return false;
+}
+
+static void
+http_api_cluster_on_admin(void *arg, int status, const char *message)
+{
+    struct http_api_cluster_op *op = arg;
+    json_t *j;
+    int code;
+
+    switch (status) {
+    case 0:
+        code = 200;
+        break;
+    case KM_EAGAIN:
+        code = 202; /* draining, or another change in progress: retry */
+        break;
+    case KM_ENOENT:
+        code = 404;
+        break;
+    case KM_EINVAL:
+        code = 400;
+        break;
+    default:
+        code = 503;
+        break;
+    }
+    j = json_pack("{s:s,s:s}", "status",
+                  status == 0           ? "done"
+                  : status == KM_EAGAIN ? "in_progress"
+                                        : "failed",
+                  "message", message);
+    if (status != 0 && status != KM_EAGAIN) {
+        json_object_set_new(j, "error", json_string(message));
+    }
+    http_api_reply_json(op->req, code, j);
+    json_decref(j);
+    http_api_cluster_op_done(op);
+}
+
+/* The node id in member `key` of body: false (and a 400 sent) if it is
+ * not a positive integer; *id 0 when absent and optional. */
+static bool
+http_api_cluster_id(struct http_req *req, json_t *body, const char *key,
+                    bool optional, uint64_t *id)
+{
+    json_t *v = json_object_get(body, key);
+
+    *id = 0;
+    if ((v == NULL || json_is_null(v)) && optional) {
+        return true;
+    }
+    if (json_is_string(v)) {
+        char *end;
+        unsigned long long n = strtoull(json_string_value(v), &end, 10);
+        if (*end == '\0' && n > 0) {
+            *id = n;
+            return true;
+        }
+    } else if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *id = (uint64_t)json_integer_value(v);
+        return true;
+    }
+    http_api_reply_error(req, 400, "%s: a positive node id is required", key);
+    return false;
+}
+
+/* POST /api/admin/cluster/{add-node,remove-node,transfer-leader}/v1. True
+ * if the request was taken. */
+static bool
+http_api_cluster_admin(struct http_api *h, struct http_req *req,
+                       const char *what)
+{
+    struct kumod *kd = h->kd;
+    struct http_api_cluster_op *op;
+    json_error_t jerr;
+    json_t *body = NULL;
+    const char *raft = NULL, *link = NULL;
+    uint64_t id = 0;
+    int rv;
+
+    if (strcmp(req->method, "POST") != 0) {
+        http_api_reply_error(req, 405, "use POST");
+        return false;
+    }
+    if (kd->cluster == NULL || kumod_is_stopping(kd)) {
+        http_api_reply_error(req, 503, "no cluster");
+        return false;
+    }
+    if (req->body.len > 0) {
+        body = json_loadb(buf_cstr(&req->body), req->body.len, 0, &jerr);
+    } else {
+        body = json_object();
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        http_api_reply_error(req, 400, "body must be a JSON object");
+        return false;
+    }
+    if (!http_api_cluster_id(req, body, "id", strcmp(what, "transfer") == 0,
+                             &id)) {
+        json_decref(body);
+        return false;
+    }
+    if (strcmp(what, "add") == 0) {
+        raft = json_string_value(json_object_get(body, "raft"));
+        link = json_string_value(json_object_get(body, "link"));
+        if (raft == NULL || raft[0] == '\0') {
+            json_decref(body);
+            http_api_reply_error(req, 400,
+                                 "raft: the node's raft address "
+                                 "(ip:port) is required");
+            return false;
+        }
+    }
+    op = http_api_cluster_op_new(h, req);
+    if (strcmp(what, "add") == 0) {
+        rv = cluster_add_node(kd->cluster, id, raft, link,
+                              http_api_cluster_on_admin, op);
+    } else if (strcmp(what, "remove") == 0) {
+        rv =
+            cluster_remove_node(kd->cluster, id, http_api_cluster_on_admin, op);
+    } else {
+        rv = cluster_transfer_leader(kd->cluster, id, http_api_cluster_on_admin,
+                                     op);
+    }
+    json_decref(body);
+    if (rv != 0) {
+        h->pending_ops--;
+        free(op);
+        http_api_reply_error(req, 400, "%s", km_strerror(rv));
+        return false;
+    }
+    return true;
 }
 
 /* Routing */
@@ -749,7 +1018,13 @@ http_api_route(struct http_api *h, struct http_req *req)
     } else if (strcmp(p, "/api/admin/queue-summary/v1") == 0) {
         http_api_queue_summary(h, req);
     } else if (strcmp(p, "/api/admin/cluster/status/v1") == 0) {
-        http_api_cluster_status(h, req);
+        taken = http_api_cluster_status(h, req);
+    } else if (strcmp(p, "/api/admin/cluster/add-node/v1") == 0) {
+        taken = http_api_cluster_admin(h, req, "add");
+    } else if (strcmp(p, "/api/admin/cluster/remove-node/v1") == 0) {
+        taken = http_api_cluster_admin(h, req, "remove");
+    } else if (strcmp(p, "/api/admin/cluster/transfer-leader/v1") == 0) {
+        taken = http_api_cluster_admin(h, req, "transfer");
     } else if (!http_api_admin_handle(h, req, &taken)) {
         http_api_reply_error(req, 404, "no such endpoint: %s", p);
     }

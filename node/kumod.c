@@ -998,6 +998,8 @@ err_after_path:
     return rv;
 }
 
+static void kumod_cluster_get_load(void *ctx, struct cluster_load *out);
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
@@ -1089,6 +1091,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     ch.on_shard_owner = kumod_on_shard_owner;
     ch.on_store_body = kumod_on_store_body;
     ch.on_fetch_body = kumod_on_fetch_body;
+    ch.get_load = kumod_cluster_get_load;
     rv = cluster_open(kd->loop, &cc, &ch, &kd->cluster);
     if (rv != 0) {
         snprintf(err, errlen, "cannot start raft in %s: %s", kd->raft_dir,
@@ -1315,4 +1318,26 @@ kumod_fini(struct kumod *kd)
         free(kd->dns_servers[i]);
     }
     free(kd->dns_servers);
+}
+
+/* This node's load for StatusReport and Ping (cluster.h get_load): queued
+ * messages, deliveries in flight, free space where the bodies live. Runs
+ * on the loop; statfs is one cheap syscall. */
+static void
+kumod_cluster_get_load(void *ctx, struct cluster_load *out)
+{
+    struct kumod *kd = ctx;
+    uv_fs_t req;
+
+    memset(out, 0, sizeof(*out));
+    out->queued = kd->queues != NULL ? queue_mgr_count(kd->queues) : 0;
+    out->inflight = kd->egress != NULL ? egress_inflight(kd->egress) : 0;
+    if (kd->data_spool_path == NULL) {
+        return;
+    }
+    if (uv_fs_statfs(NULL, &req, kd->data_spool_path, NULL) == 0) {
+        const uv_statfs_t *st = req.ptr;
+        out->free_bytes = (uint64_t)st->f_bavail * st->f_bsize;
+    }
+    uv_fs_req_cleanup(&req);
 }

@@ -62,6 +62,7 @@ enum kcli_op {
     KCLI_OP_INSPECT_MESSAGE,
     KCLI_OP_SET_LOG_FILTER,
     KCLI_OP_CLUSTER_STATUS,
+    KCLI_OP_CLUSTER_ADMIN, /* add-node, remove-node, transfer-leader */
 };
 
 /* One parsed subcommand: the request it makes and how to show the answer.

@@ -135,7 +135,8 @@ static const char *const kcli_compl_rebind[] = {"--reason",
                                                 NULL};
 static const char *const kcli_compl_inspect_message[] = {"--want-body",
                                                          "--json", NULL};
-static const char *const kcli_compl_cluster[] = {"status", "--json", NULL};
+static const char *const kcli_compl_cluster[] = {
+    "status", "add-node", "remove-node", "transfer-leader", "--json", NULL};
 
 /* -- Helpers ---------------------------------------------------------------
  */
@@ -623,26 +624,76 @@ kcli_build_set_log_filter(const struct kcli_def *d, const struct kcli_parsed *a,
     return 0;
 }
 
+/* A positive node id, or 0. */
+static unsigned long long
+kcli_cmd_node_id(const char *s)
+{
+    char *end;
+    unsigned long long n;
+
+    if (s == NULL || s[0] < '0' || s[0] > '9') {
+        return 0;
+    }
+    n = strtoull(s, &end, 10);
+    return *end == '\0' ? n : 0;
+}
+
 static int
 kcli_build_cluster(const struct kcli_def *d, const struct kcli_parsed *a,
                    struct kcli_cmd *c, struct buf *err)
 {
     const char *sub = kcli_cmd_pos(a, 0);
+    size_t npos = kcli_cmd_npos(a);
+    unsigned long long id = kcli_cmd_node_id(kcli_cmd_pos(a, 1));
 
     if (sub == NULL) {
         return kcli_cmd_usage_error(d, err, "missing cluster subcommand");
     }
-    if (strcmp(sub, "status") != 0) {
-        return kcli_cmd_usage_error(d, err, "unknown cluster subcommand '%s'",
-                                    sub);
+    if (strcmp(sub, "status") == 0) {
+        if (npos > 1) {
+            return kcli_cmd_usage_error(d, err, "unexpected argument '%s'",
+                                        kcli_cmd_pos(a, 1));
+        }
+        c->op = KCLI_OP_CLUSTER_STATUS;
+        kcli_cmd_set_request(c, "GET", "/api/admin/cluster/status/v1", NULL);
+        return 0;
     }
-    if (kcli_cmd_npos(a) > 1) {
-        return kcli_cmd_usage_error(d, err, "unexpected argument '%s'",
-                                    kcli_cmd_pos(a, 1));
+    if (strcmp(sub, "add-node") == 0) {
+        if (npos != 4 || id == 0 || kcli_cmd_pos(a, 2)[0] == '\0') {
+            return kcli_cmd_usage_error(d, err,
+                                        "add-node takes ID RAFT_ADDR LINK_URL");
+        }
+        c->op = KCLI_OP_CLUSTER_ADMIN;
+        kcli_cmd_set_request(c, "POST", "/api/admin/cluster/add-node/v1",
+                             json_pack("{s:I,s:s,s:s}", "id", (json_int_t)id,
+                                       "raft", kcli_cmd_pos(a, 2), "link",
+                                       kcli_cmd_pos(a, 3)));
+        return 0;
     }
-    c->op = KCLI_OP_CLUSTER_STATUS;
-    kcli_cmd_set_request(c, "GET", "/api/admin/cluster/status/v1", NULL);
-    return 0;
+    if (strcmp(sub, "remove-node") == 0) {
+        if (npos != 2 || id == 0) {
+            return kcli_cmd_usage_error(d, err,
+                                        "remove-node takes one node ID");
+        }
+        c->op = KCLI_OP_CLUSTER_ADMIN;
+        kcli_cmd_set_request(c, "POST", "/api/admin/cluster/remove-node/v1",
+                             json_pack("{s:I}", "id", (json_int_t)id));
+        return 0;
+    }
+    if (strcmp(sub, "transfer-leader") == 0) {
+        if (npos > 2 || (npos == 2 && id == 0)) {
+            return kcli_cmd_usage_error(d, err,
+                                        "transfer-leader takes at most one "
+                                        "node ID");
+        }
+        c->op = KCLI_OP_CLUSTER_ADMIN;
+        kcli_cmd_set_request(c, "POST", "/api/admin/cluster/transfer-leader/v1",
+                             npos == 2
+                                 ? json_pack("{s:I}", "id", (json_int_t)id)
+                                 : json_object());
+        return 0;
+    }
+    return kcli_cmd_usage_error(d, err, "unknown cluster subcommand '%s'", sub);
 }
 
 /* -- The table -------------------------------------------------------------
@@ -703,10 +754,14 @@ static const struct kcli_def kcli_defs[] = {
      "change the diagnostic log filter", "FILTER",
      "FILTER is a directive such as 'kumod=debug'.", kcli_flags_none,
      kcli_compl_json, kcli_build_set_log_filter},
-    {"cluster", KCLI_OP_CLUSTER_STATUS, "show the cluster and its members",
-     "status [--json]",
-     "One row per member; a member that did not answer is shown as "
-     "unreachable.",
+    {"cluster", KCLI_OP_CLUSTER_STATUS,
+     "show the cluster, change its membership or leader",
+     "status [--json] | add-node ID RAFT_ADDR LINK_URL | remove-node ID | "
+     "transfer-leader [ID]",
+     "status: one row per member; a member that did not answer is shown as\n"
+     "unreachable. add-node: the new node runs with bootstrap=false.\n"
+     "remove-node: drains the node's shards first (kcli waits up to 2m).\n"
+     "transfer-leader: to ID, or to the most up-to-date voter.",
      kcli_flags_none, kcli_compl_cluster, kcli_build_cluster},
 };
 

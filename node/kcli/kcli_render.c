@@ -271,12 +271,53 @@ kcli_render_member_state(const json_t *m)
     return kcli_render_field(m, "state", NULL);
 }
 
+/* Shards owned/backed, as "12/24". */
+static char *
+kcli_render_shards(const json_t *m)
+{
+    const json_t *own = json_object_get(m, "shards_owned");
+    const json_t *back = json_object_get(m, "shards_backed");
+
+    if (!json_is_integer(own)) {
+        return NULL;
+    }
+    if (!json_is_integer(back)) {
+        return kcli_render_scalar(own);
+    }
+    return km_asprintf("%" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT,
+                       json_integer_value(own), json_integer_value(back));
+}
+
+/* Free bytes as "512M", "37G" (binary units, rounded down). */
+static char *
+kcli_render_free(const json_t *m)
+{
+    static const char units[] = "KMGTPE";
+    const json_t *v = json_object_get(m, "free_bytes");
+    double b;
+    size_t u = 0;
+
+    if (!json_is_integer(v)) {
+        return NULL;
+    }
+    b = (double)json_integer_value(v);
+    if (b < 1024) {
+        return km_asprintf("%.0fB", b);
+    }
+    b /= 1024;
+    while (b >= 1024 && u + 1 < sizeof(units) - 1) {
+        b /= 1024;
+        u++;
+    }
+    return km_asprintf("%.0f%c", b, units[u]);
+}
+
 void
 kcli_render_cluster_status(const json_t *st, struct buf *out)
 {
-    static const char *const hdr[] = {"ID",      "RAFT ADDRESS", "ROLE",
-                                      "APPLIED", "LAG",          "PING",
-                                      "QUEUED",  "VERSION",      "STATE"};
+    static const char *const hdr[] = {
+        "ID",     "RAFT ADDRESS", "ROLE",   "APPLIED", "LAG",     "PING",
+        "QUEUED", "LEASE",        "SHARDS", "FREE",    "VERSION", "STATE"};
     static const char *const labels[][3] = {
         {"CLUSTER", "cluster_id", "id"},
         {"TERM", "term", NULL},
@@ -296,13 +337,15 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
     if (!json_is_array(members)) {
         members = json_object_get(st, "nodes");
     }
-    KM_ASSERT(kcli_table_new(9, hdr, &t) == 0);
+    KM_ASSERT(kcli_table_new(12, hdr, &t) == 0);
     for (size_t c = 3; c <= 6; c++) {
         kcli_table_align_right(t, c);
     }
+    kcli_table_align_right(t, 8);
+    kcli_table_align_right(t, 9);
     for (size_t i = 0; i < json_array_size(members); i++) {
         const json_t *m = json_array_get(members, i);
-        char *cells[9] = {
+        char *cells[12] = {
             kcli_render_field(m, "id", "node"),
             kcli_render_field(m, "raft_address", "address"),
             kcli_render_field(m, "role", "raft_state"),
@@ -310,12 +353,15 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
             kcli_render_lag(m, st),
             kcli_render_ping_age(m),
             kcli_render_field(m, "queued", NULL),
+            kcli_render_field(m, "lease", NULL),
+            kcli_render_shards(m),
+            kcli_render_free(m),
             kcli_render_field(m, "version", NULL),
             kcli_render_member_state(m),
         };
 
         kcli_table_add_row(t, (const char *const *)cells);
-        kcli_render_free_cells(cells, 9);
+        kcli_render_free_cells(cells, 12);
     }
     kcli_render_table_out(t, out);
 }

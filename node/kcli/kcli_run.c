@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -227,6 +228,55 @@ kcli_run_show(const struct kcli_cmd *c, const struct buf *resp)
     return 0;
 }
 
+/* Polls of remove-node while the node drains: one a second, 2 minutes. */
+#define KCLI_RUN_ADMIN_POLLS 120
+
+/* add-node, remove-node, transfer-leader: POST, and while the answer says
+ * "in_progress" (202: draining, or another change first) ask again. */
+static int
+kcli_run_cluster_admin(struct kcli_http *h, const struct kcli_cmd *c, bool json)
+{
+    struct buf resp = BUF_INIT;
+    json_t *j = NULL;
+    int rv;
+
+    for (int i = 0;; i++) {
+        buf_reset(&resp);
+        rv = kcli_run_fetch(h, c->method, c->path, c->body, -1, &resp);
+        if (rv != 0) {
+            break;
+        }
+        rv = kcli_run_parse(c, &resp, &j);
+        if (rv != 0) {
+            break;
+        }
+        const char *st = json_string_value(json_object_get(j, "status"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+        bool again = st != NULL && strcmp(st, "in_progress") == 0;
+        if (json && (!again || i + 1 >= KCLI_RUN_ADMIN_POLLS)) {
+            kcli_run_print_raw(&resp);
+        } else if (!json) {
+            printf("%s%s\n", again ? "in progress: " : "",
+                   msg != NULL ? msg : "done");
+        }
+        json_decref(j);
+        j = NULL;
+        if (!again) {
+            break;
+        }
+        if (i + 1 >= KCLI_RUN_ADMIN_POLLS) {
+            fprintf(stderr, "kcli: %s: still in progress, giving up\n",
+                    c->path);
+            rv = KCLI_EXIT_FAIL;
+            break;
+        }
+        fflush(stdout);
+        sleep(1);
+    }
+    buf_fini(&resp);
+    return rv;
+}
+
 int
 kcli_run(struct kcli_http *h, bool json, int argc, char *const *argv)
 {
@@ -247,6 +297,8 @@ kcli_run(struct kcli_http *h, bool json, int argc, char *const *argv)
         rv = KCLI_EXIT_OK;
     } else if (c.op == KCLI_OP_QUEUE_SUMMARY) {
         rv = kcli_run_queue_summary(h, &c, json);
+    } else if (c.op == KCLI_OP_CLUSTER_ADMIN) {
+        rv = kcli_run_cluster_admin(h, &c, json);
     } else {
         rv = kcli_run_fetch(h, c.method, c.path, c.body, -1, &resp);
         if (rv == 0 && json) {

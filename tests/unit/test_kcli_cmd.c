@@ -430,6 +430,68 @@ kcli_cluster_status_gets_status(void **state)
 }
 
 static void
+kcli_cluster_admin_subcommands_post_their_bodies(void **state)
+{
+    char *add[] = {"cluster", "add-node", "4", "127.0.0.1:7410",
+                   "tcp://127.0.0.1:7420"};
+    char *rm[] = {"cluster", "remove-node", "2"};
+    char *tl[] = {"cluster", "transfer-leader", "3"};
+    char *tl_any[] = {"cluster", "transfer-leader"};
+    struct kcli_cmd_test *t = *state;
+
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(add), add), 0);
+    assert_int_equal(t->cmd.op, KCLI_OP_CLUSTER_ADMIN);
+    kcli_cmd_test_request_is(&t->cmd, "POST", "/api/admin/cluster/add-node/v1");
+    kcli_cmd_test_body_is(&t->cmd, "{\"id\":4,\"raft\":\"127.0.0.1:7410\","
+                                   "\"link\":\"tcp://127.0.0.1:7420\"}");
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(rm), rm), 0);
+    kcli_cmd_test_request_is(&t->cmd, "POST",
+                             "/api/admin/cluster/remove-node/v1");
+    kcli_cmd_test_body_is(&t->cmd, "{\"id\":2}");
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(tl), tl), 0);
+    kcli_cmd_test_request_is(&t->cmd, "POST",
+                             "/api/admin/cluster/transfer-leader/v1");
+    kcli_cmd_test_body_is(&t->cmd, "{\"id\":3}");
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(tl_any), tl_any), 0);
+    kcli_cmd_test_body_is(&t->cmd, "{}");
+}
+
+static void
+kcli_cluster_admin_rejects_bad_ids_and_arity(void **state)
+{
+    char *add_short[] = {"cluster", "add-node", "4", "127.0.0.1:7410"};
+    char *rm_word[] = {"cluster", "remove-node", "two"};
+    char *rm_zero[] = {"cluster", "remove-node", "0"};
+    char *rm_none[] = {"cluster", "remove-node"};
+    char *tl_two[] = {"cluster", "transfer-leader", "1", "2"};
+    struct kcli_cmd_test *t = *state;
+
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(add_short), add_short),
+                     KM_EINVAL);
+    assert_non_null(strstr(buf_cstr(&t->err), "ID RAFT_ADDR LINK_URL"));
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(rm_word), rm_word), KM_EINVAL);
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(rm_zero), rm_zero), KM_EINVAL);
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(rm_none), rm_none), KM_EINVAL);
+    assert_int_equal(kcli_cmd_test_parse(t, ARGC(tl_two), tl_two), KM_EINVAL);
+}
+
+static void
+kcli_cluster_completion_offers_admin_subcommands(void **state)
+{
+    const char *const *f = kcli_cmd_flags("cluster");
+    bool add = false, rm = false, tl = false;
+
+    (void)state;
+    assert_non_null(f);
+    for (size_t i = 0; f[i] != NULL; i++) {
+        add = add || strcmp(f[i], "add-node") == 0;
+        rm = rm || strcmp(f[i], "remove-node") == 0;
+        tl = tl || strcmp(f[i], "transfer-leader") == 0;
+    }
+    assert_true(add && rm && tl);
+}
+
+static void
 kcli_help_flag_gives_help_without_request(void **state)
 {
     char *argv[] = {"rebind", "--help"};
@@ -490,6 +552,9 @@ main(void)
         T(kcli_inspect_message_encodes_id_and_want_body),
         T(kcli_set_log_filter_posts_the_filter),
         T(kcli_cluster_status_gets_status),
+        T(kcli_cluster_admin_subcommands_post_their_bodies),
+        T(kcli_cluster_admin_rejects_bad_ids_and_arity),
+        T(kcli_cluster_completion_offers_admin_subcommands),
         T(kcli_help_flag_gives_help_without_request),
         T(kcli_help_lists_every_command_and_flags_exist),
 #undef T
