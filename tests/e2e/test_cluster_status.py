@@ -112,9 +112,15 @@ def test_status_from_any_node_lists_every_member(make_kumod):
     def all_reachable(st):
         return (st is not None and len(st["members"]) == 3
                 and all(m["reachable"] for m in st["members"]))
+    def own_lease_ok(st):
+        return (st is not None and
+                members(st).get(st["raft_node_id"], {}).get("lease") == "ok")
     for k in nodes:
         H.wait_for(lambda: all_reachable(status(k)), timeout=10,
                    what="every member reachable")
+        # a follower's lease comes with its first Pong (ping_interval)
+        H.wait_for(lambda: own_lease_ok(status(k)), timeout=10,
+                   what="this node's lease")
         st = status(k)
         assert st["cluster_id"] == CLUSTER_ID
         assert st["leader_id"] == leader
