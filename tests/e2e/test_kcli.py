@@ -12,6 +12,7 @@ import os
 import pty
 import select
 import subprocess
+import termios
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -172,6 +173,16 @@ class Pty:
                     raise AssertionError("kcli closed its terminal before "
                                          f"{needle!r}:\n{self.out.decode(errors='replace')}")
                 self.out += chunk
+
+    def wait_line_editing(self, timeout=10.0):
+        """Wait until libedit has put the terminal in non-canonical mode:
+        keys typed before that (a TAB) reach the line discipline, not the
+        editor, and completion would not run."""
+        deadline = time.monotonic() + timeout
+        while termios.tcgetattr(self.master)[3] & termios.ICANON:
+            if time.monotonic() > deadline:
+                raise AssertionError("kcli never switched to line editing")
+            time.sleep(0.01)
 
     def close(self):
         if self.proc.poll() is None:
@@ -422,6 +433,7 @@ def test_shell_completes_command_names(api, tmp_path):
     sh = Pty([kcli_bin(), "--endpoint", api.url], env)
     try:
         pos = sh.expect("kumo> ")
+        sh.wait_line_editing()
         # "bounce-l" + TAB completes to "bounce-list".
         sh.send("bounce-l\t")
         pos = sh.expect("ist", start=pos)
