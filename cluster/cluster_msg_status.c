@@ -138,6 +138,7 @@ cluster_msg_encode_status_report(const struct cluster_status_report *r,
     m.commit_index = r->commit_index;
     m.policy_checksum = cluster_msg_status_str(r->policy_checksum);
     m.uptime_s = r->uptime_s;
+    m.lease_ok = r->lease_ok;
     load.queued = r->queued;
     load.ready = r->ready;
     load.inflight = r->inflight;
@@ -197,6 +198,7 @@ cluster_msg_decode_status_report(const void *data, size_t len,
     out->applied_index = m->applied_index;
     out->commit_index = m->commit_index;
     out->uptime_s = m->uptime_s;
+    out->lease_ok = m->lease_ok;
     if (m->load != NULL) {
         out->queued = m->load->queued;
         out->ready = m->load->ready;

@@ -119,6 +119,7 @@ cluster_status_local(const struct cluster *c, struct cluster_status_report *r,
     r->applied_index = s.applied_index;
     r->commit_index = s.commit_index;
     r->uptime_s = cluster_status_uptime_s();
+    r->lease_ok = cluster_has_lease(c);
     memset(&load, 0, sizeof(load));
     if (c->host.get_load != NULL) {
         c->host.get_load(c->host.ctx, &load);
@@ -177,6 +178,7 @@ cluster_status_fill_row(struct cluster_member_status *row,
                         r->policy_checksum);
     cluster_status_copy(row->version, sizeof(row->version), r->version);
     row->uptime_s = r->uptime_s;
+    row->lease_ok = r->lease_ok ? 1 : 0;
 }
 
 static void

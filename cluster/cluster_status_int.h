@@ -26,6 +26,7 @@ struct cluster_status_report {
     uint64_t queued, ready, inflight, free_bytes, body_bytes;
     char policy_checksum[72];
     uint64_t uptime_s;
+    bool lease_ok;
 };
 
 enum cluster_admin_op {

@@ -1000,6 +1000,34 @@ err_after_path:
 
 static void kumod_cluster_get_load(void *ctx, struct cluster_load *out);
 
+/* The policy file's SHA-256 (16 hex digits), shown by `cluster status` so
+ * that drift between the nodes' --policy files is visible. */
+static void
+kumod_policy_checksum(struct kumod *kd)
+{
+    struct buf text = BUF_INIT;
+    unsigned char md[SHA256_DIGEST_LENGTH];
+
+    char chunk[4096];
+    FILE *f;
+    size_t n;
+
+    kd->policy_checksum[0] = '\0';
+    f = kd->policy_path != NULL ? fopen(kd->policy_path, "rb") : NULL;
+    if (f == NULL) {
+        return;
+    }
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        buf_append(&text, chunk, n);
+    }
+    fclose(f);
+    SHA256((const unsigned char *)text.data, text.len, md);
+    for (size_t i = 0; i < 8; i++) {
+        snprintf(kd->policy_checksum + 2 * i, 3, "%02x", md[i]);
+    }
+    buf_fini(&text);
+}
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
@@ -1008,6 +1036,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     int rv;
 
     kd->state = KUMOD_STARTING;
+    kumod_policy_checksum(kd);
     rv = kumod_mkdirs(state_dir);
     if (rv == 0) {
         rv = kumod_load_nodeid(kd, nodeid_path);
@@ -1332,6 +1361,7 @@ kumod_cluster_get_load(void *ctx, struct cluster_load *out)
     memset(out, 0, sizeof(*out));
     out->queued = kd->queues != NULL ? queue_mgr_count(kd->queues) : 0;
     out->inflight = kd->egress != NULL ? egress_inflight(kd->egress) : 0;
+    out->policy_checksum = kd->policy_checksum;
     if (kd->data_spool_path == NULL) {
         return;
     }

@@ -44,6 +44,7 @@ struct kumod {
     bool validate_only; /* --validate: run init, bind nothing, open nothing */
     struct policy *policy;
     const char *policy_path;
+    char policy_checksum[24]; /* first 16 hex digits of the file's SHA-256 */
     char nodeid[37]; /* UUID of this node, persisted beside the spool */
     struct km_idgen idgen;
 

@@ -316,8 +316,9 @@ void
 kcli_render_cluster_status(const json_t *st, struct buf *out)
 {
     static const char *const hdr[] = {
-        "ID",     "RAFT ADDRESS", "ROLE",   "APPLIED", "LAG",     "PING",
-        "QUEUED", "LEASE",        "SHARDS", "FREE",    "VERSION", "STATE"};
+        "ID",   "RAFT ADDRESS", "ROLE",    "APPLIED", "LAG",
+        "PING", "QUEUED",       "LEASE",   "SHARDS",  "UNDER",
+        "FREE", "POLICY",       "VERSION", "STATE"};
     static const char *const labels[][3] = {
         {"CLUSTER", "cluster_id", "id"},
         {"TERM", "term", NULL},
@@ -337,15 +338,16 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
     if (!json_is_array(members)) {
         members = json_object_get(st, "nodes");
     }
-    KM_ASSERT(kcli_table_new(12, hdr, &t) == 0);
+    KM_ASSERT(kcli_table_new(14, hdr, &t) == 0);
     for (size_t c = 3; c <= 6; c++) {
         kcli_table_align_right(t, c);
     }
     kcli_table_align_right(t, 8);
     kcli_table_align_right(t, 9);
+    kcli_table_align_right(t, 10);
     for (size_t i = 0; i < json_array_size(members); i++) {
         const json_t *m = json_array_get(members, i);
-        char *cells[12] = {
+        char *cells[14] = {
             kcli_render_field(m, "id", "node"),
             kcli_render_field(m, "raft_address", "address"),
             kcli_render_field(m, "role", "raft_state"),
@@ -355,13 +357,15 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
             kcli_render_field(m, "queued", NULL),
             kcli_render_field(m, "lease", NULL),
             kcli_render_shards(m),
+            kcli_render_field(m, "under_replicated", NULL),
             kcli_render_free(m),
+            kcli_render_field(m, "policy_checksum", NULL),
             kcli_render_field(m, "version", NULL),
             kcli_render_member_state(m),
         };
 
         kcli_table_add_row(t, (const char *const *)cells);
-        kcli_render_free_cells(cells, 12);
+        kcli_render_free_cells(cells, 14);
     }
     kcli_render_table_out(t, out);
 }

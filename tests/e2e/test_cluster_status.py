@@ -135,6 +135,9 @@ def test_status_from_any_node_lists_every_member(make_kumod):
             assert m["lag"] <= 5, m
             assert m["version"], m
             assert m["free_bytes"] > 0, m
+            # each node's own --policy file (they differ here: ports)
+            assert len(m["policy_checksum"]) == 16, m
+            int(m["policy_checksum"], 16)
             assert m["state"] == "up"
             assert m["self"] == (i == st["raft_node_id"])
         assert rows[st["raft_node_id"]]["lease"] == "ok"

@@ -178,7 +178,8 @@ kcli_render_cluster_status_marks_unreachable_member(void **state)
         "{\"id\":\"n1\",\"raft_address\":\"127.0.0.1:7001\",\"role\":"
         "\"leader\",\"applied_index\":1000,\"last_ping_age_ms\":0,"
         "\"queued\":5,\"lease\":\"ok\",\"shards_owned\":22,"
-        "\"shards_backed\":43,\"free_bytes\":5368709120,"
+        "\"shards_backed\":43,\"under_replicated\":2,"
+        "\"free_bytes\":5368709120,\"policy_checksum\":\"9f3c1a2e0b7d4c11\","
         "\"version\":\"0.1.0\",\"state\":\"up\"},"
         "{\"id\":\"n2\",\"raft_address\":\"127.0.0.1:7002\",\"role\":"
         "\"follower\",\"applied_index\":990,\"last_ping_age_ms\":1500,"
@@ -197,14 +198,14 @@ kcli_render_cluster_status_marks_unreachable_member(void **state)
         "LEADER   n1\n"
         "COMMIT   1000\n"
         "\n"
-        "ID  RAFT ADDRESS    ROLE      APPLIED  LAG  PING  QUEUED  LE"
-        "ASE  SHARDS  FREE  VERSION  STATE\n"
-        "n1  127.0.0.1:7001  leader       1000    0   0ms       5  ok"
-        "      22/43    5G  0.1.0    up\n"
-        "n2  127.0.0.1:7002  follower      990   10    1s       0  - "
-        "          -     -  0.1.0    up\n"
-        "n3  127.0.0.1:7003  follower      900  100  1m5s       -  - "
-        "          -     -  -        unreachable\n");
+        "ID  RAFT ADDRESS    ROLE      APPLIED  LAG  PING  QUEUED  LEASE  "
+        "SHARDS  UNDER  FREE  POLICY            VERSION  STATE\n"
+        "n1  127.0.0.1:7001  leader       1000    0   0ms       5  ok      "
+        "22/43      2    5G  9f3c1a2e0b7d4c11  0.1.0    up\n"
+        "n2  127.0.0.1:7002  follower      990   10    1s       0  -      "
+        "     -      -     -  -                 0.1.0    up\n"
+        "n3  127.0.0.1:7003  follower      900  100  1m5s       -  -      "
+        "     -      -     -  -                 -        unreachable\n");
 }
 
 static void
