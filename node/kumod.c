@@ -24,6 +24,7 @@
 #include "cluster.h"
 #include "egress.h"
 #include "http_api.h"
+#include "kumod_body.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -264,449 +265,9 @@ kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
     return 0;
 }
 
-/* Bodies in a group (CLUSTER.md §4.3-4.6): copies stored for other nodes,
- * messages fetched and queued by the shard owner, bodies removed on Done. */
-
 /* An orphan body (no Enqueue lists it) is removed only after this long:
  * its Enqueue may still be on its way from another node. */
 #define KUMOD_ORPHAN_GRACE_MS (60u * 60u * 1000u)
-/* Pause before asking every node again for a body none could provide. */
-#define KUMOD_FETCH_RETRY_MS 5000u
-
-/* A multi-node group: bodies are replicated, shards have owners. */
-static bool
-kumod_in_group(const struct kumod *kd)
-{
-    return kd->n_cluster_peers > 1 && kd->link_listen != NULL &&
-           kd->cluster != NULL;
-}
-
-/* A StoreBody being written: two synced puts, then the answer. Counted in
- * inflight_ingests so that shutdown waits for the answer (the cluster and
- * its link close only after that). */
-struct kumod_store {
-    struct kumod *kd;
-    struct cluster_body_reply *r;
-    size_t pending;
-    int status;
-};
-
-static void
-kumod_on_body_spooled(void *arg, int status)
-{
-    struct kumod_store *st = arg;
-
-    if (status != 0 && st->status == 0) {
-        st->status = status;
-    }
-    KM_ASSERT(st->pending > 0);
-    if (--st->pending > 0) {
-        return;
-    }
-    if (st->status != 0) {
-        LOG_WARN("kumod: StoreBody: spool write failed: %s",
-                 km_strerror(st->status));
-    }
-    cluster_body_reply(
-        st->r, st->status == KM_ENOSPC || st->status == 0 ? st->status : KM_EIO,
-        NULL);
-    KM_ASSERT(st->kd->inflight_ingests > 0);
-    st->kd->inflight_ingests--;
-    free(st);
-}
-
-/* Store b in both spools (synced); st->pending counts the callbacks. */
-static void
-kumod_put_body(struct kumod *kd, const struct cluster_body *b, spool_done_cb cb,
-               void *arg, int *status)
-{
-    int rv;
-
-    rv = spool_put(kd->data_spool, b->id, b->data, b->data_len, cb, arg);
-    if (rv != 0) {
-        *status = rv;
-        cb(arg, rv);
-    }
-    rv = spool_put(kd->meta_spool, b->id, b->meta, b->meta_len, cb, arg);
-    if (rv != 0) {
-        *status = rv;
-        cb(arg, rv);
-    }
-}
-
-static void
-kumod_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
-                    struct cluster_body_reply *r)
-{
-    struct kumod *kd = ctx;
-    struct kumod_store *st;
-
-    (void)from;
-    if (kumod_is_stopping(kd) || kd->data_spool == NULL) {
-        cluster_body_reply(r, KM_EAGAIN, NULL);
-        return;
-    }
-    if (kd->disk_low) {
-        /* Below the free-space soft mark: the sender picks another. */
-        cluster_body_reply(r, KM_ENOSPC, NULL);
-        return;
-    }
-    st = km_calloc(1, sizeof(*st));
-    st->kd = kd;
-    st->r = r;
-    st->pending = 2;
-    kd->inflight_ingests++;
-    kumod_put_body(kd, b, kumod_on_body_spooled, st, &st->status);
-}
-
-static void
-kumod_on_fetch_body(void *ctx, uint64_t from, const char *id,
-                    struct cluster_body_reply *r)
-{
-    struct kumod *kd = ctx;
-    struct buf meta = BUF_INIT, data = BUF_INIT;
-    struct cluster_body b;
-    int rv;
-
-    (void)from;
-    rv = spool_get(kd->meta_spool, id, &meta);
-    if (rv == 0) {
-        rv = spool_get(kd->data_spool, id, &data);
-    }
-    if (rv != 0) {
-        cluster_body_reply(r, rv == KM_ENOENT ? KM_ENOENT : KM_EIO, NULL);
-        goto out;
-    }
-    memset(&b, 0, sizeof(b));
-    snprintf(b.id, sizeof(b.id), "%s", id);
-    b.meta = meta.data;
-    b.meta_len = meta.len;
-    b.data = data.data;
-    b.data_len = data.len;
-    SHA256((const unsigned char *)buf_cstr(&data), data.len, b.digest);
-    cluster_body_reply(r, 0, &b);
-out:
-    buf_fini(&meta);
-    buf_fini(&data);
-}
-
-static bool
-kumod_has_local_body(struct kumod *kd, const char *id)
-{
-    struct buf meta = BUF_INIT, data = BUF_INIT;
-    bool ok = spool_get(kd->meta_spool, id, &meta) == 0 &&
-              spool_get(kd->data_spool, id, &data) == 0;
-
-    buf_fini(&meta);
-    buf_fini(&data);
-    return ok;
-}
-
-/* Queue message cm from the local spool, due no earlier than min_due_ms.
- * KM_ENOENT when this node has no copy. */
-static int
-kumod_queue_local(struct kumod *kd, const struct cluster_msg *cm,
-                  int64_t min_due_ms, const char *reason)
-{
-    struct buf meta = BUF_INIT, data = BUF_INIT;
-    struct message *m = NULL;
-    int rv;
-
-    rv = spool_get(kd->meta_spool, cm->id, &meta);
-    if (rv == 0) {
-        /* Only its presence matters: egress reads it again. */
-        rv = spool_get(kd->data_spool, cm->id, &data);
-    }
-    if (rv == 0) {
-        rv = message_from_spool(cm->id, meta.data, meta.len, NULL, 0, &m);
-    }
-    buf_fini(&meta);
-    buf_fini(&data);
-    if (rv != 0) {
-        return rv;
-    }
-    message_set_size(m, (size_t)cm->size);
-    message_set_num_attempts(m, cm->attempts);
-    message_set_due_ms(m, cm->due_ms > min_due_ms ? cm->due_ms : min_due_ms);
-    queue_insert(kd->queues, m, reason);
-    message_unref(m);
-    return 0;
-}
-
-/* A body this node lacks, fetched from the message's replicas (then from
- * every configured peer), stored locally (synced), then queued. */
-struct kumod_fetch {
-    struct kumod *kd;
-    char id[KM_ID_HEX_LEN + 1];
-    int64_t min_due_ms;
-    uint64_t nodes[CLUSTER_MAX_MSG_REPLICAS + 16];
-    size_t n_nodes, next;
-    size_t pending;
-    int status;
-    uv_timer_t retry; /* a round after every node failed */
-    bool retry_open;
-    unsigned rounds;
-};
-
-static void kumod_fetch_next(struct kumod_fetch *f);
-static void kumod_fetch_on_retry(uv_timer_t *t);
-
-static void
-kumod_fetch_on_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void
-kumod_fetch_end(struct kumod_fetch *f)
-{
-    KM_ASSERT(f->kd->inflight_ingests > 0);
-    f->kd->inflight_ingests--;
-    if (f->retry_open) {
-        uv_close((uv_handle_t *)&f->retry, kumod_fetch_on_closed);
-    } else {
-        free(f);
-    }
-}
-
-static void
-kumod_on_fetched_spooled(void *arg, int status)
-{
-    struct kumod_fetch *f = arg;
-    struct kumod *kd = f->kd;
-    const struct cluster_msg *cm;
-
-    if (status != 0 && f->status == 0) {
-        f->status = status;
-    }
-    KM_ASSERT(f->pending > 0);
-    if (--f->pending > 0) {
-        return;
-    }
-    if (f->status != 0) {
-        LOG_ERROR("kumod: %s: storing the fetched body: %s", f->id,
-                  km_strerror(f->status));
-        kumod_fetch_end(f);
-        return;
-    }
-    /* Still queued in the FSM and still ours? Done may have come. */
-    cm = kd->cluster != NULL && !kumod_is_stopping(kd)
-             ? cluster_lookup(kd->cluster, f->id)
-             : NULL;
-    if (cm != NULL && cluster_owns(kd->cluster, cm->shard) &&
-        queue_find(kd->queues, f->id) == NULL) {
-        (void)kumod_queue_local(kd, cm, f->min_due_ms, "Fetched");
-    } else if (cm == NULL && kd->data_spool != NULL) {
-        (void)spool_delete(kd->data_spool, f->id, NULL, NULL);
-        (void)spool_delete(kd->meta_spool, f->id, NULL, NULL);
-    }
-    kumod_fetch_end(f);
-}
-
-static void
-kumod_on_fetched(void *arg, int status, const struct cluster_body *b)
-{
-    struct kumod_fetch *f = arg;
-
-    if (status != 0) {
-        LOG_DEBUG("kumod: %s: FetchBody from node %llu: %s", f->id,
-                  (unsigned long long)f->nodes[f->next - 1],
-                  km_strerror(status));
-        f->status = status;
-        kumod_fetch_next(f);
-        return;
-    }
-    if (kumod_is_stopping(f->kd) || f->kd->data_spool == NULL) {
-        kumod_fetch_end(f);
-        return;
-    }
-    f->pending = 2;
-    f->status = 0;
-    kumod_put_body(f->kd, b, kumod_on_fetched_spooled, f, &f->status);
-}
-
-static void
-kumod_fetch_next(struct kumod_fetch *f)
-{
-    struct kumod *kd = f->kd;
-    const struct cluster_msg *cm;
-
-    while (f->next < f->n_nodes && !kumod_is_stopping(kd) &&
-           kd->cluster != NULL) {
-        uint64_t node = f->nodes[f->next++];
-        if (cluster_fetch_body(kd->cluster, node, f->id, kumod_on_fetched, f) ==
-            0) {
-            return;
-        }
-    }
-    /* Every node failed: try again later while the message is still
-     * queued in the FSM and this node still owns it. */
-    cm = kd->cluster != NULL && !kumod_is_stopping(kd)
-             ? cluster_lookup(kd->cluster, f->id)
-             : NULL;
-    if (cm == NULL || !cluster_owns(kd->cluster, cm->shard)) {
-        kumod_fetch_end(f);
-        return;
-    }
-    if (f->rounds++ == 0) {
-        LOG_WARN("kumod: %s: no node could provide the body (%s): retrying "
-                 "every %u ms",
-                 f->id, km_strerror(f->status), KUMOD_FETCH_RETRY_MS);
-    }
-    if (!f->retry_open) {
-        uv_timer_init(kd->loop, &f->retry);
-        f->retry.data = f;
-        f->retry_open = true;
-    }
-    uv_timer_start(&f->retry, kumod_fetch_on_retry, KUMOD_FETCH_RETRY_MS, 0);
-}
-
-static void
-kumod_fetch_add(struct kumod_fetch *f, uint64_t self, uint64_t node)
-{
-    if (node == 0 || node == self ||
-        f->n_nodes == sizeof(f->nodes) / sizeof(f->nodes[0])) {
-        return;
-    }
-    for (size_t i = 0; i < f->n_nodes; i++) {
-        if (f->nodes[i] == node) {
-            return;
-        }
-    }
-    f->nodes[f->n_nodes++] = node;
-}
-
-/* Collect the nodes to ask: the message's replicas, then every peer. */
-static void
-kumod_fetch_plan(struct kumod_fetch *f, const struct cluster_msg *cm)
-{
-    struct kumod *kd = f->kd;
-    uint64_t self = cluster_self_id(kd->cluster);
-
-    f->n_nodes = f->next = 0;
-    for (size_t i = 0; i < cm->n_replicas; i++) {
-        kumod_fetch_add(f, self, cm->replicas[i]);
-    }
-    for (size_t i = 0; i < kd->n_cluster_peers; i++) {
-        kumod_fetch_add(f, self, kd->cluster_peers[i].id);
-    }
-}
-
-static void
-kumod_fetch_on_retry(uv_timer_t *t)
-{
-    struct kumod_fetch *f = t->data;
-    const struct cluster_msg *cm;
-
-    cm = f->kd->cluster != NULL && !kumod_is_stopping(f->kd)
-             ? cluster_lookup(f->kd->cluster, f->id)
-             : NULL;
-    if (cm == NULL) {
-        kumod_fetch_end(f);
-        return;
-    }
-    kumod_fetch_plan(f, cm);
-    kumod_fetch_next(f);
-}
-
-static void
-kumod_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
-                  int64_t min_due_ms)
-{
-    struct kumod_fetch *f = km_calloc(1, sizeof(*f));
-
-    f->kd = kd;
-    memcpy(f->id, cm->id, sizeof(f->id));
-    f->min_due_ms = min_due_ms;
-    f->status = KM_ENOENT;
-    kumod_fetch_plan(f, cm);
-    kd->inflight_ingests++;
-    kumod_fetch_next(f);
-}
-
-/* Queue cm here (this node owns its shard): from the local spool, or
- * after fetching its body. */
-static void
-kumod_take_message(struct kumod *kd, const struct cluster_msg *cm,
-                   int64_t min_due_ms, const char *reason)
-{
-    int rv;
-
-    if (queue_find(kd->queues, cm->id) != NULL) {
-        return;
-    }
-    rv = kumod_queue_local(kd, cm, min_due_ms, reason);
-    if (rv == KM_ENOENT) {
-        kumod_fetch_start(kd, cm, min_due_ms);
-    } else if (rv != 0) {
-        LOG_ERROR("kumod: %s: cannot queue: %s", cm->id, km_strerror(rv));
-    }
-}
-
-static void
-kumod_on_cluster_enqueue(void *ctx, const struct cluster_msg *cm)
-{
-    struct kumod *kd = ctx;
-
-    if (!kumod_in_group(kd) || kd->state != KUMOD_RUNNING ||
-        !cluster_owns(kd->cluster, cm->shard)) {
-        return;
-    }
-    kumod_take_message(kd, cm, 0, "Received");
-}
-
-struct kumod_inherit {
-    struct kumod *kd;
-    uint32_t shard;
-    int64_t min_due_ms;
-};
-
-static bool
-kumod_inherit_one(void *arg, const struct cluster_msg *cm)
-{
-    struct kumod_inherit *ih = arg;
-
-    if (cm->shard == ih->shard) {
-        kumod_take_message(ih->kd, cm, ih->min_due_ms, "Inherited");
-    }
-    return true;
-}
-
-static void
-kumod_on_shard_owner(void *ctx, uint32_t shard, uint64_t old_owner,
-                     uint64_t new_owner, bool failover)
-{
-    struct kumod *kd = ctx;
-    struct kumod_inherit ih = {.kd = kd, .shard = shard};
-    struct cluster_settings st;
-
-    (void)old_owner;
-    if (!kumod_in_group(kd) || kd->state != KUMOD_RUNNING ||
-        new_owner != cluster_self_id(kd->cluster)) {
-        return;
-    }
-    if (failover) {
-        /* CLUSTER.md §4.6: the old owner may still be finishing an
-         * attempt it started before its lease ran out. */
-        cluster_get_settings(kd->cluster, &st);
-        ih.min_due_ms = km_now_wall_ms() + st.failover_grace_ms;
-    }
-    cluster_foreach(kd->cluster, kumod_inherit_one, &ih);
-}
-
-static void
-kumod_on_cluster_done(void *ctx, const char *id, int outcome)
-{
-    struct kumod *kd = ctx;
-
-    (void)outcome;
-    if (!kumod_in_group(kd)) {
-        return; /* one node: queue.c deletes after its own Done */
-    }
-    (void)queue_forget(kd->queues, id);
-    (void)spool_delete(kd->data_spool, id, NULL, NULL);
-    (void)spool_delete(kd->meta_spool, id, NULL, NULL);
-}
 
 struct kumod_recovery {
     struct kumod *kd;
@@ -731,13 +292,13 @@ kumod_recover_one(void *arg, const struct cluster_msg *cm)
 
     /* In a group, the shard's owner queues the message; a body it lacks
      * is fetched from the replicas. */
-    if (kumod_in_group(kd)) {
+    if (kumod_body_in_group(kd)) {
         if (!cluster_owns(kd->cluster, cm->shard)) {
             rc->remote++;
             return true;
         }
-        if (!kumod_has_local_body(kd, cm->id)) {
-            kumod_fetch_start(kd, cm, 0);
+        if (!kumod_body_has_local_body(kd, cm->id)) {
+            kumod_body_fetch_start(kd, cm, 0);
             rc->fetching++;
             return true;
         }
@@ -796,7 +357,7 @@ kumod_orphan_expired(const struct kumod *kd, const char *id)
 {
     int64_t t;
 
-    if (!kumod_in_group(kd)) {
+    if (!kumod_body_in_group(kd)) {
         return true;
     }
     t = km_id_time_ms(id);
@@ -1115,11 +676,11 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     ch.on_ready = kumod_on_cluster_ready;
     ch.on_fatal = kumod_on_cluster_fatal;
     ch.on_admin = kumod_on_cluster_admin;
-    ch.on_enqueue = kumod_on_cluster_enqueue;
-    ch.on_done = kumod_on_cluster_done;
-    ch.on_shard_owner = kumod_on_shard_owner;
-    ch.on_store_body = kumod_on_store_body;
-    ch.on_fetch_body = kumod_on_fetch_body;
+    ch.on_enqueue = kumod_body_on_cluster_enqueue;
+    ch.on_done = kumod_body_on_cluster_done;
+    ch.on_shard_owner = kumod_body_on_shard_owner;
+    ch.on_store_body = kumod_body_on_store_body;
+    ch.on_fetch_body = kumod_body_on_fetch_body;
     ch.get_load = kumod_cluster_get_load;
     rv = cluster_open(kd->loop, &cc, &ch, &kd->cluster);
     if (rv != 0) {
