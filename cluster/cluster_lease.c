@@ -144,9 +144,10 @@ cluster_lease_on_barrier(void *arg, int status)
     }
     cluster_lease_answer(c, b->batch, ok);
     free(b);
-    if (l != NULL && l->waiting != NULL && !c->closing) {
-        cluster_lease_send_barrier(c);
-    }
+    /* Pings that arrived meanwhile get the next barrier from
+     * cluster_lease_check, never from here: raft runs this callback while
+     * it may be tearing its leader state down (a lost leadership fails
+     * pending barriers), and libraft 0.15 crashes on raft_barrier then. */
 }
 
 /* Issue a barrier for the pings waiting now (and the leader's lease). */
@@ -363,7 +364,11 @@ cluster_lease_init(struct cluster *c)
 void
 cluster_lease_check(struct cluster *c)
 {
-    (void)c;
+    struct cluster_lease *l = c->lease;
+
+    if (l != NULL && l->waiting != NULL && !l->barrier_out && !c->closing) {
+        cluster_lease_send_barrier(c);
+    }
 }
 
 static void

@@ -486,7 +486,7 @@ cluster_raft_barrier(struct cluster *c, cluster_raft_barrier_cb cb, void *arg)
     if (c->closing) {
         return KM_ECLOSING;
     }
-    if (!c->leader_ready) {
+    if (!c->leader_ready || raft_state(&c->raft) != RAFT_LEADER) {
         return KM_ENOTLEADER;
     }
     b = km_calloc(1, sizeof(*b));
