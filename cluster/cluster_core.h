@@ -84,7 +84,15 @@ struct cluster {
     struct cluster_fwd *fwd;     /* owned by cluster_propose.c */
     struct cluster_lease *lease; /* owned by cluster_lease.c */
     uint64_t guard_term;         /* cluster_guard.c: term in raft_guard */
-    bool fresh_raft;             /* raft/ was bootstrapped by this start */
+    uint64_t guard_applied;      /* cluster_guard.c: applied index in it */
+    uint64_t guard_next_ms;      /* cluster_guard.c: next periodic write */
+    /* cluster_status.c: the leader's promotion of added servers. */
+    struct raft_change promote_req;
+    bool promoting;
+    uint64_t promote_id;
+    int promote_role;
+    uint64_t promote_next_ms;
+    bool fresh_raft; /* raft/ was bootstrapped by this start */
 
     bool closing;
     cluster_close_cb close_cb;
@@ -160,6 +168,10 @@ int cluster_lease_set_node_state(struct cluster *c, uint64_t node,
 int cluster_guard_open(struct cluster *c);
 /* Every loop turn: persist a grown term (fatal if that fails). */
 void cluster_guard_check(struct cluster *c);
+
+/* cluster_status.c: on the leader, every loop turn (rate limited inside):
+ * promote a server added by `cluster add-node` once it can catch up. */
+void cluster_status_promote(struct cluster *c);
 
 /* cluster_body.c: StoreBody, FetchBody, ShardCopy requests. */
 void cluster_body_on_request(struct cluster *c, uint64_t from,

@@ -1,11 +1,13 @@
 /* cluster_guard.c - the raft_guard file (CLUSTER.md §4.9): the highest
- * Raft term this node has seen, kept beside raft/ (data_dir/raft_guard)
- * and fsynced whenever the term grows. Raft state older than the guard
- * means raft/ was restored from a backup: such a node could vote twice in
- * a term or forget entries it acknowledged, so kumod refuses to start and
- * tells the operator to wipe and rejoin. A wiped raft/ (no state at all)
- * is a new member and resets the guard. Loop thread only; the write is
- * small and rare (once per term). */
+ * Raft term this node has seen and the highest index it has applied, kept
+ * beside raft/ (data_dir/raft_guard), fsynced when the term grows and at
+ * most once a second when the applied index grows. Raft state older than
+ * the guard (a lower term, or a log that ends before an index this node
+ * applied: committed entries never leave a node's log or snapshot) means
+ * raft/ was restored from a copy: such a node could vote twice in a term
+ * or forget entries it acknowledged, so kumod refuses to start and tells
+ * the operator to wipe and rejoin. A freshly bootstrapped raft/ is a new
+ * history and resets the guard. Loop thread only. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -17,6 +19,9 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster_core.h"
+
+/* Write a grown applied index at most this often. */
+#define CLUSTER_GUARD_PERIOD_MS 1000
 
 /* data_dir/raft_guard for raft_dir data_dir/raft. The caller owns it. */
 static char *
@@ -31,19 +36,20 @@ cluster_guard_path(const struct cluster *c)
                        c->raft_dir);
 }
 
-/* The guard's term, 0 if there is none. */
+/* The guard's term and applied index, 0 if there is none. */
 static int
-cluster_guard_read(const char *path, uint64_t *term)
+cluster_guard_read(const char *path, uint64_t *term, uint64_t *applied)
 {
-    char text[64];
+    char text[96];
     FILE *f = fopen(path, "r");
 
     *term = 0;
+    *applied = 0;
     if (f == NULL) {
         return errno == ENOENT ? 0 : -errno;
     }
     if (fgets(text, sizeof(text), f) == NULL ||
-        sscanf(text, "%" SCNu64, term) != 1) {
+        sscanf(text, "%" SCNu64 " %" SCNu64, term, applied) < 1) {
         fclose(f);
         return KM_ECORRUPT;
     }
@@ -52,11 +58,12 @@ cluster_guard_read(const char *path, uint64_t *term)
 }
 
 static int
-cluster_guard_write(const char *path, uint64_t term)
+cluster_guard_write(const char *path, uint64_t term, uint64_t applied)
 {
     char *tmp = km_asprintf("%s.tmp", path);
-    char text[32];
-    int len = snprintf(text, sizeof(text), "%" PRIu64 "\n", term);
+    char text[64];
+    int len = snprintf(text, sizeof(text), "%" PRIu64 " %" PRIu64 "\n", term,
+                       applied);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int rv = 0;
 
@@ -80,31 +87,31 @@ int
 cluster_guard_open(struct cluster *c)
 {
     char *path = cluster_guard_path(c);
-    uint64_t guard = 0;
+    uint64_t g_term = 0, g_applied = 0;
     uint64_t term = c->raft.current_term;
-    int rv = cluster_guard_read(path, &guard);
+    uint64_t last = raft_last_index(&c->raft);
+    int rv = cluster_guard_read(path, &g_term, &g_applied);
 
     if (rv != 0) {
         LOG_ERROR("cluster: %s: %s", path, km_strerror(rv));
         goto out;
     }
-    if (c->fresh_raft) {
-        term = 0; /* a new history: whatever the guard says is void */
-    }
-    if (term != 0 && term < guard) {
+    if (!c->fresh_raft && (term < g_term || last < g_applied)) {
         LOG_ERROR("cluster: stale raft state: %s is at term %" PRIu64
-                  " but this node has seen term %" PRIu64
-                  " (%s): raft/ was restored from an older copy. Wipe "
-                  "%s and rejoin the cluster as a new member",
-                  c->raft_dir, term, guard, path, c->raft_dir);
+                  ", log up to index %" PRIu64 ", but this node has seen "
+                  "term %" PRIu64 " and applied index %" PRIu64
+                  " (%s): raft/ was restored from an older copy. Wipe %s "
+                  "and rejoin the cluster as a new member",
+                  c->raft_dir, term, last, g_term, g_applied, path,
+                  c->raft_dir);
         rv = KM_ECORRUPT;
         goto out;
     }
-    c->guard_term = guard;
-    term = c->raft.current_term;
-    if (term != guard) {
-        /* A wiped raft/ (term 0) starts a new history: reset. */
-        rv = cluster_guard_write(path, term);
+    /* A fresh raft/ starts a new history: the old guard is void. */
+    c->guard_term = c->fresh_raft ? 0 : g_term;
+    c->guard_applied = c->fresh_raft ? 0 : g_applied;
+    if (term != c->guard_term || c->fresh_raft) {
+        rv = cluster_guard_write(path, term, c->guard_applied);
         if (rv == 0) {
             c->guard_term = term;
         }
@@ -118,18 +125,28 @@ void
 cluster_guard_check(struct cluster *c)
 {
     uint64_t term = c->raft.current_term;
+    uint64_t applied = raft_last_applied(&c->raft);
+    uint64_t now;
     char *path;
 
     if (term <= c->guard_term) {
-        return;
+        if (applied <= c->guard_applied) {
+            return;
+        }
+        now = km_now_mono_ms();
+        if (now < c->guard_next_ms) {
+            return;
+        }
+        c->guard_next_ms = now + CLUSTER_GUARD_PERIOD_MS;
     }
     path = cluster_guard_path(c);
-    int rv = cluster_guard_write(path, term);
+    int rv = cluster_guard_write(path, term, applied);
     if (rv != 0) {
         LOG_ERROR("cluster: %s: %s", path, km_strerror(rv));
         cluster_raft_fatal(c, rv);
     } else {
         c->guard_term = term;
+        c->guard_applied = applied;
     }
     free(path);
 }

@@ -572,6 +572,7 @@ cluster_raft_on_check(uv_check_t *h)
     if (c->link != NULL) {
         cluster_propose_check(c);
         cluster_lease_check(c);
+        cluster_status_promote(c);
     }
     int st = raft_state(&c->raft);
     if (st == RAFT_UNAVAILABLE) {

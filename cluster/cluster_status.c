@@ -601,6 +601,10 @@ cluster_status_set_state(struct cluster_status_admin *op,
     }
 }
 
+/* How often the leader tries to promote added servers, and the voter cap. */
+#define CLUSTER_STATUS_PROMOTE_MS 2000
+#define CLUSTER_STATUS_MAX_VOTERS 5
+
 static void
 cluster_status_on_assigned(struct raft_change *req, int status)
 {
@@ -631,7 +635,6 @@ static void
 cluster_status_on_added(struct raft_change *req, int status)
 {
     struct cluster_status_admin *op = req->data;
-    int rv;
 
     if (status != 0) {
         cluster_status_admin_done(
@@ -639,12 +642,62 @@ cluster_status_on_added(struct raft_change *req, int status)
             (unsigned long long)op->req.node, raft_strerror(status));
         return;
     }
-    /* libraft 0.15 catches the new server up before the promotion
-     * commits, so it never votes with an empty log (CLUSTER.md G8). */
-    rv = raft_assign(&op->c->raft, &op->change, op->req.node, RAFT_VOTER,
-                     cluster_status_on_assigned);
-    if (rv != 0) {
-        cluster_status_on_assigned(&op->change, rv);
+    /* The node is a spare now; the leader promotes it once it answers
+     * (cluster_status_promote): it may not even be running yet. */
+    cluster_status_on_assigned(&op->change, 0);
+}
+
+static void
+cluster_status_on_promoted(struct raft_change *req, int status)
+{
+    struct cluster *c = req->data;
+
+    c->promoting = false;
+    if (status == 0) {
+        LOG_INFO("cluster: node %llu: now a %s",
+                 (unsigned long long)c->promote_id,
+                 c->promote_role == RAFT_VOTER ? "voter" : "standby");
+    } else if (!c->closing) {
+        LOG_DEBUG("cluster: promoting node %llu: %s",
+                  (unsigned long long)c->promote_id, raft_strerror(status));
+    }
+}
+
+void
+cluster_status_promote(struct cluster *c)
+{
+    const struct raft_configuration *conf = &c->raft.configuration;
+    uint64_t now = km_now_mono_ms();
+    unsigned voters = 0;
+
+    if (c->promoting || c->closing || now < c->promote_next_ms ||
+        !cluster_is_leader(c)) {
+        return;
+    }
+    c->promote_next_ms = now + CLUSTER_STATUS_PROMOTE_MS;
+    for (unsigned i = 0; i < conf->n; i++) {
+        voters += conf->servers[i].role == RAFT_VOTER;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *s = &conf->servers[i];
+        /* CLUSTER.md §4.8: at most 5 voters; more nodes replicate the log
+         * as standbys and still store bodies and deliver. */
+        int role =
+            voters < CLUSTER_STATUS_MAX_VOTERS ? RAFT_VOTER : RAFT_STANDBY;
+        if (s->role == RAFT_VOTER || s->role == role) {
+            continue;
+        }
+        c->promote_req.data = c;
+        c->promote_id = s->id;
+        c->promote_role = role;
+        /* libraft 0.15 catches the server up before the change commits,
+         * so it never votes with an empty log (CLUSTER.md G8); an
+         * unreachable server fails here and is tried again later. */
+        if (raft_assign(&c->raft, &c->promote_req, s->id, role,
+                        cluster_status_on_promoted) == 0) {
+            c->promoting = true;
+        }
+        return;
     }
 }
 
