@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -86,6 +87,7 @@ lease_test_setup(void **state)
     if (base == NULL) {
         base = "/tmp";
     }
+    (void)mkdir(base, 0755);
     snprintf(t->base, sizeof(t->base), "%s/lease-XXXXXX", base);
     if (mkdtemp(t->base) == NULL) {
         free(t);
@@ -101,7 +103,7 @@ lease_test_setup(void **state)
         }
         n->t = t;
         n->closed = true;
-        snprintf(n->dir, sizeof(n->dir), "%s/n%d", t->base, i + 1);
+        snprintf(n->dir, sizeof(n->dir), "%s/n%d/raft", t->base, i + 1);
         snprintf(n->raft_addr, sizeof(n->raft_addr), "127.0.0.1:%d", rport);
         snprintf(n->link_url, sizeof(n->link_url), "tcp://127.0.0.1:%d", lport);
         t->peers[i].id = (uint64_t)i + 1;

@@ -479,7 +479,7 @@ raft_group_setup(void **state)
         }
         n->g = g;
         n->closed = true;
-        snprintf(n->dir, sizeof(n->dir), "%s/n%d", g->base, i + 1);
+        snprintf(n->dir, sizeof(n->dir), "%s/n%d/raft", g->base, i + 1);
         snprintf(n->addr, sizeof(n->addr), "127.0.0.1:%d", port);
         g->peers[i].id = (uint64_t)i + 1;
         g->peers[i].raft_addr = n->addr;
