@@ -1086,8 +1086,9 @@ cluster_msg_tw_in(const Kumo__Cluster__ThrottleWindow *tw,
     for (size_t j = 0; j < tw->n_granted; j++) {
         w.grants[j].node = tw->granted[j]->key;
         w.grants[j].tokens = tw->granted[j]->value;
-        if (w.grants[j].tokens > w.limit - w.granted) {
-            rv = KM_ECORRUPT; /* more than the limit in one window */
+        if (w.grants[j].tokens > w.limit - w.granted ||
+            cluster_throttle_win_tokens(&w, w.grants[j].node) != 0) {
+            rv = KM_ECORRUPT; /* over the limit, or a node twice */
             break;
         }
         w.granted += w.grants[j].tokens;
