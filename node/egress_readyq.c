@@ -379,6 +379,10 @@ egress_readyq_msg_ok(struct readyq *rq)
     if (rv == 0) {
         return true;
     }
+    if (rv != KM_EAGAIN) {
+        /* Not a spec the cluster takes: this node's own limiter. */
+        return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
+    }
     if (!uv_is_active((uv_handle_t *)&rq->wake)) {
         uv_timer_start(&rq->wake, egress_readyq_on_wake,
                        EGRESS_READYQ_TOKEN_RETRY_MS, 0);
