@@ -361,4 +361,32 @@ int cluster_remove_node(struct cluster *c, uint64_t id, cluster_admin_cb cb,
 /* Records this node forwarded to a remote leader since it started (for
  * metrics; records it proposed itself are in cluster_stats). */
 uint64_t cluster_records_forwarded(const struct cluster *c);
+
+/* Cluster-wide throttles (CLUSTER.md §4.7): token grants in the FSM. */
+
+/* Longest throttle key, in bytes. */
+#define CLUSTER_MAX_THROTTLE_KEY_LEN 256
+
+/* Whether throttles without `local:` are shared by the group: true in a
+ * cluster with node links, false for a single node (c may be NULL). */
+bool cluster_throttle_is_shared(const struct cluster *c);
+
+/* Take one token of the cluster-wide throttle `key` (at most `limit` per
+ * `period_ms` across the cluster, windows aligned on FSM time; now_ms is
+ * the wall clock in unix ms). 0 when this node holds an unspent token of
+ * the current window (it is spent); KM_EAGAIN when not: then, unless a
+ * request is already in flight or the window is used up, it proposes a
+ * ThrottleGrant for max(1, limit / (4 * UP nodes)) tokens (and first a
+ * ThrottleDefine when the FSM does not know the key or has another
+ * definition for it), so a later call may succeed. Tokens expire with
+ * their window. KM_EINVAL for an empty or over-long key, or a zero limit
+ * or period. */
+int cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
+                          uint64_t period_ms, uint64_t now_ms);
+
+/* The tokens granted to `node` in the current FSM window of `key` (0 if
+ * the key is unknown); *window_end_ms (may be NULL) gets the window's end
+ * in FSM time (0 if unknown). */
+uint64_t cluster_throttle_granted(const struct cluster *c, const char *key,
+                                  uint64_t node, int64_t *window_end_ms);
 #endif /* KUMO_CLUSTER_H */

@@ -3,7 +3,8 @@
  * rules, the cluster settings, the NodeState table and the shard map that
  * is derived from them (weighted HRW over the UP nodes, an epoch per shard
  * bumped when its list changes), and the FSM clock, max(previous,
- * batch_time_ms). Deterministic: no clock, no
+ * batch_time_ms), and the cluster-wide throttle windows (cluster_throttle.c
+ * computes their grants). Deterministic: no clock, no
  * randomness, no I/O; the same entries give the same state on every node.
  * Host callbacks fire only once the node is ready (replay is silent).
  * Knows nothing of raft; cluster_raft.c drives it. Loop thread only. */
@@ -18,9 +19,10 @@
 #include "cluster_shard.h"
 
 struct cluster_fsm {
-    struct km_map *msgs;  /* id -> struct cluster_fsm_msg */
-    struct km_map *tombs; /* id -> struct cluster_tomb */
-    struct km_map *rules; /* admin rule id -> struct cluster_fsm_admin */
+    struct km_map *msgs;      /* id -> struct cluster_fsm_msg */
+    struct km_map *tombs;     /* id -> struct cluster_tomb */
+    struct km_map *rules;     /* admin rule id -> struct cluster_fsm_admin */
+    struct km_map *throttles; /* key -> struct cluster_throttle_win */
     /* Tombstones in FSM-time order, oldest first, for O(1) pruning. */
     struct cluster_tomb *tomb_head;
     struct cluster_tomb **tomb_tail;
@@ -119,6 +121,11 @@ cluster_fsm_clear(struct cluster_fsm *f)
         cluster_fsm_admin_free(v);
     }
     km_map_clear(f->rules);
+    km_map_iter_init(&it, f->throttles);
+    while (km_map_iter_next(&it, NULL, &v)) {
+        cluster_throttle_win_free(v);
+    }
+    km_map_clear(f->throttles);
     f->time_ms = 0;
     cluster_fsm_clear_cluster(f);
 }
@@ -131,6 +138,7 @@ cluster_fsm_new(void)
     f->msgs = km_map_new();
     f->tombs = km_map_new();
     f->rules = km_map_new();
+    f->throttles = km_map_new();
     f->tomb_tail = &f->tomb_head;
     return f;
 }
@@ -145,6 +153,7 @@ cluster_fsm_free(struct cluster_fsm *f)
     km_map_free(f->msgs);
     km_map_free(f->tombs);
     km_map_free(f->rules);
+    km_map_free(f->throttles);
     free(f);
 }
 
@@ -534,6 +543,34 @@ cluster_fsm_apply_node(struct cluster_fsm *f, const struct cluster_rec *r)
     }
 }
 
+/* ThrottleDefine: a new key (up to CLUSTER_MAX_THROTTLES) or a changed
+ * definition. */
+static void
+cluster_fsm_throttle_define(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    struct cluster_throttle_win *w = km_map_get(f->throttles, r->throttle_key);
+
+    if (w == NULL && km_map_count(f->throttles) >= CLUSTER_MAX_THROTTLES) {
+        return;
+    }
+    bool added = w == NULL;
+    cluster_throttle_apply_define(&w, r, f->time_ms);
+    if (added) {
+        km_map_put(f->throttles, w->key, w, NULL);
+    }
+}
+
+/* ThrottleGrant: tokens for an unknown key are never granted. */
+static void
+cluster_fsm_throttle_grant(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    struct cluster_throttle_win *w = km_map_get(f->throttles, r->throttle_key);
+
+    if (w != NULL) {
+        cluster_throttle_apply_grant(w, r, f->time_ms);
+    }
+}
+
 void
 cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
 {
@@ -564,6 +601,12 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
         case CLUSTER_REC_NODE_STATE:
             cluster_fsm_apply_node(f, r);
             remap = true;
+            break;
+        case CLUSTER_REC_THROTTLE_DEFINE:
+            cluster_fsm_throttle_define(f, r);
+            break;
+        case CLUSTER_REC_THROTTLE_GRANT:
+            cluster_fsm_throttle_grant(f, r);
             break;
         case CLUSTER_REC_OTHER:
             break;
@@ -623,6 +666,13 @@ cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
     while (km_map_iter_next(&it, NULL, &v)) {
         rules[n_rules++] = v;
     }
+    size_t n_thr = 0;
+    const struct cluster_throttle_win **thr =
+        km_calloc(km_map_count(f->throttles) + 1, sizeof(*thr));
+    km_map_iter_init(&it, f->throttles);
+    while (km_map_iter_next(&it, NULL, &v)) {
+        thr[n_thr++] = v;
+    }
     struct cluster_snap_cluster cl = {
         .settings = f->has_settings ? &f->settings : NULL,
         .cluster_id = f->cluster_id,
@@ -633,12 +683,15 @@ cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
         .n_replicas = f->map_n,
         .replicas = f->map_replicas,
         .epochs = f->epochs,
+        .throttles = (const struct cluster_throttle_win *const *)thr,
+        .n_throttles = n_thr,
     };
     int rv = cluster_msg_encode_snapshot(
         f->time_ms, (const struct cluster_fsm_msg *const *)msgs, n_msgs,
         (const struct cluster_tomb *const *)tombs, n_tombs,
         (const struct cluster_fsm_admin *const *)rules, n_rules, &cl,
         chunk_records, alloc, release, out, n);
+    free(thr);
     free(rules);
     free(tombs);
     free(msgs);
@@ -739,6 +792,20 @@ cluster_fsm_on_snap_shard(void *ctx, uint32_t shard, uint64_t epoch,
     return 0;
 }
 
+static int
+cluster_fsm_on_snap_throttle(void *ctx, const struct cluster_throttle_win *w)
+{
+    struct cluster_fsm *f = ctx;
+
+    if (km_map_has(f->throttles, w->key) ||
+        km_map_count(f->throttles) >= CLUSTER_MAX_THROTTLES) {
+        return KM_ECORRUPT;
+    }
+    struct cluster_throttle_win *c = cluster_throttle_win_dup(w);
+    km_map_put(f->throttles, c->key, c, NULL);
+    return 0;
+}
+
 int
 cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
 {
@@ -753,6 +820,7 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
         .on_settings = cluster_fsm_on_snap_settings,
         .on_node = cluster_fsm_on_snap_node,
         .on_shard = cluster_fsm_on_snap_shard,
+        .on_throttle = cluster_fsm_on_snap_throttle,
     };
     int rv = cluster_msg_decode_snapshot(data, len, &sink);
 
@@ -768,7 +836,9 @@ cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
     km_map_free(f->msgs);
     km_map_free(f->tombs);
     km_map_free(f->rules);
+    km_map_free(f->throttles);
     f->msgs = tmp->msgs;
+    f->throttles = tmp->throttles;
     f->tombs = tmp->tombs;
     f->rules = tmp->rules;
     f->tomb_head = tmp->tomb_head;
@@ -905,4 +975,23 @@ cluster_fsm_shard(const struct cluster_fsm *f, uint32_t shard,
         *epoch = f->epochs[shard];
     }
     return f->map_n[shard];
+}
+
+struct cluster_throttle_win *
+cluster_fsm_throttle(struct cluster_fsm *f, const char *key)
+{
+    return km_map_get(f->throttles, key);
+}
+
+size_t
+cluster_fsm_up_count(const struct cluster_fsm *f)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < f->n_nodes; i++) {
+        if (f->nodes[i].state == CLUSTER_NODE_UP) {
+            n++;
+        }
+    }
+    return n;
 }

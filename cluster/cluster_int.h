@@ -28,9 +28,16 @@ enum cluster_rec_kind {
     CLUSTER_REC_DEFERRED,
     CLUSTER_REC_DONE,
     CLUSTER_REC_ADMIN,
-    CLUSTER_REC_SETTINGS,   /* ClusterSettings */
-    CLUSTER_REC_NODE_STATE, /* NodeState */
+    CLUSTER_REC_SETTINGS,        /* ClusterSettings */
+    CLUSTER_REC_NODE_STATE,      /* NodeState */
+    CLUSTER_REC_THROTTLE_DEFINE, /* ThrottleDefine */
+    CLUSTER_REC_THROTTLE_GRANT,  /* ThrottleGrant */
 };
+
+/* Longest throttle key (ThrottleDefine, ThrottleGrant). */
+#define CLUSTER_MAX_THROTTLE_KEY CLUSTER_MAX_THROTTLE_KEY_LEN
+/* Most throttle keys an FSM holds (further defines are ignored). */
+#define CLUSTER_MAX_THROTTLES 4096
 
 /* Longest cluster id and link or raft address carried in records. */
 #define CLUSTER_MAX_CLUSTER_ID 64
@@ -82,6 +89,38 @@ struct cluster_rec {
     char *raft_addr;
     char *link_url;
     uint32_t weight;
+    /* ThrottleDefine: key, limit, period_ms; ThrottleGrant: key, node
+     * (above), want */
+    char *throttle_key;
+    uint64_t limit;
+    uint64_t period_ms;
+    uint64_t want;
+};
+
+/* One node's tokens of a throttle window. */
+struct cluster_throttle_grant {
+    uint64_t node;
+    uint64_t tokens;
+};
+
+/* A cluster-wide throttle as the FSM holds it (CLUSTER.md §4.7): the
+ * definition, the current window (aligned on FSM time) and what each node
+ * was granted in it. The node-local fields below are not replicated (not
+ * in snapshots): how many of this node's tokens it has used, and whether a
+ * ThrottleGrant of its own is in flight. All owned by the FSM. */
+struct cluster_throttle_win {
+    char *key;
+    uint64_t limit;
+    uint64_t period_ms;
+    int64_t window_start_ms;
+    uint64_t granted; /* sum of grants[i].tokens */
+    struct cluster_throttle_grant *grants;
+    size_t n_grants;
+    /* node-local */
+    int64_t local_window_ms; /* window local_used counts in */
+    uint64_t local_used;
+    bool local_inflight;
+    bool local_defining;
 };
 
 /* A node of the FSM's NodeState table (owned strings, NULL if unknown). */
@@ -107,6 +146,9 @@ struct cluster_snap_cluster {
     const uint32_t *n_replicas;
     const uint64_t *replicas;
     const uint64_t *epochs;
+    /* Throttle windows (key, definition, window, grants). */
+    const struct cluster_throttle_win *const *throttles;
+    size_t n_throttles;
 };
 
 /* An admin rule in the FSM (owned strings). */
@@ -171,6 +213,8 @@ struct cluster_snap_sink {
     /* One shard of the map: its epoch and replica list (owner first). */
     int (*on_shard)(void *ctx, uint32_t shard, uint64_t epoch,
                     const uint64_t *replicas, size_t n);
+    /* One throttle window (borrowed; only the replicated fields set). */
+    int (*on_throttle)(void *ctx, const struct cluster_throttle_win *w);
 };
 
 /* cluster_msg.c */
@@ -317,6 +361,37 @@ size_t cluster_fsm_admin_count(const struct cluster_fsm *f);
 void cluster_fsm_foreach(const struct cluster_fsm *f,
                          bool (*fn)(void *arg, const struct cluster_msg *m),
                          void *arg);
+
+/* The throttle `key` (borrowed) or NULL. Not const: its node-local
+ * fields are the caller's (cluster_throttle.c). */
+struct cluster_throttle_win *cluster_fsm_throttle(struct cluster_fsm *f,
+                                                  const char *key);
+/* Number of UP nodes in the node table. */
+size_t cluster_fsm_up_count(const struct cluster_fsm *f);
+
+/* cluster_throttle.c: the FSM side (deterministic) */
+
+/* Window start of time t for period p: floor(t / p) * p (t < 0: 0). */
+int64_t cluster_throttle_window_of(int64_t t_ms, uint64_t period_ms);
+/* Release a window and what it owns. */
+void cluster_throttle_win_free(struct cluster_throttle_win *w);
+/* A window copied from w's replicated fields (the caller owns it). */
+struct cluster_throttle_win *
+cluster_throttle_win_dup(const struct cluster_throttle_win *w);
+/* Apply a ThrottleDefine at FSM time now_ms: create the key, or change
+ * its definition (a new period starts a fresh window); the same key,
+ * limit and period change nothing. *w is the key's window or NULL. */
+void cluster_throttle_apply_define(struct cluster_throttle_win **w,
+                                   const struct cluster_rec *r, int64_t now_ms);
+/* Apply a ThrottleGrant to w at FSM time now_ms: roll the window if now_ms
+ * is past it, then grant min(want, limit - granted) to r->node. Returns
+ * the tokens granted. */
+uint64_t cluster_throttle_apply_grant(struct cluster_throttle_win *w,
+                                      const struct cluster_rec *r,
+                                      int64_t now_ms);
+/* The tokens granted to `node` in w's current window. */
+uint64_t cluster_throttle_win_tokens(const struct cluster_throttle_win *w,
+                                     uint64_t node);
 
 /* Between cluster_raft.c, cluster_lease.c and cluster_place.c (which see
  * struct cluster through cluster_core.h). */

@@ -39,6 +39,7 @@ cluster_rec_fini(struct cluster_rec *rec)
     free(rec->cluster_id);
     free(rec->raft_addr);
     free(rec->link_url);
+    free(rec->throttle_key);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -184,6 +185,8 @@ struct cluster_msg_scratch {
         Kumo__Cluster__AdminRule admin;
         Kumo__Cluster__ClusterSettings settings;
         Kumo__Cluster__NodeState node;
+        Kumo__Cluster__ThrottleDefine tdef;
+        Kumo__Cluster__ThrottleGrant tgrant;
     } u;
 };
 
@@ -412,6 +415,47 @@ cluster_msg_node_in(const Kumo__Cluster__NodeState *pb, struct cluster_rec *rec)
     return rv;
 }
 
+/* A throttle key: 1..CLUSTER_MAX_THROTTLE_KEY bytes of UTF-8. */
+static bool
+cluster_msg_throttle_key_ok(const char *key)
+{
+    return key != NULL && key[0] != '\0' &&
+           strnlen(key, CLUSTER_MAX_THROTTLE_KEY + 1) <=
+               CLUSTER_MAX_THROTTLE_KEY &&
+           cluster_msg_utf8_ok(key);
+}
+
+/* Fill a ThrottleDefine from a THROTTLE_DEFINE-shaped view (borrowed). */
+static int
+cluster_msg_tdef_out(const char *key, uint64_t limit, uint64_t period_ms,
+                     Kumo__Cluster__ThrottleDefine *pb)
+{
+    kumo__cluster__throttle_define__init(pb);
+    if (!cluster_msg_throttle_key_ok(key) || limit == 0 || period_ms == 0 ||
+        period_ms > INT64_MAX / 2) {
+        return KM_EINVAL;
+    }
+    pb->key = cluster_msg_unconst(key);
+    pb->limit = limit;
+    pb->period_ms = period_ms;
+    return 0;
+}
+
+static int
+cluster_msg_tdef_in(const Kumo__Cluster__ThrottleDefine *pb,
+                    struct cluster_rec *rec)
+{
+    rec->kind = CLUSTER_REC_THROTTLE_DEFINE;
+    if (!cluster_msg_throttle_key_ok(pb->key) || pb->limit == 0 ||
+        pb->period_ms == 0 || pb->period_ms > INT64_MAX / 2) {
+        return KM_ECORRUPT;
+    }
+    rec->throttle_key = km_strdup(pb->key);
+    rec->limit = pb->limit;
+    rec->period_ms = pb->period_ms;
+    return 0;
+}
+
 static int
 cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
                     struct cluster_msg_scratch *s)
@@ -470,6 +514,23 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
         cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_NODE_STATE;
         cmd->node_state = &s->u.node;
         return cluster_msg_node_out(r, &s->u.node);
+    case CLUSTER_REC_THROTTLE_DEFINE:
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_THROTTLE_DEFINE;
+        cmd->throttle_define = &s->u.tdef;
+        return cluster_msg_tdef_out(r->throttle_key, r->limit, r->period_ms,
+                                    &s->u.tdef);
+    case CLUSTER_REC_THROTTLE_GRANT:
+        kumo__cluster__throttle_grant__init(&s->u.tgrant);
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_THROTTLE_GRANT;
+        cmd->throttle_grant = &s->u.tgrant;
+        if (!cluster_msg_throttle_key_ok(r->throttle_key) || r->node == 0 ||
+            r->want == 0) {
+            return KM_EINVAL;
+        }
+        s->u.tgrant.key = r->throttle_key;
+        s->u.tgrant.node = r->node;
+        s->u.tgrant.want = r->want;
+        return 0;
     case CLUSTER_REC_OTHER:
         break;
     }
@@ -632,6 +693,18 @@ cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
         return cluster_msg_settings_in(cmd->settings, rec);
     case KUMO__CLUSTER__COMMAND__CMD_NODE_STATE:
         return cluster_msg_node_in(cmd->node_state, rec);
+    case KUMO__CLUSTER__COMMAND__CMD_THROTTLE_DEFINE:
+        return cluster_msg_tdef_in(cmd->throttle_define, rec);
+    case KUMO__CLUSTER__COMMAND__CMD_THROTTLE_GRANT:
+        rec->kind = CLUSTER_REC_THROTTLE_GRANT;
+        if (!cluster_msg_throttle_key_ok(cmd->throttle_grant->key) ||
+            cmd->throttle_grant->node == 0 || cmd->throttle_grant->want == 0) {
+            return KM_ECORRUPT;
+        }
+        rec->throttle_key = km_strdup(cmd->throttle_grant->key);
+        rec->node = cmd->throttle_grant->node;
+        rec->want = cmd->throttle_grant->want;
+        return 0;
     case KUMO__CLUSTER__COMMAND__CMD__NOT_SET:
         return KM_ECORRUPT;
     default:
@@ -763,7 +836,51 @@ struct cluster_msg_cl_scratch {
     Kumo__Cluster__ShardMap *map_p;
     Kumo__Cluster__ShardAssignment *asg;
     Kumo__Cluster__ShardAssignment **asg_p;
+    Kumo__Cluster__ThrottleWindow *tw;
+    Kumo__Cluster__ThrottleWindow **tw_p;
+    Kumo__Cluster__ThrottleDefine *td;
+    Kumo__Cluster__ThrottleWindow__GrantedEntry **ge_p; /* per window */
+    size_t n_tw;
 };
+
+/* The throttle windows of a snapshot's first chunk. */
+static int
+cluster_msg_tw_out(const struct cluster_snap_cluster *cl,
+                   struct cluster_msg_cl_scratch *s)
+{
+    int rv = 0;
+
+    s->tw = km_calloc(cl->n_throttles + 1, sizeof(*s->tw));
+    s->tw_p = km_calloc(cl->n_throttles + 1, sizeof(*s->tw_p));
+    s->td = km_calloc(cl->n_throttles + 1, sizeof(*s->td));
+    s->ge_p = km_calloc(cl->n_throttles + 1, sizeof(*s->ge_p));
+    for (size_t i = 0; i < cl->n_throttles && rv == 0; i++) {
+        const struct cluster_throttle_win *w = cl->throttles[i];
+        Kumo__Cluster__ThrottleWindow *tw = &s->tw[i];
+        kumo__cluster__throttle_window__init(tw);
+        s->n_tw++;
+        rv = cluster_msg_tdef_out(w->key, w->limit, w->period_ms, &s->td[i]);
+        tw->def = &s->td[i];
+        tw->window_start_ms = w->window_start_ms;
+        /* One allocation: n entries, then n pointers to them. */
+        size_t n = w->n_grants;
+        Kumo__Cluster__ThrottleWindow__GrantedEntry *ge =
+            km_calloc(n + 1, sizeof(*ge) + sizeof(ge));
+        Kumo__Cluster__ThrottleWindow__GrantedEntry **gp =
+            (Kumo__Cluster__ThrottleWindow__GrantedEntry **)(ge + n + 1);
+        s->ge_p[i] = ge;
+        for (size_t j = 0; j < n; j++) {
+            kumo__cluster__throttle_window__granted_entry__init(&ge[j]);
+            ge[j].key = w->grants[j].node;
+            ge[j].value = w->grants[j].tokens;
+            gp[j] = &ge[j];
+        }
+        tw->n_granted = n;
+        tw->granted = gp;
+        s->tw_p[i] = tw;
+    }
+    return rv;
+}
 
 static int
 cluster_msg_cl_out(const struct cluster_snap_cluster *cl,
@@ -798,6 +915,9 @@ cluster_msg_cl_out(const struct cluster_snap_cluster *cl,
         s->node_p[i] = &s->nodes[i];
         s->n_nodes++;
     }
+    if (rv == 0) {
+        rv = cluster_msg_tw_out(cl, s);
+    }
     if (cl->shards == 0 || rv != 0) {
         return rv;
     }
@@ -827,6 +947,13 @@ cluster_msg_cl_fini(struct cluster_msg_cl_scratch *s)
     free(s->node_p);
     free(s->asg);
     free(s->asg_p);
+    for (size_t i = 0; i < s->n_tw; i++) {
+        free(s->ge_p[i]);
+    }
+    free(s->ge_p);
+    free(s->td);
+    free(s->tw);
+    free(s->tw_p);
 }
 
 int
@@ -887,6 +1014,8 @@ cluster_msg_encode_snapshot(
             pb.n_nodes = cs.n_nodes;
             pb.nodes = cs.node_p;
             pb.shard_map = cs.map_p;
+            pb.n_throttles = cs.n_tw;
+            pb.throttles = cs.tw_p;
         }
         while (room > 0 && mi < n_msgs && rv == 0) {
             rv = cluster_msg_meta_out(msgs[mi++], &ms[pb.n_messages]);
@@ -930,6 +1059,49 @@ cluster_msg_encode_snapshot(
     return 0;
 }
 
+/* One ThrottleWindow of a snapshot, handed to the sink. */
+static int
+cluster_msg_tw_in(const Kumo__Cluster__ThrottleWindow *tw,
+                  const struct cluster_snap_sink *sink)
+{
+    struct cluster_throttle_win w;
+    struct cluster_rec rec;
+    int rv;
+
+    if (tw->def == NULL || tw->n_granted > CLUSTER_MAX_NODES) {
+        return KM_ECORRUPT;
+    }
+    memset(&rec, 0, sizeof(rec));
+    rv = cluster_msg_tdef_in(tw->def, &rec);
+    if (rv != 0 || sink->on_throttle == NULL) {
+        cluster_rec_fini(&rec);
+        return rv;
+    }
+    memset(&w, 0, sizeof(w));
+    w.key = rec.throttle_key;
+    w.limit = rec.limit;
+    w.period_ms = rec.period_ms;
+    w.window_start_ms = tw->window_start_ms;
+    w.grants = km_calloc(tw->n_granted + 1, sizeof(*w.grants));
+    for (size_t j = 0; j < tw->n_granted; j++) {
+        w.grants[j].node = tw->granted[j]->key;
+        w.grants[j].tokens = tw->granted[j]->value;
+        if (w.grants[j].tokens > w.limit - w.granted ||
+            cluster_throttle_win_tokens(&w, w.grants[j].node) != 0) {
+            rv = KM_ECORRUPT; /* over the limit, or a node twice */
+            break;
+        }
+        w.granted += w.grants[j].tokens;
+        w.n_grants++;
+    }
+    if (rv == 0) {
+        rv = sink->on_throttle(sink->ctx, &w);
+    }
+    free(w.grants);
+    cluster_rec_fini(&rec);
+    return rv;
+}
+
 /* The cluster part of the first chunk: settings, nodes, shard map. */
 static int
 cluster_msg_cl_in(const Kumo__Cluster__FsmSnapshot *pb,
@@ -956,6 +1128,12 @@ cluster_msg_cl_in(const Kumo__Cluster__FsmSnapshot *pb,
             rv = sink->on_node(sink->ctx, &rec);
         }
         cluster_rec_fini(&rec);
+    }
+    if (pb->n_throttles > CLUSTER_MAX_THROTTLES) {
+        return KM_ECORRUPT;
+    }
+    for (size_t i = 0; i < pb->n_throttles && rv == 0; i++) {
+        rv = cluster_msg_tw_in(pb->throttles[i], sink);
     }
     if (rv != 0 || pb->shard_map == NULL) {
         return rv;

@@ -94,6 +94,11 @@ struct readyq {
     uint32_t n_maildir_busy;
     struct egress_gcra conn_rate, msg_rate;
     bool has_conn_rate, has_msg_rate;
+    /* max_message_rate without `local:` in a cluster: enforced by
+     * cluster-wide token grants (cluster_throttle_take) under the key
+     * "mmr:<name>" instead of msg_rate. */
+    bool msg_rate_shared;
+    struct egress_throttle_spec msg_spec;
     uv_timer_t wake;
     uint32_t consecutive_failures;
     bool closing;

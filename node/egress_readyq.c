@@ -226,11 +226,15 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     }
     if (!msg_same) {
         rq->has_msg_rate = false;
+        rq->msg_rate_shared = false;
         if (cfg.max_message_rate != NULL &&
             egress_throttle_parse(cfg.max_message_rate, &spec, terr,
                                   sizeof(terr)) == 0) {
             egress_gcra_init(&rq->msg_rate, &spec);
             rq->has_msg_rate = true;
+            rq->msg_spec = spec;
+            rq->msg_rate_shared =
+                !spec.local && cluster_throttle_is_shared(rq->em->kd->cluster);
         }
     }
     return 0;
@@ -347,6 +351,41 @@ egress_readyq_rate_ok(struct readyq *rq, struct egress_gcra *g, bool has)
     }
     if (!uv_is_active((uv_handle_t *)&rq->wake)) {
         uv_timer_start(&rq->wake, egress_readyq_on_wake, wait ? wait : 1, 0);
+    }
+    return false;
+}
+
+/* How long a message waits for a cluster-wide token before asking
+ * again (the grant is usually committed well within this). */
+#define EGRESS_READYQ_TOKEN_RETRY_MS 250
+
+/* Whether max_message_rate lets one more message go now: the cluster-wide
+ * token grants for a shared spec in a cluster, else the local GCRA. If
+ * not, the wake timer is set for a retry (no attempt is counted). */
+static bool
+egress_readyq_msg_ok(struct readyq *rq)
+{
+    if (!rq->has_msg_rate || !rq->msg_rate_shared) {
+        return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
+    }
+    char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
+    int n = snprintf(key, sizeof(key), "mmr:%s", rq->name);
+    if (n < 0 || (size_t)n >= sizeof(key)) {
+        /* A name too long for a key: this node's own limiter. */
+        return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
+    }
+    int rv = cluster_throttle_take(rq->em->kd->cluster, key, rq->msg_spec.limit,
+                                   rq->msg_spec.period_ms, km_now_wall_ms());
+    if (rv == 0) {
+        return true;
+    }
+    if (rv != KM_EAGAIN) {
+        /* Not a spec the cluster takes: this node's own limiter. */
+        return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
+    }
+    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
+        uv_timer_start(&rq->wake, egress_readyq_on_wake,
+                       EGRESS_READYQ_TOKEN_RETRY_MS, 0);
     }
     return false;
 }
@@ -860,7 +899,7 @@ egress_readyq_dispatch(struct readyq *rq)
     }
     if (rq->maildir_path != NULL) {
         while (rq->head != NULL && rq->n_maildir_busy < rq->connection_limit &&
-               egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate)) {
+               egress_readyq_msg_ok(rq)) {
             egress_readyq_maildir(rq, egress_readyq_pop(rq));
         }
         return;
@@ -872,7 +911,7 @@ egress_readyq_dispatch(struct readyq *rq)
             !smtp_client_is_usable(conn->c)) {
             continue;
         }
-        if (!egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate)) {
+        if (!egress_readyq_msg_ok(rq)) {
             return;
         }
         egress_conn_send(conn, egress_readyq_pop(rq));

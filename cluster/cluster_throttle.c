@@ -1,0 +1,300 @@
+/* cluster_throttle.c - cluster-wide throttles by token grants in the FSM
+ * (CLUSTER.md §4.7). The FSM side is deterministic: a ThrottleDefine sets a
+ * key's limit per period, a ThrottleGrant gives a node min(want, limit -
+ * granted) tokens of the current window, windows aligned on FSM time. The
+ * node side (cluster_throttle_take) spends this node's granted tokens and
+ * asks the batcher for more when it runs out; what it has spent lives in
+ * the window's node-local fields, never replicated. Loop thread only. */
+#include "cluster_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/km.h"
+#include "cluster_core.h"
+
+/* ---- FSM side ---- */
+
+int64_t
+cluster_throttle_window_of(int64_t t_ms, uint64_t period_ms)
+{
+    if (t_ms <= 0 || period_ms == 0) {
+        return 0;
+    }
+    return (int64_t)(((uint64_t)t_ms / period_ms) * period_ms);
+}
+
+void
+cluster_throttle_win_free(struct cluster_throttle_win *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    free(w->key);
+    free(w->grants);
+    free(w);
+}
+
+struct cluster_throttle_win *
+cluster_throttle_win_dup(const struct cluster_throttle_win *w)
+{
+    struct cluster_throttle_win *c = km_calloc(1, sizeof(*c));
+
+    c->key = km_strdup(w->key);
+    c->limit = w->limit;
+    c->period_ms = w->period_ms;
+    c->window_start_ms = w->window_start_ms;
+    c->granted = w->granted;
+    c->n_grants = w->n_grants;
+    c->grants = km_calloc(w->n_grants + 1, sizeof(*c->grants));
+    if (w->n_grants > 0) {
+        memcpy(c->grants, w->grants, w->n_grants * sizeof(*c->grants));
+    }
+    /* What this node spent before the image was taken is unknown: count
+     * its tokens of this window as spent (under-use, never over-use). */
+    c->local_window_ms = c->window_start_ms;
+    c->local_used = UINT64_MAX;
+    return c;
+}
+
+/* Forget the grants: a new window. */
+static void
+cluster_throttle_reset(struct cluster_throttle_win *w, int64_t start_ms)
+{
+    w->window_start_ms = start_ms;
+    w->granted = 0;
+    w->n_grants = 0;
+}
+
+void
+cluster_throttle_apply_define(struct cluster_throttle_win **wp,
+                              const struct cluster_rec *r, int64_t now_ms)
+{
+    struct cluster_throttle_win *w = *wp;
+
+    if (w == NULL) {
+        w = km_calloc(1, sizeof(*w));
+        w->key = km_strdup(r->throttle_key);
+        w->limit = r->limit;
+        w->period_ms = r->period_ms;
+        w->window_start_ms = cluster_throttle_window_of(now_ms, r->period_ms);
+        *wp = w;
+        return;
+    }
+    w->local_defining = false;
+    if (w->limit == r->limit && w->period_ms == r->period_ms) {
+        return; /* idempotent */
+    }
+    /* A lower limit keeps what was granted (it may exceed the new limit
+     * for the rest of this window); a new period starts a new window. */
+    w->limit = r->limit;
+    if (w->period_ms != r->period_ms) {
+        w->period_ms = r->period_ms;
+        cluster_throttle_reset(
+            w, cluster_throttle_window_of(now_ms, w->period_ms));
+    }
+}
+
+uint64_t
+cluster_throttle_win_tokens(const struct cluster_throttle_win *w, uint64_t node)
+{
+    for (size_t i = 0; i < w->n_grants; i++) {
+        if (w->grants[i].node == node) {
+            return w->grants[i].tokens;
+        }
+    }
+    return 0;
+}
+
+uint64_t
+cluster_throttle_apply_grant(struct cluster_throttle_win *w,
+                             const struct cluster_rec *r, int64_t now_ms)
+{
+    int64_t start = cluster_throttle_window_of(now_ms, w->period_ms);
+    uint64_t give;
+    size_t i;
+
+    /* FSM time never goes backwards, so start >= window_start_ms. */
+    if (start > w->window_start_ms) {
+        cluster_throttle_reset(w, start);
+    }
+    give = w->granted >= w->limit ? 0 : w->limit - w->granted;
+    if (r->want < give) {
+        give = r->want;
+    }
+    if (give == 0) {
+        return 0;
+    }
+    for (i = 0; i < w->n_grants; i++) {
+        if (w->grants[i].node == r->node) {
+            break;
+        }
+    }
+    if (i == w->n_grants) {
+        w->grants =
+            km_realloc(w->grants, (w->n_grants + 1) * sizeof(*w->grants));
+        w->grants[i].node = r->node;
+        w->grants[i].tokens = 0;
+        w->n_grants++;
+    }
+    w->grants[i].tokens += give;
+    w->granted += give;
+    return give;
+}
+
+/* ---- Node side ---- */
+
+/* What a proposal's commit callback needs to find its window again. */
+struct cluster_throttle_req {
+    struct cluster *c;
+    bool define;
+    char key[];
+};
+
+static bool
+cluster_throttle_key_ok(const char *key)
+{
+    return key != NULL && key[0] != '\0' &&
+           strnlen(key, CLUSTER_MAX_THROTTLE_KEY + 1) <=
+               CLUSTER_MAX_THROTTLE_KEY;
+}
+
+static void
+cluster_throttle_on_committed(void *arg, int status)
+{
+    struct cluster_throttle_req *q = arg;
+
+    /* While closing, the cluster may be half torn down: leave it alone. */
+    if (status != KM_ECLOSING) {
+        struct cluster_throttle_win *w =
+            cluster_fsm_throttle(q->c->fsm, q->key);
+        if (w != NULL && q->define) {
+            w->local_defining = false;
+        } else if (w != NULL) {
+            w->local_inflight = false;
+        }
+    }
+    free(q);
+}
+
+/* Queue one record for the batcher; the callback clears the flag. */
+static int
+cluster_throttle_propose(struct cluster *c, struct cluster_rec *rec)
+{
+    size_t n = strlen(rec->throttle_key) + 1;
+    struct cluster_throttle_req *q = km_calloc(1, sizeof(*q) + n);
+
+    q->c = c;
+    q->define = rec->kind == CLUSTER_REC_THROTTLE_DEFINE;
+    memcpy(q->key, rec->throttle_key, n);
+    int rv = cluster_raft_submit_rec(c, rec, cluster_throttle_on_committed, q);
+    if (rv != 0) {
+        free(q);
+    }
+    return rv;
+}
+
+static int
+cluster_throttle_propose_define(struct cluster *c, const char *key,
+                                uint64_t limit, uint64_t period_ms)
+{
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_THROTTLE_DEFINE;
+    rec.throttle_key = km_strdup(key);
+    rec.limit = limit;
+    rec.period_ms = period_ms;
+    return cluster_throttle_propose(c, &rec);
+}
+
+static int
+cluster_throttle_propose_grant(struct cluster *c, const char *key,
+                               uint64_t limit)
+{
+    struct cluster_rec rec;
+    size_t live = cluster_fsm_up_count(c->fsm);
+    uint64_t want;
+
+    if (live == 0) {
+        live = 1;
+    }
+    want = limit / (4 * (uint64_t)live);
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = CLUSTER_REC_THROTTLE_GRANT;
+    rec.throttle_key = km_strdup(key);
+    rec.node = c->cfg.node_id;
+    rec.want = want > 0 ? want : 1;
+    return cluster_throttle_propose(c, &rec);
+}
+
+bool
+cluster_throttle_is_shared(const struct cluster *c)
+{
+    return c != NULL && c->link != NULL;
+}
+
+int
+cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
+                      uint64_t period_ms, uint64_t now_ms)
+{
+    struct cluster_throttle_win *w;
+
+    if (!cluster_throttle_key_ok(key) || limit == 0 || period_ms == 0 ||
+        period_ms > INT64_MAX / 2) {
+        return KM_EINVAL;
+    }
+    w = cluster_fsm_throttle(c->fsm, key);
+    if (w == NULL) {
+        /* Define, then ask: the batcher keeps their order. Repeated
+         * defines (until the first one applies) change nothing. */
+        if (cluster_throttle_propose_define(c, key, limit, period_ms) == 0) {
+            (void)cluster_throttle_propose_grant(c, key, limit);
+        }
+        return KM_EAGAIN;
+    }
+    if (w->limit != limit || w->period_ms != period_ms) {
+        if (!w->local_defining &&
+            cluster_throttle_propose_define(c, key, limit, period_ms) == 0) {
+            w->local_defining = true;
+        }
+        return KM_EAGAIN;
+    }
+    if (w->local_window_ms != w->window_start_ms) {
+        w->local_window_ms = w->window_start_ms;
+        w->local_used = 0;
+    }
+    if (now_ms < (uint64_t)w->window_start_ms + w->period_ms) {
+        if (w->local_used < cluster_throttle_win_tokens(w, c->cfg.node_id)) {
+            w->local_used++;
+            return 0;
+        }
+        if (w->granted >= w->limit) {
+            return KM_EAGAIN; /* nothing left before the window ends */
+        }
+    }
+    if (!w->local_inflight &&
+        cluster_throttle_propose_grant(c, key, limit) == 0) {
+        w->local_inflight = true;
+    }
+    return KM_EAGAIN;
+}
+
+uint64_t
+cluster_throttle_granted(const struct cluster *c, const char *key,
+                         uint64_t node, int64_t *window_end_ms)
+{
+    const struct cluster_throttle_win *w =
+        cluster_throttle_key_ok(key) ? cluster_fsm_throttle(c->fsm, key) : NULL;
+
+    if (w == NULL) {
+        if (window_end_ms != NULL) {
+            *window_end_ms = 0;
+        }
+        return 0;
+    }
+    if (window_end_ms != NULL) {
+        *window_end_ms = w->window_start_ms + (int64_t)w->period_ms;
+    }
+    return cluster_throttle_win_tokens(w, node);
+}
