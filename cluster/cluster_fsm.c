@@ -534,6 +534,18 @@ cluster_fsm_apply_node(struct cluster_fsm *f, const struct cluster_rec *r)
     }
 }
 
+/* ReplicaUpdate: ids not live, or of another shard, are ignored. */
+static void
+cluster_fsm_replica_update(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    for (size_t i = 0; i < r->n_ids; i++) {
+        struct cluster_fsm_msg *m = km_map_get(f->msgs, r->ids[i]);
+        if (m != NULL && m->pub.shard == r->shard) {
+            (void)cluster_replica_apply_msg(m, r);
+        }
+    }
+}
+
 void
 cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
 {
@@ -564,6 +576,9 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
         case CLUSTER_REC_NODE_STATE:
             cluster_fsm_apply_node(f, r);
             remap = true;
+            break;
+        case CLUSTER_REC_REPLICA_UPDATE:
+            cluster_fsm_replica_update(f, r);
             break;
         case CLUSTER_REC_OTHER:
             break;

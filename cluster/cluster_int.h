@@ -28,8 +28,9 @@ enum cluster_rec_kind {
     CLUSTER_REC_DEFERRED,
     CLUSTER_REC_DONE,
     CLUSTER_REC_ADMIN,
-    CLUSTER_REC_SETTINGS,   /* ClusterSettings */
-    CLUSTER_REC_NODE_STATE, /* NodeState */
+    CLUSTER_REC_SETTINGS,       /* ClusterSettings */
+    CLUSTER_REC_NODE_STATE,     /* NodeState */
+    CLUSTER_REC_REPLICA_UPDATE, /* ReplicaUpdate (cluster_replica.c) */
 };
 
 /* Longest cluster id and link or raft address carried in records. */
@@ -82,6 +83,12 @@ struct cluster_rec {
     char *raft_addr;
     char *link_url;
     uint32_t weight;
+    /* ReplicaUpdate (shard above): ids[n_ids] (owned), add_node and
+     * remove_node (0: none) */
+    char (*ids)[33];
+    size_t n_ids;
+    uint64_t add_node;
+    uint64_t remove_node;
 };
 
 /* A node of the FSM's NodeState table (owned strings, NULL if unknown). */
@@ -333,4 +340,25 @@ void cluster_lease_on_leader_ready(struct cluster *c);
 /* cluster_lease.c: whether this node's FSM has applied the commit index
  * of the last Pong (the leader: whether it is ready). */
 bool cluster_lease_caught_up(const struct cluster *c);
+
+/* cluster_replica.c: ReplicaUpdate records and under-replicated messages
+ * (CLUSTER.md §4.6 "Bodies after failover", §5). */
+
+/* Most ids one ReplicaUpdate record carries. */
+#define CLUSTER_MAX_REPLICA_IDS 4096
+
+/* Apply a ReplicaUpdate (borrowed) to m's replica list: add add_node if
+ * missing, then drop remove_node unless it is the last replica. Returns
+ * whether the list changed. Deterministic. */
+bool cluster_replica_apply_msg(struct cluster_fsm_msg *m,
+                               const struct cluster_rec *r);
+
+/* How many UP replicas a message needs: min(R, UP nodes) of f's
+ * committed state (0 without settings or nodes). */
+size_t cluster_replica_want(const struct cluster_fsm *f);
+/* How many of m's replicas are UP nodes in f. */
+size_t cluster_replica_up_copies(const struct cluster_fsm *f,
+                                 const struct cluster_msg *m);
+/* Live messages of f with fewer UP replicas than cluster_replica_want. */
+size_t cluster_replica_count(const struct cluster_fsm *f);
 #endif /* KUMO_CLUSTER_INT_H */
