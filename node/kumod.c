@@ -692,6 +692,7 @@ kumod_on_shard_owner(void *ctx, uint32_t shard, uint64_t old_owner,
         ih.min_due_ms = km_now_wall_ms() + st.failover_grace_ms;
     }
     cluster_foreach(kd->cluster, kumod_inherit_one, &ih);
+    kumod_repl_kick(kd);
 }
 
 static void
@@ -868,6 +869,7 @@ kumod_on_cluster_ready(void *ctx)
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
     queue_mgr_start(kd->queues);
+    kumod_repl_start(kd);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
              rc.missing ? " (some could not be read, see above)" : "");
     if (rc.remote > 0) {
@@ -1250,6 +1252,7 @@ kumod_request_shutdown(struct kumod *kd)
                  "interrupting now risks duplicate deliveries");
     }
     kd->state = KUMOD_STOPPING;
+    kumod_repl_stop(kd);
     kd->shutdown_started_ms = km_now_mono_ms();
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_shutdown(kd->listeners[i]);
