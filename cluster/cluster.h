@@ -389,4 +389,44 @@ int cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
  * in FSM time (0 if unknown). */
 uint64_t cluster_throttle_granted(const struct cluster *c, const char *key,
                                   uint64_t node, int64_t *window_end_ms);
+/* Restoring R after failover (CLUSTER.md §4.6 "Bodies after failover",
+ * §5 ReplicaUpdate). A message is under-replicated while fewer of the
+ * nodes in its replica list are UP than min(replication_factor, UP
+ * nodes). */
+
+/* Propose ReplicaUpdate{shard, ids, add_node, remove_node} through the
+ * batcher: every listed id still queued in `shard` gets add_node added to
+ * its replica list (if missing), then remove_node dropped (unless it is
+ * the last one); other ids are ignored. ids (1 to 4096 of them, 32 hex
+ * digits each) are copied. cb as for cluster_enqueue. KM_EINVAL for a bad
+ * record (no ids, both nodes 0 or equal). */
+int cluster_replica_update(struct cluster *c, uint32_t shard,
+                           const char *const *ids, size_t n, uint64_t add_node,
+                           uint64_t remove_node, cluster_commit_cb cb,
+                           void *arg);
+
+/* The number of queued messages that are under-replicated (0 for one
+ * node, or before the settings are committed). */
+size_t cluster_under_replicated(const struct cluster *c);
+
+/* An under-replicated message of a shard this node owns. msg is borrowed
+ * for the call. target is the first UP node in cluster_live_nodes() order
+ * for its shard that is not in its replica list (it may be this node,
+ * when it holds a copy it fetched but is not listed). */
+struct cluster_replica_need {
+    const struct cluster_msg *msg;
+    uint64_t target;
+    size_t up_copies; /* UP nodes in its replica list */
+    size_t want;      /* min(replication_factor, UP nodes) */
+};
+
+/* fn returns false to stop. It must not change the FSM (proposing is
+ * fine: records apply later). */
+typedef bool (*cluster_replica_visit_cb)(void *arg,
+                                         const struct cluster_replica_need *n);
+
+/* Visit the under-replicated messages of the shards this node owns that
+ * some UP node could still receive. Nothing on a group without a link. */
+void cluster_foreach_under_replicated(const struct cluster *c,
+                                      cluster_replica_visit_cb fn, void *arg);
 #endif /* KUMO_CLUSTER_H */

@@ -571,6 +571,18 @@ cluster_fsm_throttle_grant(struct cluster_fsm *f, const struct cluster_rec *r)
     }
 }
 
+/* ReplicaUpdate: ids not live, or of another shard, are ignored. */
+static void
+cluster_fsm_replica_update(struct cluster_fsm *f, const struct cluster_rec *r)
+{
+    for (size_t i = 0; i < r->n_ids; i++) {
+        struct cluster_fsm_msg *m = km_map_get(f->msgs, r->ids[i]);
+        if (m != NULL && m->pub.shard == r->shard) {
+            (void)cluster_replica_apply_msg(m, r);
+        }
+    }
+}
+
 void
 cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
 {
@@ -607,6 +619,9 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
             break;
         case CLUSTER_REC_THROTTLE_GRANT:
             cluster_fsm_throttle_grant(f, r);
+            break;
+        case CLUSTER_REC_REPLICA_UPDATE:
+            cluster_fsm_replica_update(f, r);
             break;
         case CLUSTER_REC_OTHER:
             break;

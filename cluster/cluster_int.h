@@ -32,6 +32,7 @@ enum cluster_rec_kind {
     CLUSTER_REC_NODE_STATE,      /* NodeState */
     CLUSTER_REC_THROTTLE_DEFINE, /* ThrottleDefine */
     CLUSTER_REC_THROTTLE_GRANT,  /* ThrottleGrant */
+    CLUSTER_REC_REPLICA_UPDATE, /* ReplicaUpdate (cluster_replica.c) */
 };
 
 /* Longest throttle key (ThrottleDefine, ThrottleGrant). */
@@ -95,6 +96,12 @@ struct cluster_rec {
     uint64_t limit;
     uint64_t period_ms;
     uint64_t want;
+    /* ReplicaUpdate (shard above): ids[n_ids] (owned), add_node and
+     * remove_node (0: none) */
+    char (*ids)[33];
+    size_t n_ids;
+    uint64_t add_node;
+    uint64_t remove_node;
 };
 
 /* One node's tokens of a throttle window. */
@@ -408,4 +415,25 @@ void cluster_lease_on_leader_ready(struct cluster *c);
 /* cluster_lease.c: whether this node's FSM has applied the commit index
  * of the last Pong (the leader: whether it is ready). */
 bool cluster_lease_caught_up(const struct cluster *c);
+
+/* cluster_replica.c: ReplicaUpdate records and under-replicated messages
+ * (CLUSTER.md §4.6 "Bodies after failover", §5). */
+
+/* Most ids one ReplicaUpdate record carries. */
+#define CLUSTER_MAX_REPLICA_IDS 4096
+
+/* Apply a ReplicaUpdate (borrowed) to m's replica list: add add_node if
+ * missing, then drop remove_node unless it is the last replica. Returns
+ * whether the list changed. Deterministic. */
+bool cluster_replica_apply_msg(struct cluster_fsm_msg *m,
+                               const struct cluster_rec *r);
+
+/* How many UP replicas a message needs: min(R, UP nodes) of f's
+ * committed state (0 without settings or nodes). */
+size_t cluster_replica_want(const struct cluster_fsm *f);
+/* How many of m's replicas are UP nodes in f. */
+size_t cluster_replica_up_copies(const struct cluster_fsm *f,
+                                 const struct cluster_msg *m);
+/* Live messages of f with fewer UP replicas than cluster_replica_want. */
+size_t cluster_replica_count(const struct cluster_fsm *f);
 #endif /* KUMO_CLUSTER_INT_H */

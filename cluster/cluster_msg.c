@@ -40,6 +40,7 @@ cluster_rec_fini(struct cluster_rec *rec)
     free(rec->raft_addr);
     free(rec->link_url);
     free(rec->throttle_key);
+    free(rec->ids);
     memset(rec, 0, sizeof(*rec));
 }
 
@@ -177,6 +178,7 @@ cluster_msg_id_in(const ProtobufCBinaryData *in, char out[33])
 struct cluster_msg_scratch {
     uint8_t id[KM_ID_BYTES];
     char *response;
+    void *ids; /* ReplicaUpdate: the ids' wire form (one allocation) */
 
     union {
         Kumo__Cluster__Enqueue enq;
@@ -187,6 +189,7 @@ struct cluster_msg_scratch {
         Kumo__Cluster__NodeState node;
         Kumo__Cluster__ThrottleDefine tdef;
         Kumo__Cluster__ThrottleGrant tgrant;
+        Kumo__Cluster__ReplicaUpdate replica;
     } u;
 };
 
@@ -441,6 +444,38 @@ cluster_msg_tdef_out(const char *key, uint64_t limit, uint64_t period_ms,
     return 0;
 }
 
+/* Fill pb from a REPLICA_UPDATE record (borrowed); the ids' wire form
+ * goes into one allocation left in *owned for the caller to free. */
+static int
+cluster_msg_replica_out(const struct cluster_rec *r,
+                        Kumo__Cluster__ReplicaUpdate *pb, void **owned)
+{
+    ProtobufCBinaryData *ids;
+    uint8_t *raw;
+
+    kumo__cluster__replica_update__init(pb);
+    if (r->n_ids == 0 || r->n_ids > CLUSTER_MAX_REPLICA_IDS ||
+        (r->add_node == 0 && r->remove_node == 0) ||
+        r->add_node == r->remove_node) {
+        return KM_EINVAL;
+    }
+    ids = km_calloc(1, r->n_ids * (sizeof(*ids) + KM_ID_BYTES));
+    raw = (uint8_t *)(ids + r->n_ids);
+    *owned = ids;
+    for (size_t i = 0; i < r->n_ids; i++) {
+        int rv = cluster_msg_id_out(r->ids[i], raw + i * KM_ID_BYTES, &ids[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    pb->shard = r->shard;
+    pb->n_ids = r->n_ids;
+    pb->ids = ids;
+    pb->add_node = r->add_node;
+    pb->remove_node = r->remove_node;
+    return 0;
+}
+
 static int
 cluster_msg_tdef_in(const Kumo__Cluster__ThrottleDefine *pb,
                     struct cluster_rec *rec)
@@ -453,6 +488,30 @@ cluster_msg_tdef_in(const Kumo__Cluster__ThrottleDefine *pb,
     rec->throttle_key = km_strdup(pb->key);
     rec->limit = pb->limit;
     rec->period_ms = pb->period_ms;
+    return 0;
+}
+
+static int
+cluster_msg_replica_in(const Kumo__Cluster__ReplicaUpdate *pb,
+                       struct cluster_rec *rec)
+{
+    rec->kind = CLUSTER_REC_REPLICA_UPDATE;
+    if (pb->n_ids == 0 || pb->n_ids > CLUSTER_MAX_REPLICA_IDS ||
+        (pb->add_node == 0 && pb->remove_node == 0) ||
+        pb->add_node == pb->remove_node) {
+        return KM_ECORRUPT;
+    }
+    rec->ids = km_calloc(pb->n_ids, sizeof(*rec->ids));
+    rec->n_ids = pb->n_ids;
+    for (size_t i = 0; i < pb->n_ids; i++) {
+        int rv = cluster_msg_id_in(&pb->ids[i], rec->ids[i]);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    rec->shard = pb->shard;
+    rec->add_node = pb->add_node;
+    rec->remove_node = pb->remove_node;
     return 0;
 }
 
@@ -531,6 +590,10 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
         s->u.tgrant.node = r->node;
         s->u.tgrant.want = r->want;
         return 0;
+    case CLUSTER_REC_REPLICA_UPDATE:
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_REPLICA_UPDATE;
+        cmd->replica_update = &s->u.replica;
+        return cluster_msg_replica_out(r, &s->u.replica, &s->ids);
     case CLUSTER_REC_OTHER:
         break;
     }
@@ -546,6 +609,7 @@ cluster_msg_check_rec(const struct cluster_rec *rec)
     memset(&s, 0, sizeof(s));
     int rv = cluster_msg_cmd_out(rec, &cmd, &s);
     free(s.response);
+    free(s.ids);
     return rv;
 }
 
@@ -599,6 +663,7 @@ cluster_msg_encode_batch(const struct cluster_batch *b, cluster_alloc_fn alloc,
 out_free:
     for (size_t i = 0; i < b->n; i++) {
         free(s[i].response);
+        free(s[i].ids);
     }
     free(s);
     free(ptrs);
@@ -705,6 +770,8 @@ cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
         rec->node = cmd->throttle_grant->node;
         rec->want = cmd->throttle_grant->want;
         return 0;
+    case KUMO__CLUSTER__COMMAND__CMD_REPLICA_UPDATE:
+        return cluster_msg_replica_in(cmd->replica_update, rec);
     case KUMO__CLUSTER__COMMAND__CMD__NOT_SET:
         return KM_ECORRUPT;
     default:
@@ -1277,6 +1344,7 @@ cluster_msg_encode_propose(const struct cluster_batch *b, void **out,
     }
     for (size_t i = 0; i < b->n; i++) {
         free(s[i].response);
+        free(s[i].ids);
     }
     free(s);
     free(ptrs);

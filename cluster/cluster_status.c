@@ -95,6 +95,23 @@ cluster_status_copy(char *dst, size_t n, const char *s)
     snprintf(dst, n, "%s", s != NULL ? s : "");
 }
 
+/* Shards with an under-replicated message: flags[shard] is 1. */
+struct cluster_status_short {
+    uint8_t *flags;
+    uint32_t n;
+};
+
+static bool
+cluster_status_mark_short(void *arg, const struct cluster_replica_need *n)
+{
+    struct cluster_status_short *sh = arg;
+
+    if (n->msg->shard < sh->n) {
+        sh->flags[n->msg->shard] = 1;
+    }
+    return true;
+}
+
 /* This node's report, and the role of each shard (see
  * cluster_msg_encode_status_report); the caller owns *roles (free). */
 static void
@@ -133,6 +150,10 @@ cluster_status_local(const struct cluster *c, struct cluster_status_report *r,
                         load.policy_checksum);
     *n_shards = st.shards <= CLUSTER_STATUS_MAX_SHARDS ? st.shards : 0;
     *roles = km_calloc(*n_shards + 1, 1);
+    /* An owned shard is under-replicated when its committed list is short
+     * or one of its messages has too few UP copies (kumod_repl.c). */
+    struct cluster_status_short sh = {km_calloc(*n_shards + 1, 1), *n_shards};
+    cluster_foreach_under_replicated(c, cluster_status_mark_short, &sh);
     for (uint32_t i = 0; i < *n_shards; i++) {
         size_t n =
             cluster_shard_replicas(c, i, ids, CLUSTER_MAX_REPLICAS, NULL);
@@ -143,16 +164,17 @@ cluster_status_local(const struct cluster *c, struct cluster_status_report *r,
             if (k > 0) {
                 (*roles)[i] = 2;
             } else {
-                (*roles)[i] = n < st.replication_factor ? 3 : 1;
+                (*roles)[i] = n < st.replication_factor || sh.flags[i] ? 3 : 1;
             }
             r->shards_backed++;
             if (k == 0) {
                 r->shards_owned++;
-                r->under_replicated += n < st.replication_factor ? 1 : 0;
+                r->under_replicated += (*roles)[i] == 3 ? 1 : 0;
             }
             break;
         }
     }
+    free(sh.flags);
 }
 
 static void

@@ -429,6 +429,7 @@ kumod_on_cluster_ready(void *ctx)
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
     queue_mgr_start(kd->queues);
+    kumod_repl_start(kd);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
              rc.missing ? " (some could not be read, see above)" : "");
     if (rc.remote > 0) {
@@ -840,6 +841,7 @@ kumod_request_shutdown(struct kumod *kd)
                  "interrupting now risks duplicate deliveries");
     }
     kd->state = KUMOD_STOPPING;
+    kumod_repl_stop(kd);
     kd->shutdown_started_ms = km_now_mono_ms();
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_shutdown(kd->listeners[i]);

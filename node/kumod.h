@@ -23,6 +23,7 @@ struct cluster;
 struct cluster_peer;
 struct http_api;
 struct egress_mgr;
+struct kumod_repl;
 struct logrec;
 struct logrec_event;
 struct message;
@@ -90,6 +91,7 @@ struct kumod {
     struct egress_mgr *egress;
     struct admin_state *admin; /* active admin rules (admin.c) */
     struct metrics *metrics;   /* counters for /metrics */
+    struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
@@ -176,4 +178,18 @@ void kumod_disk_stop(struct kumod *kd);
 /* Parse a min_free_space value ("10%" or a size) into kd. */
 int kumod_disk_parse_mark(struct kumod *kd, const char *s, char *err,
                           size_t errlen);
+
+/* kumod_repl.c: restore the replication factor after a failover
+ * (CLUSTER.md §4.6): copy the bodies of under-replicated messages of the
+ * shards this node owns to other UP nodes and commit ReplicaUpdate. */
+
+/* Start the rounds (every 2 s) once the node runs; nothing on a one-node
+ * kumod. */
+void kumod_repl_start(struct kumod *kd);
+/* Run a round soon (this node took over a shard). */
+void kumod_repl_kick(struct kumod *kd);
+/* Stop starting rounds (shutdown). Copies in flight still count in
+ * inflight_ingests until answered; commits in flight end with the
+ * cluster. */
+void kumod_repl_stop(struct kumod *kd);
 #endif /* KUMO_KUMOD_H */

@@ -444,6 +444,7 @@ kumod_body_on_shard_owner(void *ctx, uint32_t shard, uint64_t old_owner,
         ih.min_due_ms = km_now_wall_ms() + st.failover_grace_ms;
     }
     cluster_foreach(kd->cluster, kumod_body_inherit_one, &ih);
+    kumod_repl_kick(kd);
 }
 
 void
