@@ -32,6 +32,9 @@ struct cluster_propose_batch {
     uint64_t retry_at_ms; /* monotonic: next send, when not in flight */
     uint64_t wait_index;  /* committed at this index: wait to apply it */
     bool in_flight;
+    /* Finished while its request was in flight (the cluster is closing):
+     * only the link's callback, still to come, may free it. */
+    bool orphan;
     int last_error;
 };
 
@@ -80,6 +83,12 @@ cluster_propose_finish(struct cluster_propose_batch *b, int status)
     c->resolving_index = b->wait_index;
     cluster_raft_resolve(b->waiters, b->n, status);
     c->resolving_index = 0;
+    if (b->in_flight) {
+        /* cluster_link_close() will still call cluster_propose_on_reply
+         * for its request. */
+        b->orphan = true;
+        return;
+    }
     free(b);
 }
 
@@ -98,6 +107,11 @@ cluster_propose_on_reply(void *arg, int status,
     struct cluster_propose_batch *b = arg;
     struct cluster_propose_ack ack;
 
+    if (b->orphan) {
+        free(b);
+        return;
+    }
+    b->in_flight = false; /* the request is over, whatever its outcome */
     if (status == KM_ECLOSING) {
         b->in_flight = false; /* cluster_propose_fini resolves it */
         return;

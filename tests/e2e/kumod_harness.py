@@ -357,7 +357,14 @@ class Kumod:
         return "\n".join(self.log_text(run).splitlines()[-lines:])
 
     def sanitizer_reports(self):
-        return [ln for ln in self.log_text(None).splitlines() if SANITIZER_RE.search(ln)]
+        """Each sanitizer report: its first line and up to 40 lines of the
+        stacks after it, so a CI log says where it happened."""
+        lines = self.log_text(None).splitlines()
+        out = []
+        for i, ln in enumerate(lines):
+            if SANITIZER_RE.search(ln):
+                out.append("\n".join(lines[i:i + 40]))
+        return out
 
     def wait_log(self, pattern, timeout=10, run=-1):
         """Wait for a regex in the diagnostic log; return the match."""
