@@ -32,7 +32,7 @@ enum cluster_rec_kind {
     CLUSTER_REC_NODE_STATE,      /* NodeState */
     CLUSTER_REC_THROTTLE_DEFINE, /* ThrottleDefine */
     CLUSTER_REC_THROTTLE_GRANT,  /* ThrottleGrant */
-    CLUSTER_REC_REPLICA_UPDATE, /* ReplicaUpdate (cluster_replica.c) */
+    CLUSTER_REC_REPLICA_UPDATE,  /* ReplicaUpdate (cluster_replica.c) */
 };
 
 /* Longest throttle key (ThrottleDefine, ThrottleGrant). */

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "cluster_core.h"
 #include "cluster_int.h"
+#include "cluster_transport.h"
 
 /* Records per FsmSnapshot chunk (one raft buffer each): a few MB. */
 #define CLUSTER_RAFT_SNAPSHOT_CHUNK 16384
@@ -707,7 +708,7 @@ cluster_raft_on_raft_closed(struct raft *r)
     struct cluster *c = r->data;
 
     raft_uv_close(&c->io);
-    raft_uv_tcp_close(&c->transport);
+    cluster_transport_release(&c->transport);
     /* raft fails its pending requests before this callback; anything
      * left was dropped without one. */
     while (c->inflight != NULL) {
@@ -878,7 +879,7 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
         goto err_after_alloc;
     }
 
-    rv = raft_uv_tcp_init(&c->transport, loop);
+    rv = cluster_transport_init_tcp(&c->transport, loop);
     if (rv != 0) {
         LOG_ERROR("cluster: raft transport: %s", raft_strerror(rv));
         rv = cluster_raft_err(rv);
@@ -964,7 +965,7 @@ err_after_raft:
 err_after_io:
     raft_uv_close(&c->io);
 err_after_transport:
-    raft_uv_tcp_close(&c->transport);
+    cluster_transport_release(&c->transport);
 err_after_alloc:
     cluster_raft_free(c);
     return rv;
