@@ -985,6 +985,14 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
     char err[600];
     int status;
 
+    if (h->kd->disk_low) {
+        /* As SMTP's 452 4.3.1 at RCPT: nothing is taken in below the
+         * spool's min_free_space (disk_guard.c). */
+        http_api_reply_error(req, 503,
+                             "the spool's disk is below min_free_space: "
+                             "try again later");
+        return false;
+    }
     body = json_loadb(buf_cstr(&req->body), req->body.len, 0, &jerr);
     if (body == NULL) {
         http_api_reply_error(req, 400, "invalid JSON: line %d column %d: %s",

@@ -2,6 +2,9 @@
 (define_spool min_free_space; CLUSTER.md §4.5): below it, new mail is
 refused with 452 4.3.1 at RCPT TO and nothing is spooled; a bad mark is a
 policy error that names the parameter."""
+import http.client
+import json
+
 import kumod_harness as H
 
 
@@ -15,9 +18,10 @@ def spool_template(mark):
         f"min_free_space = '{mark}' }}", 1)
 
 
-def with_mark(make_kumod, mark):
+def with_mark(make_kumod, mark, init_extra=""):
     k = make_kumod(start=False)
     k.policy_path.write_text(H.render_policy(k.dir, k.fakedns_port, k.listener,
+                                             init_extra=init_extra,
                                              template=spool_template(mark)))
     return k.start()
 
@@ -51,3 +55,28 @@ def test_bad_mark_is_a_policy_error(fakedns, tmp_path):
     r = H.run_kumod(["--policy", str(pol), "--validate", *H.user_args()])
     assert r.returncode != 0
     assert "min_free_space" in (r.stdout or "") + (r.stderr or "")
+
+
+def test_below_the_soft_mark_http_injection_gets_503(make_kumod):
+    port = H.free_port()
+    k = with_mark(make_kumod, "99.99%",
+                  init_extra=f"  kumo.start_http_listener {{ listen = '127.0.0.1:{port}' }}")
+    body = json.dumps({"envelope_sender": "alice@client.test",
+                       "recipients": [{"email": "bob@dest.test"}],
+                       "content": "Subject: hi\r\n\r\nhello\r\n"})
+
+    def post():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            c.request("POST", "/api/inject/v1", body,
+                      {"Content-Type": "application/json"})
+            r = c.getresponse()
+            return r.status, r.read().decode()
+        except OSError:
+            return None, ""
+        finally:
+            c.close()
+    status, text = H.wait_for(lambda: (lambda r: r if r[0] else None)(post()),
+                              timeout=20, what="an HTTP answer")
+    assert status == 503, text
+    assert "min_free_space" in text
