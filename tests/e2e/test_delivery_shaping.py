@@ -116,3 +116,15 @@ def test_message_rate_is_kept_across_config_refreshes(make_kumod, fakedns, sink)
         time.sleep(0.5)
     ts = sorted(t.time for t in sink.wait_transactions(4, timeout=60))
     assert ts[-1] - ts[0] >= 5.0, f"4 messages in {ts[-1] - ts[0]:.2f}s at 1/2s"
+
+
+def test_a_throttle_spec_that_does_not_parse_is_a_transient_failure(make_kumod, fakedns, sink):
+    # never "no limit": the message waits, and the record names the parameter
+    mx_to_sink(fakedns)
+    k = make_kumod(**H.delivery_policy(path=H.sink_path(sink.port, max_message_rate="lots/s")))
+    ids = send_many(k, 1)
+    recs = k.wait_for_records("TransientFailure", n=1, timeout=30)
+    rec = [r for r in recs if r["id"] == ids[0]][0]
+    assert "max_message_rate" in rec["response"]["content"], rec["response"]
+    assert not k.records("Delivery")
+    assert sink.transactions() == []
