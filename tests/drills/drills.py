@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 
 import drill_lib as L
@@ -274,6 +275,93 @@ def d11(dr):
     inj.stop()
 
 
+# -- D12 -----------------------------------------------------------------------
+
+def _member(status, node_id):
+    for m in (status or {}).get("members", []):
+        if m.get("id") == node_id:
+            return m
+    return None
+
+
+def d12(dr):
+    """Membership under load: add a 4th node, let it own shards, then
+    remove it while the leader is killed in the middle of the change."""
+    c, net = dr.cluster, dr.net
+    inj = dr.injector().start()
+    time.sleep(4)
+    lid = c.wait_leader()
+    if not dr.expect(lid, "no leader before the change"):
+        inj.stop()
+        return
+    members = [nd.i for nd in c.nodes]
+    fresh = c.add_member(members)
+    r = c.kcli(c.node(lid), "cluster", "add-node", str(fresh.i),
+               f"{net.host(fresh.i)}:{net.port(fresh.i, 'raft')}",
+               f"tcp://{net.host(fresh.i)}:{net.port(fresh.i, 'link')}")
+    if not dr.expect(r.returncode == 0, f"cluster add-node {fresh.i} failed"):
+        inj.stop()
+        return
+    fresh.start()
+    dr.expect(L.wait_for(fresh.ready, 30, what="new member ready"),
+              "the new member did not get ready")
+
+    def voter():
+        lid = c.agreed_leader([nd for nd in c.nodes if nd is not fresh])
+        m = _member(c.node(lid).status(), fresh.i) if lid else None
+        return bool(m and m.get("voter"))
+    dr.expect(L.wait_for(voter, 30, what=f"n{fresh.i} promoted to voter"),
+              f"n{fresh.i} was not promoted to voter")
+    dr.expect(c.caught_up(fresh), f"n{fresh.i} did not catch up")
+    # let it become up and own shards (rebalance_after) under load
+    time.sleep(12)
+    owned = ((fresh.status() or {}).get("shards_owned")
+             or (_member(fresh.status(), fresh.i) or {}).get("shards_owned"))
+    dr.notes.append(f"n{fresh.i} owned {owned} shard(s) before its removal")
+
+    # remove it through a follower, and kill the leader while it drains
+    lid = c.wait_leader()
+    via = next(nd for nd in c.nodes if nd.i not in (lid, fresh.i))
+    result = {}
+
+    def remove():
+        result["r"] = c.kcli(via, "cluster", "remove-node", str(fresh.i))
+    t = threading.Thread(target=remove, daemon=True)
+    t.start()
+    # the change takes a fraction of a second here: kill early in it
+    time.sleep(random.uniform(0.0, 0.3))
+    done_before = not t.is_alive()
+    c.node(lid).kill9()
+    dr.notes.append("the leader was killed " + ("after remove-node returned" if done_before
+                                                else "while remove-node was running"))
+    log(f"killed leader n{lid} during remove-node {fresh.i}")
+    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes
+                                               if nd.i not in (lid, fresh.i)], timeout=15)
+    dr.expect(new, "no new leader after the kill")
+    c.node(lid).start()
+    L.wait_for(c.node(lid).ready, 30, what=f"n{lid} ready")
+    t.join(timeout=90)
+    r = result.get("r")
+    if r is None or r.returncode != 0:
+        # the change was cut short by the kill: ask again, as an operator would
+        lid2 = c.wait_leader(timeout=15)
+        if lid2:
+            r = c.kcli(c.node(lid2), "cluster", "remove-node", str(fresh.i))
+    dr.expect(r is not None and r.returncode == 0, f"cluster remove-node {fresh.i} failed")
+
+    def gone():
+        lid = c.agreed_leader([nd for nd in c.nodes if nd is not fresh])
+        return bool(lid) and _member(c.node(lid).status(), fresh.i) is None
+    dr.expect(L.wait_for(gone, 30, what=f"n{fresh.i} out of the configuration"),
+              f"n{fresh.i} is still a member")
+    fresh.cleanup()  # SIGTERM: a removed node is stopped by its operator
+    for nd in c.nodes:
+        if nd is not fresh:
+            dr.expect(c.caught_up(nd), f"n{nd.i} did not catch up after the change")
+    time.sleep(4)
+    inj.stop()
+
+
 # -- D13 -----------------------------------------------------------------------
 
 def _owner(c):
@@ -353,6 +441,7 @@ DRILLS = {
     "D6": ("disk-full", d6, {"tmpfs": "256m"}),
     "D9": ("stale-data", d9, {}),
     "D11": ("leader-churn", d11, {}),
+    "D12": ("membership", d12, {}),
     "D13": ("pause", d13, {}),
     "D14": ("lost-quorum", d14, {}),
 }
