@@ -8,6 +8,7 @@ Standard library only (plus the zstd command for the log segments).
 """
 import json
 import os
+import random
 import re
 import signal
 import smtplib
@@ -45,13 +46,40 @@ def user_args():
     return ["--user", "root"] if os.geteuid() == 0 else []
 
 
+# Ports handed out by free_port() in this process: never twice.
+_GIVEN_PORTS = set()
+
+
+def _ephemeral_range():
+    try:
+        lo, hi = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A TCP port on 127.0.0.1 that nobody listens on right now, below the
+    kernel's ephemeral range: a node that is restarted finds its port
+    still free, never taken by some outgoing connection (or by a peer's
+    redial connecting to itself while nobody listened)."""
+    lo, _ = _ephemeral_range()
+    top = min(lo, 65536) - 1
+    base = 20000 if top > 24000 else 1024
+    for _ in range(1000):
+        port = random.randint(base, top)
+        if port in _GIVEN_PORTS:
+            continue
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        _GIVEN_PORTS.add(port)
+        return port
+    raise RuntimeError(f"no free port in {base}-{top}")
 
 
 def port_is_free(port):
