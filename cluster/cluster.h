@@ -389,6 +389,23 @@ int cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
  * in FSM time (0 if unknown). */
 uint64_t cluster_throttle_granted(const struct cluster *c, const char *key,
                                   uint64_t node, int64_t *window_end_ms);
+
+/* Cluster-wide connection slots (CLUSTER.md §4.7): at most `limit`
+ * connections for `key` held by all nodes together. 0 when this node may
+ * open one more connection now (the slot counts as used until
+ * cluster_conn_release); KM_EAGAIN when not: unless one is in flight, a
+ * request for one slot is proposed, so a later call may succeed. KM_EINVAL
+ * for an empty or over-long key or a zero limit. Only where
+ * cluster_throttle_is_shared(). */
+int cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit);
+/* A connection that held a slot of `key` closed: give the slot back. */
+void cluster_conn_release(struct cluster *c, const char *key);
+/* Give back slots this node holds but does not use (after a restart, or a
+ * release that could not be proposed). Run on the lease timer. */
+void cluster_conn_reconcile(struct cluster *c);
+/* The slots of `key` the FSM lists for `node`. */
+uint64_t cluster_conn_held(const struct cluster *c, const char *key,
+                           uint64_t node);
 /* Restoring R after failover (CLUSTER.md §4.6 "Bodies after failover",
  * §5 ReplicaUpdate). A message is under-replicated while fewer of the
  * nodes in its replica list are UP than min(replication_factor, UP

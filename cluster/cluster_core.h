@@ -20,6 +20,7 @@
 
 struct cluster_fwd;   /* cluster_propose.c */
 struct cluster_lease; /* cluster_lease.c */
+struct km_map;
 
 struct cluster_raft_waiter {
     cluster_commit_cb cb;
@@ -81,7 +82,10 @@ struct cluster {
     struct cluster_link *link;
     char *link_listen;
     char *cluster_id;
-    struct cluster_fwd *fwd;     /* owned by cluster_propose.c */
+    struct cluster_fwd *fwd; /* owned by cluster_propose.c */
+    /* Connection slots this node uses, per key (cluster_throttle.c):
+     * node-local, never replicated. NULL until first used. */
+    struct km_map *conn_local;
     struct cluster_lease *lease; /* owned by cluster_lease.c */
     uint64_t guard_term;         /* cluster_guard.c: term in raft_guard */
     uint64_t guard_applied;      /* cluster_guard.c: applied index in it */

@@ -529,6 +529,16 @@ cluster_fsm_apply_node(struct cluster_fsm *f, const struct cluster_rec *r)
     }
     n = cluster_fsm_get_node(f, r->node);
     n->state = r->node_state;
+    if (n->state == CLUSTER_NODE_DOWN || n->state == CLUSTER_NODE_REMOVED) {
+        /* Its connections are gone with it: free its slots. */
+        struct km_map_iter it;
+        const char *k;
+        void *v;
+        km_map_iter_init(&it, f->throttles);
+        while (km_map_iter_next(&it, &k, &v)) {
+            cluster_throttle_forget_node(v, r->node);
+        }
+    }
     n->weight = r->weight != 0 ? r->weight : 1;
     if (r->raft_addr != NULL) {
         free(n->raft_addr);
@@ -620,6 +630,14 @@ cluster_fsm_apply_batch(struct cluster_fsm *f, const struct cluster_batch *b)
         case CLUSTER_REC_THROTTLE_GRANT:
             cluster_fsm_throttle_grant(f, r);
             break;
+        case CLUSTER_REC_THROTTLE_RETURN: {
+            struct cluster_throttle_win *w =
+                km_map_get(f->throttles, r->throttle_key);
+            if (w != NULL) {
+                cluster_throttle_apply_return(w, r);
+            }
+            break;
+        }
         case CLUSTER_REC_REPLICA_UPDATE:
             cluster_fsm_replica_update(f, r);
             break;
@@ -990,6 +1008,12 @@ cluster_fsm_shard(const struct cluster_fsm *f, uint32_t shard,
         *epoch = f->epochs[shard];
     }
     return f->map_n[shard];
+}
+
+const struct km_map *
+cluster_fsm_throttle_map(const struct cluster_fsm *f)
+{
+    return f->throttles;
 }
 
 struct cluster_throttle_win *

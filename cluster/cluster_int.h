@@ -32,11 +32,15 @@ enum cluster_rec_kind {
     CLUSTER_REC_NODE_STATE,      /* NodeState */
     CLUSTER_REC_THROTTLE_DEFINE, /* ThrottleDefine */
     CLUSTER_REC_THROTTLE_GRANT,  /* ThrottleGrant */
+    CLUSTER_REC_THROTTLE_RETURN, /* ThrottleReturn */
     CLUSTER_REC_REPLICA_UPDATE,  /* ReplicaUpdate (cluster_replica.c) */
 };
 
 /* Longest throttle key (ThrottleDefine, ThrottleGrant). */
 #define CLUSTER_MAX_THROTTLE_KEY CLUSTER_MAX_THROTTLE_KEY_LEN
+/* The period of a connection-slot key (cluster_conn_acquire): a window
+ * that never ends, so grants are slots held until returned. */
+#define CLUSTER_CONN_PERIOD_MS ((uint64_t)(INT64_MAX / 2))
 /* Most throttle keys an FSM holds (further defines are ignored). */
 #define CLUSTER_MAX_THROTTLES 4096
 
@@ -91,7 +95,7 @@ struct cluster_rec {
     char *link_url;
     uint32_t weight;
     /* ThrottleDefine: key, limit, period_ms; ThrottleGrant: key, node
-     * (above), want */
+     * (above), want; ThrottleReturn: key, node, want (tokens given back) */
     char *throttle_key;
     uint64_t limit;
     uint64_t period_ms;
@@ -371,6 +375,8 @@ void cluster_fsm_foreach(const struct cluster_fsm *f,
 
 /* The throttle `key` (borrowed) or NULL. Not const: its node-local
  * fields are the caller's (cluster_throttle.c). */
+/* Every throttle window, by key (borrowed). */
+const struct km_map *cluster_fsm_throttle_map(const struct cluster_fsm *f);
 struct cluster_throttle_win *cluster_fsm_throttle(struct cluster_fsm *f,
                                                   const char *key);
 /* Number of UP nodes in the node table. */
@@ -396,6 +402,15 @@ void cluster_throttle_apply_define(struct cluster_throttle_win **w,
 uint64_t cluster_throttle_apply_grant(struct cluster_throttle_win *w,
                                       const struct cluster_rec *r,
                                       int64_t now_ms);
+/* ThrottleReturn: take back up to r->want of r->node's tokens. */
+void cluster_throttle_apply_return(struct cluster_throttle_win *w,
+                                   const struct cluster_rec *r);
+/* Free c->conn_local (cluster_throttle.c). */
+void cluster_conn_free_local(struct cluster *c);
+/* A node is down or removed: the slots it held are free again. */
+void cluster_throttle_forget_node(struct cluster_throttle_win *w,
+                                  uint64_t node);
+
 /* The tokens granted to `node` in w's current window. */
 uint64_t cluster_throttle_win_tokens(const struct cluster_throttle_win *w,
                                      uint64_t node);

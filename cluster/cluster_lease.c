@@ -326,6 +326,7 @@ cluster_lease_on_timer(uv_timer_t *t)
     } else {
         cluster_lease_follower_tick(c, now);
     }
+    cluster_conn_reconcile(c);
     cluster_get_settings(c, &st);
     uv_timer_start(&c->lease->timer, cluster_lease_on_timer, st.ping_ms, 0);
 }

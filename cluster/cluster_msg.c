@@ -189,6 +189,7 @@ struct cluster_msg_scratch {
         Kumo__Cluster__NodeState node;
         Kumo__Cluster__ThrottleDefine tdef;
         Kumo__Cluster__ThrottleGrant tgrant;
+        Kumo__Cluster__ThrottleReturn tret;
         Kumo__Cluster__ReplicaUpdate replica;
     } u;
 };
@@ -590,6 +591,18 @@ cluster_msg_cmd_out(const struct cluster_rec *r, Kumo__Cluster__Command *cmd,
         s->u.tgrant.node = r->node;
         s->u.tgrant.want = r->want;
         return 0;
+    case CLUSTER_REC_THROTTLE_RETURN:
+        kumo__cluster__throttle_return__init(&s->u.tret);
+        cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_THROTTLE_RETURN;
+        cmd->throttle_return = &s->u.tret;
+        if (!cluster_msg_throttle_key_ok(r->throttle_key) || r->node == 0 ||
+            r->want == 0) {
+            return KM_EINVAL;
+        }
+        s->u.tret.key = r->throttle_key;
+        s->u.tret.node = r->node;
+        s->u.tret.unused = r->want;
+        return 0;
     case CLUSTER_REC_REPLICA_UPDATE:
         cmd->cmd_case = KUMO__CLUSTER__COMMAND__CMD_REPLICA_UPDATE;
         cmd->replica_update = &s->u.replica;
@@ -769,6 +782,17 @@ cluster_msg_cmd_in(const Kumo__Cluster__Command *cmd, struct cluster_rec *rec)
         rec->throttle_key = km_strdup(cmd->throttle_grant->key);
         rec->node = cmd->throttle_grant->node;
         rec->want = cmd->throttle_grant->want;
+        return 0;
+    case KUMO__CLUSTER__COMMAND__CMD_THROTTLE_RETURN:
+        rec->kind = CLUSTER_REC_THROTTLE_RETURN;
+        if (!cluster_msg_throttle_key_ok(cmd->throttle_return->key) ||
+            cmd->throttle_return->node == 0 ||
+            cmd->throttle_return->unused == 0) {
+            return KM_ECORRUPT;
+        }
+        rec->throttle_key = km_strdup(cmd->throttle_return->key);
+        rec->node = cmd->throttle_return->node;
+        rec->want = cmd->throttle_return->unused;
         return 0;
     case KUMO__CLUSTER__COMMAND__CMD_REPLICA_UPDATE:
         return cluster_msg_replica_in(cmd->replica_update, rec);

@@ -664,6 +664,7 @@ static void
 cluster_raft_free(struct cluster *c)
 {
     cluster_fsm_free(c->fsm);
+    cluster_conn_free_local(c);
     for (size_t i = 0; i < c->cfg.n_peers; i++) {
         free((char *)(uintptr_t)c->peers[i].raft_addr);
         free((char *)(uintptr_t)c->peers[i].link_url);

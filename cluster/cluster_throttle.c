@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "base/km.h"
+#include "base/km_map.h"
 #include "cluster_core.h"
 
 /* ---- FSM side ---- */
@@ -297,4 +298,236 @@ cluster_throttle_granted(const struct cluster *c, const char *key,
         *window_end_ms = w->window_start_ms + (int64_t)w->period_ms;
     }
     return cluster_throttle_win_tokens(w, node);
+}
+
+/* ---- Connection slots (CLUSTER.md §4.7 "cluster-wide connection
+ * limits") ----
+ *
+ * A key whose period is CLUSTER_CONN_PERIOD_MS is a semaphore: its window
+ * never ends, a ThrottleGrant of one token is one connection slot held by
+ * a node, and a ThrottleReturn gives slots back. The FSM never grants more
+ * than the limit in total. A node that is declared down or removed loses
+ * its slots (cluster_throttle_forget_node). What this node does with the
+ * slots it holds (in use, being returned, a request in flight) is
+ * node-local, in c->conn_local. */
+
+void
+cluster_throttle_apply_return(struct cluster_throttle_win *w,
+                              const struct cluster_rec *r)
+{
+    for (size_t i = 0; i < w->n_grants; i++) {
+        if (w->grants[i].node == r->node) {
+            uint64_t back =
+                r->want < w->grants[i].tokens ? r->want : w->grants[i].tokens;
+            w->grants[i].tokens -= back;
+            w->granted -= back < w->granted ? back : w->granted;
+            return;
+        }
+    }
+}
+
+void
+cluster_throttle_forget_node(struct cluster_throttle_win *w, uint64_t node)
+{
+    struct cluster_rec r = {.node = node, .want = UINT64_MAX};
+
+    if (w->period_ms == CLUSTER_CONN_PERIOD_MS) {
+        cluster_throttle_apply_return(w, &r);
+    }
+}
+
+/* How long a freshly granted slot is left to the node that asked. */
+#define CLUSTER_CONN_RECONCILE_GRACE_MS 5000u
+
+struct cluster_conn_local {
+    uint64_t used;      /* slots our open connections use */
+    uint64_t returning; /* slots given back, not yet applied */
+    bool asking;        /* a ThrottleGrant of ours is in flight */
+    uint64_t asked_ms;  /* loop time our last grant request ended */
+    bool defining;      /* a ThrottleDefine of ours is in flight */
+};
+
+struct cluster_conn_req {
+    struct cluster *c;
+    int kind; /* enum cluster_rec_kind */
+    uint64_t n;
+    char key[];
+};
+
+void
+cluster_conn_free_local(struct cluster *c)
+{
+    struct km_map_iter it;
+    const char *k;
+    void *v;
+
+    if (c->conn_local == NULL) {
+        return;
+    }
+    km_map_iter_init(&it, c->conn_local);
+    while (km_map_iter_next(&it, &k, &v)) {
+        free(v);
+    }
+    km_map_free(c->conn_local);
+    c->conn_local = NULL;
+}
+
+static struct cluster_conn_local *
+cluster_conn_local(struct cluster *c, const char *key)
+{
+    struct cluster_conn_local *l;
+
+    if (c->conn_local == NULL) {
+        c->conn_local = km_map_new();
+    }
+    l = km_map_get(c->conn_local, key);
+    if (l == NULL) {
+        l = km_calloc(1, sizeof(*l));
+        km_map_put(c->conn_local, key, l, NULL);
+    }
+    return l;
+}
+
+static void
+cluster_conn_on_committed(void *arg, int status)
+{
+    struct cluster_conn_req *q = arg;
+
+    /* While closing, the cluster may be half torn down: leave it alone. */
+    if (status != KM_ECLOSING && q->c->conn_local != NULL) {
+        struct cluster_conn_local *l = km_map_get(q->c->conn_local, q->key);
+        if (l != NULL) {
+            if (q->kind == CLUSTER_REC_THROTTLE_DEFINE) {
+                l->defining = false;
+            } else if (q->kind == CLUSTER_REC_THROTTLE_GRANT) {
+                l->asking = false;
+                l->asked_ms = uv_now(q->c->loop);
+            } else {
+                /* Applied (status 0), or its fate is unknown: either way
+                 * stop counting it; if it commits later, a connection may
+                 * briefly use a slot the FSM no longer lists. */
+                l->returning -= q->n < l->returning ? q->n : l->returning;
+            }
+        }
+    }
+    free(q);
+}
+
+static int
+cluster_conn_propose(struct cluster *c, int kind, const char *key,
+                     uint64_t limit, uint64_t n)
+{
+    size_t klen = strlen(key) + 1;
+    struct cluster_conn_req *q = km_calloc(1, sizeof(*q) + klen);
+    struct cluster_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.kind = kind;
+    rec.throttle_key = km_strdup(key);
+    rec.limit = limit;
+    rec.period_ms = CLUSTER_CONN_PERIOD_MS;
+    rec.node = c->cfg.node_id;
+    rec.want = n;
+    q->c = c;
+    q->kind = kind;
+    q->n = n;
+    memcpy(q->key, key, klen);
+    int rv = cluster_raft_submit_rec(c, &rec, cluster_conn_on_committed, q);
+    if (rv != 0) {
+        free(q);
+    }
+    return rv;
+}
+
+int
+cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit)
+{
+    struct cluster_throttle_win *w;
+    struct cluster_conn_local *l;
+    uint64_t held;
+
+    if (!cluster_throttle_key_ok(key) || limit == 0) {
+        return KM_EINVAL;
+    }
+    l = cluster_conn_local(c, key);
+    w = cluster_fsm_throttle(c->fsm, key);
+    if (w == NULL || w->limit != limit ||
+        w->period_ms != CLUSTER_CONN_PERIOD_MS) {
+        if (!l->defining && cluster_conn_propose(c, CLUSTER_REC_THROTTLE_DEFINE,
+                                                 key, limit, 0) == 0) {
+            l->defining = true;
+        }
+        if (w == NULL || w->period_ms != CLUSTER_CONN_PERIOD_MS) {
+            return KM_EAGAIN;
+        }
+        /* A changed limit: keep using the slots we hold meanwhile. */
+    }
+    held = cluster_throttle_win_tokens(w, c->cfg.node_id);
+    if (held > l->used + l->returning) {
+        l->used++;
+        return 0;
+    }
+    if (!l->asking && w->granted < w->limit &&
+        cluster_conn_propose(c, CLUSTER_REC_THROTTLE_GRANT, key, limit, 1) ==
+            0) {
+        l->asking = true;
+    }
+    return KM_EAGAIN;
+}
+
+void
+cluster_conn_release(struct cluster *c, const char *key)
+{
+    struct cluster_conn_local *l =
+        c->conn_local != NULL ? km_map_get(c->conn_local, key) : NULL;
+
+    if (l == NULL || l->used == 0) {
+        return;
+    }
+    l->used--;
+    if (cluster_conn_propose(c, CLUSTER_REC_THROTTLE_RETURN, key, 0, 1) == 0) {
+        l->returning++;
+    }
+    /* If it could not be proposed, cluster_conn_reconcile returns it. */
+}
+
+void
+cluster_conn_reconcile(struct cluster *c)
+{
+    struct km_map_iter it;
+    const char *k;
+    void *v;
+
+    if (c->link == NULL) {
+        return;
+    }
+    km_map_iter_init(&it, cluster_fsm_throttle_map(c->fsm));
+    while (km_map_iter_next(&it, &k, &v)) {
+        struct cluster_throttle_win *w = v;
+        if (w->period_ms != CLUSTER_CONN_PERIOD_MS) {
+            continue;
+        }
+        uint64_t held = cluster_throttle_win_tokens(w, c->cfg.node_id);
+        struct cluster_conn_local *l = cluster_conn_local(c, k);
+        uint64_t busy = l->used + l->returning;
+        /* A slot just granted waits for its ready queue's next poll. */
+        bool fresh =
+            uv_now(c->loop) - l->asked_ms < CLUSTER_CONN_RECONCILE_GRACE_MS;
+        if (held > busy && !l->asking && !fresh &&
+            cluster_conn_propose(c, CLUSTER_REC_THROTTLE_RETURN, k, 0,
+                                 held - busy) == 0) {
+            /* Slots nobody uses here (left from before a restart, or a
+             * release that could not be proposed): give them back. */
+            l->returning += held - busy;
+        }
+    }
+}
+
+uint64_t
+cluster_conn_held(const struct cluster *c, const char *key, uint64_t node)
+{
+    const struct cluster_throttle_win *w =
+        cluster_throttle_key_ok(key) ? cluster_fsm_throttle(c->fsm, key) : NULL;
+
+    return w != NULL ? cluster_throttle_win_tokens(w, node) : 0;
 }

@@ -98,6 +98,9 @@ struct readyq {
      * cluster-wide token grants (cluster_throttle_take) under the key
      * "mmr:<name>" instead of msg_rate. */
     bool msg_rate_shared;
+    /* connection_limit without `local:` in a cluster: every connection
+     * holds one of the cluster's slots (cluster_conn_acquire). */
+    bool conn_limit_shared;
     struct egress_throttle_spec msg_spec;
     uv_timer_t wake;
     uint32_t consecutive_failures;
@@ -118,6 +121,7 @@ struct egress_conn {
     struct egress_item *current;
     uv_timer_t idle;
     bool idle_closed; /* the idle timer's close callback has run */
+    bool has_slot;    /* holds a cluster-wide connection slot */
     struct egress_conn *next;
 };
 

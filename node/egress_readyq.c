@@ -215,6 +215,9 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     rq->cfg = cfg;
     rq->cfg_fetched_ms = km_now_mono_ms();
     rq->connection_limit = cfg.connection_limit ? cfg.connection_limit : 1;
+    rq->conn_limit_shared = !cfg.connection_limit_local &&
+                            rq->maildir_path == NULL &&
+                            cluster_throttle_is_shared(rq->em->kd->cluster);
     if (!conn_same) {
         rq->has_conn_rate = false;
         if (cfg.max_connection_rate != NULL &&
@@ -390,6 +393,53 @@ egress_readyq_msg_ok(struct readyq *rq)
     return false;
 }
 
+/* The cluster key of this ready queue's connection_limit. */
+static bool
+egress_readyq_conn_key(const struct readyq *rq, char *key, size_t len)
+{
+    int n = snprintf(key, len, "cl:%s", rq->name);
+    return n > 0 && (size_t)n < len;
+}
+
+/* A connection that held a cluster-wide slot closed. */
+static void
+egress_readyq_conn_release(struct readyq *rq)
+{
+    char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
+
+    if (egress_readyq_conn_key(rq, key, sizeof(key))) {
+        cluster_conn_release(rq->em->kd->cluster, key);
+    }
+}
+
+/* May one more connection open? Takes a cluster-wide slot when the limit
+ * is shared (*slot true then). */
+static bool
+egress_readyq_conn_ok(struct readyq *rq, bool *slot)
+{
+    char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
+
+    *slot = false;
+    if (!rq->conn_limit_shared ||
+        !egress_readyq_conn_key(rq, key, sizeof(key))) {
+        return true;
+    }
+    int rv =
+        cluster_conn_acquire(rq->em->kd->cluster, key, rq->connection_limit);
+    if (rv == 0) {
+        *slot = true;
+        return true;
+    }
+    if (rv != KM_EAGAIN) {
+        return true; /* not a key the cluster takes: this node's limit */
+    }
+    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
+        uv_timer_start(&rq->wake, egress_readyq_on_wake,
+                       EGRESS_READYQ_TOKEN_RETRY_MS, 0);
+    }
+    return false;
+}
+
 /* ---- Outcomes ---- */
 
 /* "x.y.z text" as log records expect it. */
@@ -473,6 +523,10 @@ egress_conn_end(struct egress_conn *conn, bool quit)
     conn->ending = true;
     KM_ASSERT(rq->n_conns > 0);
     rq->n_conns--;
+    if (conn->has_slot) {
+        conn->has_slot = false;
+        egress_readyq_conn_release(rq);
+    }
     if (conn->current != NULL) {
         /* A transaction was cut short: its callback will not run. The
          * message is still spooled and listed by Raft. */
@@ -760,11 +814,12 @@ egress_conn_try_next(struct egress_conn *conn)
 }
 
 static void
-egress_conn_open(struct readyq *rq)
+egress_conn_open(struct readyq *rq, bool slot)
 {
     struct egress_conn *conn = km_calloc(1, sizeof(*conn));
 
     conn->rq = rq;
+    conn->has_slot = slot;
     uv_timer_init(rq->em->kd->loop, &conn->idle);
     conn->idle.data = conn;
     conn->next = rq->conns;
@@ -927,10 +982,17 @@ egress_readyq_dispatch(struct readyq *rq)
             connecting++;
         }
     }
+    bool slot = false;
     while (rq->n_queued > connecting && rq->n_conns < rq->connection_limit &&
+           egress_readyq_conn_ok(rq, &slot) &&
            egress_readyq_rate_ok(rq, &rq->conn_rate, rq->has_conn_rate)) {
-        egress_conn_open(rq);
+        egress_conn_open(rq, slot);
         connecting++;
+        slot = false;
+    }
+    if (slot) {
+        /* The rate limiter said no after the slot was taken. */
+        egress_readyq_conn_release(rq);
     }
 }
 

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "base/km.h"
+#include "cluster_core.h"
 #include "cluster_int.h"
 
 /* Fixture */
@@ -395,6 +396,119 @@ throttle_records_survive_the_byte_path(void **state)
     cluster_batch_fini(&out);
 }
 
+/* Connection slots: a key with CLUSTER_CONN_PERIOD_MS is a semaphore. */
+
+#define CONN_KEY "cl:src->mx.test@smtp_client"
+
+static void
+thr_test_return(struct cluster_fsm *f, int64_t time_ms, const char *key,
+                uint64_t node, uint64_t n)
+{
+    struct cluster_rec r = {
+        .kind = CLUSTER_REC_THROTTLE_RETURN, .node = node, .want = n};
+
+    r.throttle_key = km_strdup(key);
+    thr_test_apply(f, time_ms, &r, 1);
+}
+
+static void
+thr_test_node_state(struct cluster_fsm *f, int64_t time_ms, uint64_t node,
+                    int state)
+{
+    struct cluster_rec r = {
+        .kind = CLUSTER_REC_NODE_STATE, .node = node, .node_state = state};
+
+    thr_test_apply(f, time_ms, &r, 1);
+}
+
+static void
+conn_slots_are_held_until_returned_and_never_exceed_the_limit(void **state)
+{
+    struct thr_test *t = *state;
+    struct cluster_fsm *f = t->fsm;
+
+    thr_test_define(f, THR_T0, CONN_KEY, 2, CLUSTER_CONN_PERIOD_MS);
+    thr_test_grant(f, THR_T0, CONN_KEY, 1, 1);
+    thr_test_grant(f, THR_T0, CONN_KEY, 2, 1);
+    thr_test_grant(f, THR_T0, CONN_KEY, 3, 1); /* the limit is reached */
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 1), 1);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 2), 1);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 3), 0);
+    /* No window ever ends: a day later the slots are still held. */
+    thr_test_grant(f, THR_T0 + 86400000LL, CONN_KEY, 3, 1);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 3), 0);
+    /* A returned slot can be granted again. */
+    thr_test_return(f, THR_T0 + 86400000LL, CONN_KEY, 1, 1);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 1), 0);
+    thr_test_grant(f, THR_T0 + 86400001LL, CONN_KEY, 3, 1);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 3), 1);
+    assert_int_equal(cluster_fsm_throttle(f, CONN_KEY)->granted, 2);
+    /* Returning more than is held takes back only what is held. */
+    thr_test_return(f, THR_T0 + 86400002LL, CONN_KEY, 2, 5);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 2), 0);
+    assert_int_equal(cluster_fsm_throttle(f, CONN_KEY)->granted, 1);
+}
+
+static void
+a_down_node_loses_its_slots_but_keeps_its_rate_tokens(void **state)
+{
+    struct thr_test *t = *state;
+    struct cluster_fsm *f = t->fsm;
+
+    thr_test_define(f, THR_T0, CONN_KEY, 2, CLUSTER_CONN_PERIOD_MS);
+    thr_test_define(f, THR_T0, THR_KEY, 10, THR_PERIOD);
+    thr_test_grant(f, THR_T0, CONN_KEY, 2, 2);
+    thr_test_grant(f, THR_T0, THR_KEY, 2, 4);
+    thr_test_node_state(f, THR_T0, 2, CLUSTER_NODE_DOWN);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 2), 0);
+    assert_int_equal(cluster_fsm_throttle(f, CONN_KEY)->granted, 0);
+    /* Message tokens of this window were spent, or may still be: kept. */
+    assert_int_equal(thr_test_tokens(f, THR_KEY, 2), 4);
+    thr_test_grant(f, THR_T0, CONN_KEY, 1, 2);
+    assert_int_equal(thr_test_tokens(f, CONN_KEY, 1), 2);
+    /* And the image keeps who holds what. */
+    struct cluster_fsm *copy = thr_test_copy(f);
+    assert_int_equal(thr_test_tokens(copy, CONN_KEY, 1), 2);
+    assert_int_equal(cluster_fsm_throttle(copy, CONN_KEY)->period_ms,
+                     CLUSTER_CONN_PERIOD_MS);
+    cluster_fsm_free(copy);
+}
+
+static void
+return_records_survive_the_byte_path_and_bad_ones_are_refused(void **state)
+{
+    struct cluster_rec r = {
+        .kind = CLUSTER_REC_THROTTLE_RETURN, .node = 3, .want = 2};
+    struct cluster_batch b = {.proposer_node = 1, .batch_seq = 1, .n = 1};
+    struct cluster_batch out;
+    void *p = NULL;
+    size_t len = 0;
+
+    (void)state;
+    r.throttle_key = km_strdup(CONN_KEY);
+    b.recs = &r;
+    assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
+    assert_int_equal(cluster_msg_decode_batch(p, len, &out), 0);
+    assert_int_equal(out.n, 1);
+    assert_int_equal(out.recs[0].kind, CLUSTER_REC_THROTTLE_RETURN);
+    assert_string_equal(out.recs[0].throttle_key, CONN_KEY);
+    assert_int_equal(out.recs[0].node, 3);
+    assert_int_equal(out.recs[0].want, 2);
+    cluster_batch_fini(&out);
+    free(p);
+    /* Nothing to return, or nobody returning: refused. */
+    r.want = 0;
+    p = NULL;
+    assert_int_not_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
+    free(p);
+    r.want = 1;
+    r.node = 0;
+    p = NULL;
+    assert_int_not_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
+    free(p);
+    cluster_rec_fini(&r);
+}
+
 int
 main(void)
 {
@@ -412,6 +526,9 @@ main(void)
         T(snapshot_round_trip_keeps_windows_and_spends_nothing_twice),
         T(encode_rejects_bad_throttle_records),
         T(throttle_records_survive_the_byte_path),
+        T(conn_slots_are_held_until_returned_and_never_exceed_the_limit),
+        T(a_down_node_loses_its_slots_but_keeps_its_rate_tokens),
+        T(return_records_survive_the_byte_path_and_bad_ones_are_refused),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
