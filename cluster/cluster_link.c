@@ -54,6 +54,7 @@ struct cluster_link_peer {
     nng_socket sock;
     unsigned timeouts; /* requests timed out in a row */
     uint64_t reset_ms; /* loop time of the last socket reset */
+    bool told;         /* its silence is logged: once until it answers */
 };
 
 /* One outgoing request. */
@@ -283,6 +284,11 @@ cluster_link_peer_outcome(struct cluster_link *l, uint64_t node_id, int status)
     if (status != KM_ETIMEDOUT) {
         if (status == 0) {
             p->timeouts = 0;
+            if (p->told) {
+                p->told = false;
+                LOG_INFO("cluster: link to node %" PRIu64 " answers again",
+                         node_id);
+            }
         }
         return;
     }
@@ -291,13 +297,16 @@ cluster_link_peer_outcome(struct cluster_link *l, uint64_t node_id, int status)
         return;
     }
     char *url = km_strdup(p->url);
-    LOG_INFO("cluster: link to node %" PRIu64 " silent for %u requests: "
-             "reconnecting",
-             node_id, p->timeouts);
+    if (!p->told) {
+        LOG_INFO("cluster: link to node %" PRIu64 " silent for %u requests: "
+                 "reconnecting (again every %u s while it stays silent)",
+                 node_id, p->timeouts, CLUSTER_LINK_RESET_MIN_MS / 1000);
+    }
     (void)cluster_link_remove_peer(l, node_id);
     if (cluster_link_add_peer(l, node_id, url) == 0) {
         p = cluster_link_peer_find(l, node_id);
         p->reset_ms = now;
+        p->told = true;
     } else {
         LOG_WARN("cluster: link to node %" PRIu64 ": cannot reconnect to %s",
                  node_id, url);

@@ -146,6 +146,35 @@ cluster_propose_on_reply(void *arg, int status,
     }
 }
 
+/* This node leads now: propose the batch's records itself, each with its
+ * waiter, instead of waiting out accept_timeout for a remote leader. A
+ * copy the old leader may already have committed makes the record apply
+ * twice, which Enqueue, Deferred and Done tolerate and a second slot grant
+ * only delays (cluster_conn_reconcile gives it back). */
+static bool
+leader_is_self_and_ready(const struct cluster *c)
+{
+    return c->leader_ready;
+}
+
+static void
+cluster_propose_adopt(struct cluster_propose_batch *b)
+{
+    struct cluster *c = b->c;
+
+    cluster_propose_unlink(c->fwd, b);
+    for (size_t i = 0; i < b->n; i++) {
+        struct cluster_raft_waiter w = b->waiters[i];
+        int rv = cluster_raft_submit_rec(c, &b->recs[i], w.cb, w.arg);
+        if (rv != 0 && w.cb != NULL) {
+            w.cb(w.arg, rv);
+        }
+    }
+    free(b->recs);
+    free(b->waiters);
+    free(b);
+}
+
 static void
 cluster_propose_transmit(struct cluster_propose_batch *b)
 {
@@ -162,6 +191,10 @@ cluster_propose_transmit(struct cluster_propose_batch *b)
     size_t len = 0;
     int rv;
 
+    if (leader_is_self_and_ready(c)) {
+        cluster_propose_adopt(b);
+        return;
+    }
     if (!cluster_raft_leader(c, &leader) || leader == c->cfg.node_id) {
         /* No leader known, or we are a leader not yet ready. */
         cluster_propose_retry_later(b, KM_ENOTLEADER);
