@@ -113,6 +113,9 @@ struct cluster_host {
      * KM_ENOENT. */
     void (*on_fetch_body)(void *ctx, uint64_t from, const char *id,
                           struct cluster_body_reply *r);
+    /* Connection slots of `key` were granted to this node
+     * (cluster_conn_acquire may succeed now). May be NULL. */
+    void (*on_conn_slots)(void *ctx, const char *key);
     /* This node's load for Ping and StatusReport. */
     void (*get_load)(void *ctx, struct cluster_load *out);
 };
@@ -394,10 +397,12 @@ uint64_t cluster_throttle_granted(const struct cluster *c, const char *key,
  * connections for `key` held by all nodes together. 0 when this node may
  * open one more connection now (the slot counts as used until
  * cluster_conn_release); KM_EAGAIN when not: unless one is in flight, a
- * request for one slot is proposed, so a later call may succeed. KM_EINVAL
+ * request for `want` slots (at least 1, at most what is left) is proposed,
+ * and host.on_conn_slots tells when it was granted. KM_EINVAL
  * for an empty or over-long key or a zero limit. Only where
  * cluster_throttle_is_shared(). */
-int cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit);
+int cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit,
+                         uint32_t want);
 /* A connection that held a slot of `key` closed: give the slot back. */
 void cluster_conn_release(struct cluster *c, const char *key);
 /* Give back slots this node holds but does not use (after a restart, or a

@@ -402,6 +402,9 @@ cluster_conn_on_committed(void *arg, int status)
             } else if (q->kind == CLUSTER_REC_THROTTLE_GRANT) {
                 l->asking = false;
                 l->asked_ms = uv_now(q->c->loop);
+                if (status == 0 && q->c->host.on_conn_slots != NULL) {
+                    q->c->host.on_conn_slots(q->c->host.ctx, q->key);
+                }
             } else {
                 /* Applied (status 0), or its fate is unknown: either way
                  * stop counting it; if it commits later, a connection may
@@ -440,7 +443,8 @@ cluster_conn_propose(struct cluster *c, int kind, const char *key,
 }
 
 int
-cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit)
+cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit,
+                     uint32_t want)
 {
     struct cluster_throttle_win *w;
     struct cluster_conn_local *l;
@@ -467,10 +471,13 @@ cluster_conn_acquire(struct cluster *c, const char *key, uint32_t limit)
         l->used++;
         return 0;
     }
-    if (!l->asking && w->granted < w->limit &&
-        cluster_conn_propose(c, CLUSTER_REC_THROTTLE_GRANT, key, limit, 1) ==
-            0) {
-        l->asking = true;
+    if (!l->asking && w->granted < w->limit) {
+        uint64_t left = w->limit - w->granted;
+        uint64_t n = want == 0 ? 1 : want;
+        if (cluster_conn_propose(c, CLUSTER_REC_THROTTLE_GRANT, key, limit,
+                                 n < left ? n : left) == 0) {
+            l->asking = true;
+        }
     }
     return KM_EAGAIN;
 }

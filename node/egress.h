@@ -32,6 +32,10 @@ size_t egress_inflight(const struct egress_mgr *em);
  * start); transactions in flight finish and report their outcome. */
 void egress_stop(struct egress_mgr *em);
 
+/* The cluster granted connection slots of `key` ("cl:<ready queue>") to
+ * this node: let that ready queue open connections now. */
+void egress_conn_slots(struct egress_mgr *em, const char *key);
+
 typedef void (*egress_close_cb)(void *arg);
 /* Stop starting deliveries; in-flight transactions end with a transient
  * outcome when their connections are closed. Calls cb when every handle is

@@ -424,8 +424,18 @@ egress_readyq_conn_ok(struct readyq *rq, bool *slot)
         !egress_readyq_conn_key(rq, key, sizeof(key))) {
         return true;
     }
+    /* Ask for as many slots as this queue could use now. */
+    size_t connecting = 0;
+    for (struct egress_conn *c = rq->conns; c != NULL; c = c->next) {
+        connecting += !c->ready && !c->ending ? 1 : 0;
+    }
+    size_t want = rq->n_queued > connecting ? rq->n_queued - connecting : 1;
+    size_t room = rq->connection_limit > rq->n_conns
+                      ? rq->connection_limit - rq->n_conns
+                      : 1;
     int rv =
-        cluster_conn_acquire(rq->em->kd->cluster, key, rq->connection_limit);
+        cluster_conn_acquire(rq->em->kd->cluster, key, rq->connection_limit,
+                             (uint32_t)(want < room ? want : room));
     if (rv == 0) {
         *slot = true;
         return true;
@@ -438,6 +448,22 @@ egress_readyq_conn_ok(struct readyq *rq, bool *slot)
                        EGRESS_READYQ_TOKEN_RETRY_MS, 0);
     }
     return false;
+}
+
+static void egress_readyq_dispatch(struct readyq *rq);
+
+void
+egress_conn_slots(struct egress_mgr *em, const char *key)
+{
+    struct readyq *rq;
+
+    if (strncmp(key, "cl:", 3) != 0) {
+        return;
+    }
+    rq = km_map_get(em->readyqs, key + 3);
+    if (rq != NULL) {
+        egress_readyq_dispatch(rq);
+    }
 }
 
 /* ---- Outcomes ---- */

@@ -450,6 +450,17 @@ kumod_on_cluster_admin(void *ctx, const struct cluster_admin_rule *r,
     admin_on_rule(ctx, r, cancelled);
 }
 
+/* Connection slots were granted: the waiting ready queue may open. */
+static void
+kumod_on_conn_slots(void *ctx, const char *key)
+{
+    struct kumod *kd = ctx;
+
+    if (kd->egress != NULL) {
+        egress_conn_slots(kd->egress, key);
+    }
+}
+
 static void
 kumod_on_cluster_fatal(void *ctx, int err)
 {
@@ -683,6 +694,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     ch.on_store_body = kumod_body_on_store_body;
     ch.on_fetch_body = kumod_body_on_fetch_body;
     ch.get_load = kumod_cluster_get_load;
+    ch.on_conn_slots = kumod_on_conn_slots;
     rv = cluster_open(kd->loop, &cc, &ch, &kd->cluster);
     if (rv != 0) {
         snprintf(err, errlen, "cannot start raft in %s: %s", kd->raft_dir,
