@@ -23,6 +23,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster_core.h"
+#include "test_util.h"
 
 /* Fixture */
 
@@ -70,25 +71,6 @@ struct body_test {
 };
 
 /* Helpers */
-
-static int
-body_test_free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static void
 body_test_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
@@ -249,8 +231,7 @@ body_test_open_node(struct body_test *t, size_t i)
     n->c.host.ctx = n;
     n->c.host.on_store_body = body_test_on_store_body;
     n->c.host.on_fetch_body = body_test_on_fetch_body;
-    snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%d",
-             body_test_free_port());
+    snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%d", test_free_port());
     cfg.node_id = i + 1;
     cfg.cluster_id = (const uint8_t *)"c1";
     cfg.cluster_id_len = 2;

@@ -56,28 +56,6 @@ struct lease_test {
     struct lease_node nodes[LEASE_N];
 };
 
-/* A loopback port nobody listens on right now. */
-static int
-lease_test_free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
-}
-
 static int
 lease_test_setup(void **state)
 {
@@ -96,8 +74,8 @@ lease_test_setup(void **state)
     uv_loop_init(&t->loop);
     for (int i = 0; i < LEASE_N; i++) {
         struct lease_node *n = &t->nodes[i];
-        int rport = lease_test_free_port();
-        int lport = lease_test_free_port();
+        int rport = test_free_port();
+        int lport = test_free_port();
         if (rport < 0 || lport < 0) {
             return -1;
         }

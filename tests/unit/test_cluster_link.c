@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "cluster_link.h"
 #include "cluster_link_int.h"
+#include "test_util.h"
 
 /* Fixture */
 
@@ -67,25 +68,6 @@ struct link_test {
 };
 
 /* Helpers */
-
-static int
-link_test_free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    port = ntohs(sa.sin_port);
-    close(fd);
-    return port;
-}
 
 static void
 link_test_on_later(uv_timer_t *h)
@@ -196,8 +178,7 @@ link_test_open_node(struct link_test *t, size_t i, const char *cluster_id,
 
     n->t = t;
     n->id = i + 1;
-    snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%d",
-             link_test_free_port());
+    snprintf(n->url, sizeof(n->url), "tcp://127.0.0.1:%d", test_free_port());
     cfg.node_id = n->id;
     cfg.cluster_id = (const uint8_t *)cluster_id;
     cfg.cluster_id_len = strlen(cluster_id);
@@ -480,7 +461,7 @@ oversize_request_is_dropped_by_the_receiver(void **state)
     t->nodes[2].t = t;
     t->nodes[2].id = 3;
     snprintf(t->nodes[2].url, sizeof(t->nodes[2].url), "tcp://127.0.0.1:%d",
-             link_test_free_port());
+             test_free_port());
     cfg.node_id = 3;
     cfg.cluster_id = (const uint8_t *)"c1";
     cfg.cluster_id_len = 2;

@@ -434,28 +434,6 @@ struct group_test {
     int committed, failed;
 };
 
-/* A loopback port nobody listens on right now. */
-static int
-group_test_free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
-}
-
 static int
 raft_group_setup(void **state)
 {
@@ -473,7 +451,7 @@ raft_group_setup(void **state)
     uv_loop_init(&g->loop);
     for (int i = 0; i < GROUP_N; i++) {
         struct group_node *n = &g->nodes[i];
-        int port = group_test_free_port();
+        int port = test_free_port();
         if (port < 0) {
             return -1;
         }

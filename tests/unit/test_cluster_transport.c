@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "cluster_transport.h"
+#include "test_util.h"
 
 struct tr_test {
     uv_loop_t loop;
@@ -35,27 +36,6 @@ struct tr_test {
     uv_stream_t *stream;
     int closed;
 };
-
-static int
-tr_free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof(sa);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port = -1;
-
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0) {
-        port = ntohs(sa.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
-}
 
 static unsigned
 tr_user_timeout(uv_stream_t *s)
@@ -120,7 +100,7 @@ static int
 tr_setup(void **state)
 {
     struct tr_test *tt = calloc(1, sizeof(*tt));
-    int port = tr_free_port();
+    int port = test_free_port();
 
     assert_true(port > 0);
     snprintf(tt->srv_addr, sizeof(tt->srv_addr), "127.0.0.1:%d", port);
@@ -188,7 +168,7 @@ dial_to_a_closed_port_fails_with_no_connection(void **state)
     struct tr_test *tt = *state;
     char addr[32];
 
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", tr_free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", test_free_port());
     assert_int_equal(
         tt->cli.connect(&tt->cli, &tt->req, 2, addr, tr_on_connect), 0);
     tr_run_until(tt, &tt->connected);
