@@ -387,12 +387,6 @@ bool cluster_throttle_is_shared(const struct cluster *c);
 int cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
                           uint64_t period_ms, uint64_t now_ms);
 
-/* The tokens granted to `node` in the current FSM window of `key` (0 if
- * the key is unknown); *window_end_ms (may be NULL) gets the window's end
- * in FSM time (0 if unknown). */
-uint64_t cluster_throttle_granted(const struct cluster *c, const char *key,
-                                  uint64_t node, int64_t *window_end_ms);
-
 /* Cluster-wide connection slots (CLUSTER.md §4.7): at most `limit`
  * connections for `key` held by all nodes together. 0 when this node may
  * open one more connection now (the slot counts as used until
@@ -408,9 +402,6 @@ void cluster_conn_release(struct cluster *c, const char *key);
 /* Give back slots this node holds but does not use (after a restart, or a
  * release that could not be proposed). Run on the lease timer. */
 void cluster_conn_reconcile(struct cluster *c);
-/* The slots of `key` the FSM lists for `node`. */
-uint64_t cluster_conn_held(const struct cluster *c, const char *key,
-                           uint64_t node);
 /* Restoring R after failover (CLUSTER.md §4.6 "Bodies after failover",
  * §5 ReplicaUpdate). A message is under-replicated while fewer of the
  * nodes in its replica list are UP than min(replication_factor, UP

@@ -151,12 +151,6 @@ cluster_propose_on_reply(void *arg, int status,
  * copy the old leader may already have committed makes the record apply
  * twice, which Enqueue, Deferred and Done tolerate and a second slot grant
  * only delays (cluster_conn_reconcile gives it back). */
-static bool
-leader_is_self_and_ready(const struct cluster *c)
-{
-    return c->leader_ready;
-}
-
 static void
 cluster_propose_adopt(struct cluster_propose_batch *b)
 {
@@ -191,7 +185,7 @@ cluster_propose_transmit(struct cluster_propose_batch *b)
     size_t len = 0;
     int rv;
 
-    if (leader_is_self_and_ready(c)) {
+    if (c->leader_ready) { /* we lead now */
         cluster_propose_adopt(b);
         return;
     }

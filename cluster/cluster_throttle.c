@@ -145,10 +145,12 @@ cluster_throttle_apply_grant(struct cluster_throttle_win *w,
 
 /* ---- Node side ---- */
 
-/* What a proposal's commit callback needs to find its window again. */
+/* What a proposal's commit callback needs: the record's kind, its count
+ * (want) and the key, to find the state it updates again. */
 struct cluster_throttle_req {
     struct cluster *c;
-    bool define;
+    int kind; /* enum cluster_rec_kind */
+    uint64_t n;
     char key[];
 };
 
@@ -169,7 +171,7 @@ cluster_throttle_on_committed(void *arg, int status)
     if (status != KM_ECLOSING) {
         struct cluster_throttle_win *w =
             cluster_fsm_throttle(q->c->fsm, q->key);
-        if (w != NULL && q->define) {
+        if (w != NULL && q->kind == CLUSTER_REC_THROTTLE_DEFINE) {
             w->local_defining = false;
         } else if (w != NULL) {
             w->local_inflight = false;
@@ -178,21 +180,31 @@ cluster_throttle_on_committed(void *arg, int status)
     free(q);
 }
 
-/* Queue one record for the batcher; the callback clears the flag. */
+/* Queue one throttle record (moved) for the batcher; cb gets a struct
+ * cluster_throttle_req, which it frees. */
 static int
-cluster_throttle_propose(struct cluster *c, struct cluster_rec *rec)
+cluster_throttle_submit(struct cluster *c, struct cluster_rec *rec,
+                        cluster_commit_cb cb)
 {
     size_t n = strlen(rec->throttle_key) + 1;
     struct cluster_throttle_req *q = km_calloc(1, sizeof(*q) + n);
 
     q->c = c;
-    q->define = rec->kind == CLUSTER_REC_THROTTLE_DEFINE;
+    q->kind = rec->kind;
+    q->n = rec->want;
     memcpy(q->key, rec->throttle_key, n);
-    int rv = cluster_raft_submit_rec(c, rec, cluster_throttle_on_committed, q);
+    int rv = cluster_raft_submit_rec(c, rec, cb, q);
     if (rv != 0) {
         free(q);
     }
     return rv;
+}
+
+/* The window's in-flight flag is cleared by the callback. */
+static int
+cluster_throttle_propose(struct cluster *c, struct cluster_rec *rec)
+{
+    return cluster_throttle_submit(c, rec, cluster_throttle_on_committed);
 }
 
 static int
@@ -281,25 +293,6 @@ cluster_throttle_take(struct cluster *c, const char *key, uint64_t limit,
     return KM_EAGAIN;
 }
 
-uint64_t
-cluster_throttle_granted(const struct cluster *c, const char *key,
-                         uint64_t node, int64_t *window_end_ms)
-{
-    const struct cluster_throttle_win *w =
-        cluster_throttle_key_ok(key) ? cluster_fsm_throttle(c->fsm, key) : NULL;
-
-    if (w == NULL) {
-        if (window_end_ms != NULL) {
-            *window_end_ms = 0;
-        }
-        return 0;
-    }
-    if (window_end_ms != NULL) {
-        *window_end_ms = w->window_start_ms + (int64_t)w->period_ms;
-    }
-    return cluster_throttle_win_tokens(w, node);
-}
-
 /* ---- Connection slots (CLUSTER.md §4.7 "cluster-wide connection
  * limits") ----
  *
@@ -347,13 +340,6 @@ struct cluster_conn_local {
     bool defining;      /* a ThrottleDefine of ours is in flight */
 };
 
-struct cluster_conn_req {
-    struct cluster *c;
-    int kind; /* enum cluster_rec_kind */
-    uint64_t n;
-    char key[];
-};
-
 void
 cluster_conn_free_local(struct cluster *c)
 {
@@ -391,7 +377,7 @@ cluster_conn_local(struct cluster *c, const char *key)
 static void
 cluster_conn_on_committed(void *arg, int status)
 {
-    struct cluster_conn_req *q = arg;
+    struct cluster_throttle_req *q = arg;
 
     /* While closing, the cluster may be half torn down: leave it alone. */
     if (status != KM_ECLOSING && q->c->conn_local != NULL) {
@@ -420,8 +406,6 @@ static int
 cluster_conn_propose(struct cluster *c, int kind, const char *key,
                      uint64_t limit, uint64_t n)
 {
-    size_t klen = strlen(key) + 1;
-    struct cluster_conn_req *q = km_calloc(1, sizeof(*q) + klen);
     struct cluster_rec rec;
 
     memset(&rec, 0, sizeof(rec));
@@ -431,15 +415,7 @@ cluster_conn_propose(struct cluster *c, int kind, const char *key,
     rec.period_ms = CLUSTER_CONN_PERIOD_MS;
     rec.node = c->cfg.node_id;
     rec.want = n;
-    q->c = c;
-    q->kind = kind;
-    q->n = n;
-    memcpy(q->key, key, klen);
-    int rv = cluster_raft_submit_rec(c, &rec, cluster_conn_on_committed, q);
-    if (rv != 0) {
-        free(q);
-    }
-    return rv;
+    return cluster_throttle_submit(c, &rec, cluster_conn_on_committed);
 }
 
 int
@@ -528,13 +504,4 @@ cluster_conn_reconcile(struct cluster *c)
             l->returning += held - busy;
         }
     }
-}
-
-uint64_t
-cluster_conn_held(const struct cluster *c, const char *key, uint64_t node)
-{
-    const struct cluster_throttle_win *w =
-        cluster_throttle_key_ok(key) ? cluster_fsm_throttle(c->fsm, key) : NULL;
-
-    return w != NULL ? cluster_throttle_win_tokens(w, node) : 0;
 }

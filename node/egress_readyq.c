@@ -362,6 +362,26 @@ egress_readyq_rate_ok(struct readyq *rq, struct egress_gcra *g, bool has)
  * again (the grant is usually committed well within this). */
 #define EGRESS_READYQ_TOKEN_RETRY_MS 250
 
+/* Ask the cluster again soon (a token or slot was requested). */
+static void
+egress_readyq_retry_soon(struct readyq *rq)
+{
+    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
+        uv_timer_start(&rq->wake, egress_readyq_on_wake,
+                       EGRESS_READYQ_TOKEN_RETRY_MS, 0);
+    }
+}
+
+/* This ready queue's cluster key with `prefix` ("mmr:", "cl:"); false if
+ * the name is too long for a key (the node's own limit applies then). */
+static bool
+egress_readyq_key(const struct readyq *rq, const char *prefix, char *key,
+                  size_t len)
+{
+    int n = snprintf(key, len, "%s%s", prefix, rq->name);
+    return n > 0 && (size_t)n < len;
+}
+
 /* Whether max_message_rate lets one more message go now: the cluster-wide
  * token grants for a shared spec in a cluster, else the local GCRA. If
  * not, the wake timer is set for a retry (no attempt is counted). */
@@ -372,8 +392,7 @@ egress_readyq_msg_ok(struct readyq *rq)
         return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
     }
     char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
-    int n = snprintf(key, sizeof(key), "mmr:%s", rq->name);
-    if (n < 0 || (size_t)n >= sizeof(key)) {
+    if (!egress_readyq_key(rq, "mmr:", key, sizeof(key))) {
         /* A name too long for a key: this node's own limiter. */
         return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
     }
@@ -386,19 +405,8 @@ egress_readyq_msg_ok(struct readyq *rq)
         /* Not a spec the cluster takes: this node's own limiter. */
         return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
     }
-    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
-        uv_timer_start(&rq->wake, egress_readyq_on_wake,
-                       EGRESS_READYQ_TOKEN_RETRY_MS, 0);
-    }
+    egress_readyq_retry_soon(rq);
     return false;
-}
-
-/* The cluster key of this ready queue's connection_limit. */
-static bool
-egress_readyq_conn_key(const struct readyq *rq, char *key, size_t len)
-{
-    int n = snprintf(key, len, "cl:%s", rq->name);
-    return n > 0 && (size_t)n < len;
 }
 
 /* A connection that held a cluster-wide slot closed. */
@@ -407,32 +415,25 @@ egress_readyq_conn_release(struct readyq *rq)
 {
     char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
 
-    if (egress_readyq_conn_key(rq, key, sizeof(key))) {
+    if (egress_readyq_key(rq, "cl:", key, sizeof(key))) {
         cluster_conn_release(rq->em->kd->cluster, key);
     }
 }
 
-/* May one more connection open? Takes a cluster-wide slot when the limit
- * is shared (*slot true then). */
+/* May one more connection open, with `want` (>= 1) more wanted now?
+ * Takes a cluster-wide slot when the limit is shared (*slot true then);
+ * if none is free, asks for min(want, room under the limit). */
 static bool
-egress_readyq_conn_ok(struct readyq *rq, bool *slot)
+egress_readyq_conn_ok(struct readyq *rq, size_t want, bool *slot)
 {
     char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
 
     *slot = false;
     if (!rq->conn_limit_shared ||
-        !egress_readyq_conn_key(rq, key, sizeof(key))) {
+        !egress_readyq_key(rq, "cl:", key, sizeof(key))) {
         return true;
     }
-    /* Ask for as many slots as this queue could use now. */
-    size_t connecting = 0;
-    for (struct egress_conn *c = rq->conns; c != NULL; c = c->next) {
-        connecting += !c->ready && !c->ending ? 1 : 0;
-    }
-    size_t want = rq->n_queued > connecting ? rq->n_queued - connecting : 1;
-    size_t room = rq->connection_limit > rq->n_conns
-                      ? rq->connection_limit - rq->n_conns
-                      : 1;
+    size_t room = rq->connection_limit - rq->n_conns; /* > 0 here */
     int rv =
         cluster_conn_acquire(rq->em->kd->cluster, key, rq->connection_limit,
                              (uint32_t)(want < room ? want : room));
@@ -443,10 +444,7 @@ egress_readyq_conn_ok(struct readyq *rq, bool *slot)
     if (rv != KM_EAGAIN) {
         return true; /* not a key the cluster takes: this node's limit */
     }
-    if (!uv_is_active((uv_handle_t *)&rq->wake)) {
-        uv_timer_start(&rq->wake, egress_readyq_on_wake,
-                       EGRESS_READYQ_TOKEN_RETRY_MS, 0);
-    }
+    egress_readyq_retry_soon(rq);
     return false;
 }
 
@@ -1010,7 +1008,7 @@ egress_readyq_dispatch(struct readyq *rq)
     }
     bool slot = false;
     while (rq->n_queued > connecting && rq->n_conns < rq->connection_limit &&
-           egress_readyq_conn_ok(rq, &slot) &&
+           egress_readyq_conn_ok(rq, rq->n_queued - connecting, &slot) &&
            egress_readyq_rate_ok(rq, &rq->conn_rate, rq->has_conn_rate)) {
         egress_conn_open(rq, slot);
         connecting++;

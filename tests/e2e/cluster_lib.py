@@ -110,7 +110,8 @@ class Cluster:
     SmtpSink every node delivers to."""
 
     def __init__(self, make_kumod, fakedns, sink, n=3, cluster_id="e2e",
-                 settings=None, names=None, queue=None, election_timeout="1s"):
+                 settings=None, names=None, queue=None, election_timeout="1s",
+                 path=None):
         self.make_kumod = make_kumod
         self.fakedns = fakedns
         self.sink = sink
@@ -120,6 +121,7 @@ class Cluster:
         self.election_timeout = election_timeout
         self.names = names or domains()
         self.queue = queue or {"retry_interval": "1s", "max_retry_interval": "2s"}
+        self.path = path or {}  # extra make_egress_path params for the sink
         self.raft_ports = [H.free_port() for _ in range(n)]
         self.link_ports = [H.free_port() for _ in range(n)]
         self.nodes = []
@@ -132,7 +134,8 @@ class Cluster:
                           cluster_id or self.cluster_id, self.settings,
                           self.election_timeout)
         lua += f"  kumo.start_http_listener {{listen='127.0.0.1:{hp}'}}\n"
-        kw = H.delivery_policy(queue=self.queue, path=H.sink_path(self.sink.port),
+        kw = H.delivery_policy(queue=self.queue,
+                               path=H.sink_path(self.sink.port, **self.path),
                                init_extra=lua)
         k = self.make_kumod(start=False, **kw)
         k.http_port = hp
@@ -345,6 +348,19 @@ class Injector:
 
 
 # -- Checker -------------------------------------------------------------------
+
+def send_until_accepted(k, domain, timeout=20):
+    """send_one() to node k, again every 0.3 s until a 250 (a 451 while
+    the group settles is normal); the token. Fails the test after
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tok = send_one(k, domain)
+        if tok is not None:
+            return tok
+        assert time.monotonic() < deadline, k.log_tail()
+        time.sleep(0.3)
+
 
 def delivered_tokens(sink):
     """{token: times delivered} over every transaction the sink received."""

@@ -18,29 +18,8 @@ LIMIT = 6
 
 # -- Helpers -------------------------------------------------------------------
 
-class ThrottledCluster(C.Cluster):
-    """A Cluster whose egress path carries max_message_rate=rate."""
-
-    def __init__(self, *a, rate, **kw):
-        super().__init__(*a, **kw)
-        self.rate = rate
-
-    def make_node(self, node_id, cluster_id=None):
-        hp = H.free_port()
-        lua = C.cluster_lua(node_id, self.raft_ports, self.link_ports,
-                            cluster_id or self.cluster_id, self.settings,
-                            self.election_timeout)
-        lua += f"  kumo.start_http_listener {{listen='127.0.0.1:{hp}'}}\n"
-        path = H.sink_path(self.sink.port, max_message_rate=self.rate)
-        kw = H.delivery_policy(queue=self.queue, path=path, init_extra=lua)
-        k = self.make_kumod(start=False, **kw)
-        k.http_port = hp
-        k.node_id = node_id
-        return k
-
-
 def start_cluster(make_kumod, fakedns, sink, rate):
-    cl = ThrottledCluster(make_kumod, fakedns, sink, rate=rate).start()
+    cl = C.Cluster(make_kumod, fakedns, sink, path={"max_message_rate": rate}).start()
     cl.wait_leader(timeout=20)
     return cl
 
@@ -48,20 +27,8 @@ def start_cluster(make_kumod, fakedns, sink, rate):
 def inject(cl, n):
     """n messages, round-robin over the nodes and the domains; the tokens
     that got a 250."""
-    got = []
-    for i in range(n):
-        k = cl.nodes[i % len(cl.nodes)]
-        dom = cl.names[i % len(cl.names)]
-        tok = None
-        deadline = time.monotonic() + 20
-        while tok is None and time.monotonic() < deadline:
-            tok = C.send_one(k, dom)
-            if tok is None:
-                time.sleep(0.3)
-        assert tok is not None, k.log_tail()
-        got.append(tok)
-    return got
-
+    return [C.send_until_accepted(cl.nodes[i % len(cl.nodes)], cl.names[i % len(cl.names)])
+            for i in range(n)]
 
 def second_of_minute():
     return time.time() % 60

@@ -16,6 +16,7 @@
 #include "cluster_core.h"
 #include "cluster_int.h"
 #include "cluster_shard.h"
+#include "test_fsm_util.h"
 
 /* Fixture */
 
@@ -59,17 +60,11 @@ fsm_test_teardown(void **state)
 /* Helpers */
 
 static void
-fsm_test_id(char out[33], int n)
-{
-    snprintf(out, 33, "%032x", n);
-}
-
-static void
 fsm_test_rec_enqueue(struct cluster_rec *r, int n)
 {
     memset(r, 0, sizeof(*r));
     r->kind = CLUSTER_REC_ENQUEUE;
-    fsm_test_id(r->id, n);
+    test_fsm_id(r->id, n);
     r->queue = km_strdup("campaign:tenant@example.com");
     r->tenant = km_strdup("tenant");
     r->shard = (uint32_t)n % 64;
@@ -90,20 +85,7 @@ static void
 fsm_test_apply(struct fsm_test *t, int64_t time_ms, struct cluster_rec *recs,
                size_t n)
 {
-    struct cluster_batch b = {.proposer_node = 1,
-                              .batch_time_ms = time_ms,
-                              .batch_seq = 1,
-                              .recs = recs,
-                              .n = n};
-    void *p = NULL;
-    size_t len = 0;
-
-    assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
-    assert_int_equal(cluster_fsm_apply(t->fsm, p, len), 0);
-    free(p);
-    for (size_t i = 0; i < n; i++) {
-        cluster_rec_fini(&recs[i]);
-    }
+    test_fsm_apply(t->fsm, time_ms, recs, n);
 }
 
 static void
@@ -122,7 +104,7 @@ fsm_test_done(struct fsm_test *t, int64_t time_ms, int n)
                             .outcome = CLUSTER_DELIVERED,
                             .at_ms = time_ms};
 
-    fsm_test_id(r.id, n);
+    test_fsm_id(r.id, n);
     r.response = km_strdup("250 ok");
     fsm_test_apply(t, time_ms, &r, 1);
 }
@@ -387,7 +369,7 @@ fsm_enqueue_inserts_message_with_all_fields(void **state)
     char id[33];
 
     fsm_test_enqueue(t, 5000, 7);
-    fsm_test_id(id, 7);
+    test_fsm_id(id, 7);
     const struct cluster_fsm_msg *m = cluster_fsm_lookup(t->fsm, id);
     assert_non_null(m);
     assert_string_equal(m->pub.queue, "campaign:tenant@example.com");
@@ -417,7 +399,7 @@ fsm_duplicate_enqueue_is_ignored(void **state)
     fsm_test_rec_enqueue(&r, 1);
     r.size = 999;
     fsm_test_apply(t, 5001, &r, 1);
-    fsm_test_id(id, 1);
+    test_fsm_id(id, 1);
     assert_int_equal(cluster_fsm_lookup(t->fsm, id)->pub.size, 101);
     assert_int_equal(cluster_fsm_count(t->fsm), 1);
     assert_int_equal(t->enqueued, 1);
@@ -432,7 +414,7 @@ fsm_enqueue_after_done_is_ignored(void **state)
     fsm_test_enqueue(t, 5000, 3);
     fsm_test_done(t, 6000, 3);
     fsm_test_enqueue(t, 7000, 3);
-    fsm_test_id(id, 3);
+    test_fsm_id(id, 3);
     assert_null(cluster_fsm_lookup(t->fsm, id));
     assert_true(cluster_fsm_is_tombstoned(t->fsm, id));
     assert_int_equal(cluster_fsm_count(t->fsm), 0);
@@ -448,10 +430,10 @@ fsm_deferred_updates_due_attempts_and_response(void **state)
 
     fsm_test_ready(t);
     fsm_test_enqueue(t, 5000, 4);
-    fsm_test_id(r.id, 4);
+    test_fsm_id(r.id, 4);
     r.response = km_strdup("451 try later \xff");
     fsm_test_apply(t, 6000, &r, 1);
-    fsm_test_id(id, 4);
+    test_fsm_id(id, 4);
     const struct cluster_fsm_msg *m = cluster_fsm_lookup(t->fsm, id);
     assert_int_equal(m->pub.attempts, 3);
     assert_int_equal(m->pub.due_ms, 99000);
@@ -467,7 +449,7 @@ fsm_deferred_of_unknown_id_changes_nothing(void **state)
     struct cluster_rec r = {.kind = CLUSTER_REC_DEFERRED, .attempts = 1};
 
     fsm_test_ready(t);
-    fsm_test_id(r.id, 77);
+    test_fsm_id(r.id, 77);
     fsm_test_apply(t, 6000, &r, 1);
     assert_int_equal(cluster_fsm_count(t->fsm), 0);
     assert_int_equal(t->deferred, 0);
@@ -483,7 +465,7 @@ fsm_done_removes_message_and_reports_outcome(void **state)
     fsm_test_enqueue(t, 5000, 5);
     fsm_test_enqueue(t, 5000, 6);
     fsm_test_done(t, 6000, 5);
-    fsm_test_id(id, 5);
+    test_fsm_id(id, 5);
     assert_null(cluster_fsm_lookup(t->fsm, id));
     assert_int_equal(cluster_fsm_count(t->fsm), 1);
     assert_int_equal(t->done, 1);
@@ -533,7 +515,7 @@ fsm_tombstones_expire_after_a_day_of_fsm_time(void **state)
     fsm_test_enqueue(t, 1000, 1);
     fsm_test_done(t, 1000, 1);
     fsm_test_enqueue(t, 1000 + day, 2); /* exactly at the edge: kept */
-    fsm_test_id(id, 1);
+    test_fsm_id(id, 1);
     assert_true(cluster_fsm_is_tombstoned(t->fsm, id));
     fsm_test_done(t, 2000 + day, 2); /* prunes id 1 */
     assert_false(cluster_fsm_is_tombstoned(t->fsm, id));
@@ -556,7 +538,7 @@ fsm_snapshot_restore_round_trip_gives_same_state(void **state)
     }
     struct cluster_rec r = {
         .kind = CLUSTER_REC_DEFERRED, .attempts = 2, .due_ms = 77};
-    fsm_test_id(r.id, 10);
+    test_fsm_id(r.id, 10);
     r.response = km_strdup("421 busy");
     fsm_test_apply(t, 6000, &r, 1);
     for (int i = 40; i < 50; i++) {
@@ -575,7 +557,7 @@ fsm_snapshot_restore_round_trip_gives_same_state(void **state)
     assert_int_equal(cluster_fsm_tombstone_count(copy), 10);
     assert_int_equal(cluster_fsm_time_ms(copy), 7000);
     for (int i = 0; i < 50; i++) {
-        fsm_test_id(id, i);
+        test_fsm_id(id, i);
         if (i < 40) {
             fsm_test_assert_same_msg(cluster_fsm_lookup(t->fsm, id),
                                      cluster_fsm_lookup(copy, id));
@@ -691,7 +673,7 @@ fsm_encoded_entries_are_multiples_of_8_bytes(void **state)
         size_t len = 0;
         memset(&r, 0, sizeof(r));
         r.kind = CLUSTER_REC_DEFERRED;
-        fsm_test_id(r.id, i);
+        test_fsm_id(r.id, i);
         r.response = km_strndup("4444444444444444", (size_t)i);
         assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
         assert_int_equal(len % 8, 0);
@@ -724,7 +706,7 @@ fsm_encode_rejects_bad_records(void **state)
     cluster_rec_fini(&r);
     memset(&r, 0, sizeof(r));
     r.kind = CLUSTER_REC_DONE;
-    fsm_test_id(r.id, 1);
+    test_fsm_id(r.id, 1);
     r.outcome = 42;
     assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), KM_EINVAL);
 }
@@ -1036,7 +1018,7 @@ enqueue_keeps_shard_epoch_and_replicas_in_the_public_view(void **state)
     fsm_test_rec_enqueue(&r, 3);
     r.shard_epoch = 9;
     fsm_test_apply(t, 1000, &r, 1);
-    fsm_test_id(id, 3);
+    test_fsm_id(id, 3);
     const struct cluster_fsm_msg *m = cluster_fsm_lookup(t->fsm, id);
     assert_non_null(m);
     assert_int_equal(m->pub.shard_epoch, 9);
@@ -1062,16 +1044,16 @@ deferred_from_an_older_shard_epoch_is_ignored(void **state)
                             .attempts = 1,
                             .due_ms = 99,
                             .shard_epoch = 1};
-    fsm_test_id(r.id, 4);
+    test_fsm_id(r.id, 4);
     fsm_test_apply(t, 3000, &r, 1);
-    fsm_test_id(id, 4);
+    test_fsm_id(id, 4);
     assert_int_equal(cluster_fsm_lookup(t->fsm, id)->pub.attempts, 0);
 
     struct cluster_rec cur = {.kind = CLUSTER_REC_DEFERRED,
                               .attempts = 1,
                               .due_ms = 99,
                               .shard_epoch = 2};
-    fsm_test_id(cur.id, 4);
+    test_fsm_id(cur.id, 4);
     fsm_test_apply(t, 3000, &cur, 1);
     assert_int_equal(cluster_fsm_lookup(t->fsm, id)->pub.attempts, 1);
 }

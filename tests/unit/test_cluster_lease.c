@@ -19,7 +19,6 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -65,7 +64,6 @@ lease_test_setup(void **state)
     if (base == NULL) {
         base = "/tmp";
     }
-    (void)mkdir(base, 0755);
     snprintf(t->base, sizeof(t->base), "%s/lease-XXXXXX", base);
     if (mkdtemp(t->base) == NULL) {
         free(t);

@@ -17,6 +17,7 @@
 #include "base/km.h"
 #include "cluster_core.h"
 #include "cluster_int.h"
+#include "test_fsm_util.h"
 
 /* Fixture */
 
@@ -48,30 +49,11 @@ repl_test_teardown(void **state)
 
 /* Helpers */
 
-static void
-repl_test_id(char out[33], int n)
-{
-    snprintf(out, 33, "%032x", n);
-}
-
 /* Encode one batch and apply it through the byte path; releases recs. */
 static void
 repl_test_apply(struct repl_test *t, struct cluster_rec *recs, size_t n)
 {
-    struct cluster_batch b = {.proposer_node = 1,
-                              .batch_time_ms = 1000,
-                              .batch_seq = 1,
-                              .recs = recs,
-                              .n = n};
-    void *p = NULL;
-    size_t len = 0;
-
-    assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
-    assert_int_equal(cluster_fsm_apply(t->fsm, p, len), 0);
-    free(p);
-    for (size_t i = 0; i < n; i++) {
-        cluster_rec_fini(&recs[i]);
-    }
+    test_fsm_apply(t->fsm, 1000, recs, n);
 }
 
 /* Message n in REPL_TEST_SHARD, held by nodes a and b. */
@@ -82,7 +64,7 @@ repl_test_enqueue(struct repl_test *t, int n, uint64_t a, uint64_t b)
 
     memset(&r, 0, sizeof(r));
     r.kind = CLUSTER_REC_ENQUEUE;
-    repl_test_id(r.id, n);
+    test_fsm_id(r.id, n);
     r.queue = km_strdup("dest.test");
     r.shard = REPL_TEST_SHARD;
     r.n_replicas = 2;
@@ -105,7 +87,7 @@ repl_test_rec_update(struct cluster_rec *r, uint32_t shard, int first, size_t n,
     r->ids = km_calloc(n + 1, sizeof(*r->ids));
     r->n_ids = n;
     for (size_t i = 0; i < n; i++) {
-        repl_test_id(r->ids[i], first + (int)i);
+        test_fsm_id(r->ids[i], first + (int)i);
     }
 }
 
@@ -127,7 +109,7 @@ repl_test_list(struct repl_test *t, int n, char *out, size_t len)
     const struct cluster_fsm_msg *m;
     size_t off = 0;
 
-    repl_test_id(id, n);
+    test_fsm_id(id, n);
     m = cluster_fsm_lookup(t->fsm, id);
     assert_non_null(m);
     /* The public view mirrors the owned list. */
@@ -288,10 +270,10 @@ replica_update_ignores_unknown_ids_and_other_shards(void **state)
     /* ids 0..9: only 1 and 2 are live; 1 is then done. */
     struct cluster_rec done = {.kind = CLUSTER_REC_DONE,
                                .outcome = CLUSTER_DELIVERED};
-    repl_test_id(done.id, 1);
+    test_fsm_id(done.id, 1);
     repl_test_apply(t, &done, 1);
     repl_test_update(t, 0, 10, 3, 0);
-    repl_test_id(id, 1);
+    test_fsm_id(id, 1);
     assert_null(cluster_fsm_lookup(t->fsm, id));
     assert_int_equal(cluster_fsm_count(t->fsm), 1);
     assert_string_equal(repl_test_list(t, 2, list, sizeof(list)), "1,2,3");
@@ -326,7 +308,7 @@ snapshot_keeps_updated_replica_lists(void **state)
     free(blobs);
     assert_int_equal(cluster_fsm_restore(copy, img, len), 0);
     free(img);
-    repl_test_id(id, 1);
+    test_fsm_id(id, 1);
     const struct cluster_fsm_msg *m = cluster_fsm_lookup(copy, id);
     assert_non_null(m);
     assert_int_equal(m->n_replicas, 2);

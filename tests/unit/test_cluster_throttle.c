@@ -17,6 +17,7 @@
 #include "base/km.h"
 #include "cluster_core.h"
 #include "cluster_int.h"
+#include "test_fsm_util.h"
 
 /* Fixture */
 
@@ -56,20 +57,7 @@ static void
 thr_test_apply(struct cluster_fsm *f, int64_t time_ms, struct cluster_rec *recs,
                size_t n)
 {
-    struct cluster_batch b = {.proposer_node = 1,
-                              .batch_time_ms = time_ms,
-                              .batch_seq = 1,
-                              .recs = recs,
-                              .n = n};
-    void *p = NULL;
-    size_t len = 0;
-
-    assert_int_equal(cluster_msg_encode_batch(&b, malloc, &p, &len), 0);
-    assert_int_equal(cluster_fsm_apply(f, p, len), 0);
-    free(p);
-    for (size_t i = 0; i < n; i++) {
-        cluster_rec_fini(&recs[i]);
-    }
+    test_fsm_apply(f, time_ms, recs, n);
 }
 
 static void

@@ -87,15 +87,6 @@ tr_on_closed(struct raft_uv_transport *t)
     tt->closed++;
 }
 
-static void
-tr_run_until(struct tr_test *tt, bool *flag)
-{
-    for (int i = 0; i < 2000 && !*flag; i++) {
-        uv_run(&tt->loop, UV_RUN_ONCE);
-    }
-    assert_true(*flag);
-}
-
 static int
 tr_setup(void **state)
 {
@@ -148,7 +139,8 @@ dial_hands_our_id_and_address_to_the_stock_listener(void **state)
 
     assert_int_equal(
         tt->cli.connect(&tt->cli, &tt->req, 1, tt->srv_addr, tr_on_connect), 0);
-    tr_run_until(tt, &tt->connected);
+    test_run_until(&tt->loop, &tt->connected);
+    assert_true(tt->connected);
     assert_int_equal(tt->connect_status, 0);
     assert_non_null(tt->stream);
     for (int i = 0; i < 2000 && tt->accepted == NULL; i++) {
@@ -171,7 +163,8 @@ dial_to_a_closed_port_fails_with_no_connection(void **state)
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", test_free_port());
     assert_int_equal(
         tt->cli.connect(&tt->cli, &tt->req, 2, addr, tr_on_connect), 0);
-    tr_run_until(tt, &tt->connected);
+    test_run_until(&tt->loop, &tt->connected);
+    assert_true(tt->connected);
     assert_int_equal(tt->connect_status, RAFT_NOCONNECTION);
     assert_null(tt->stream);
 }
