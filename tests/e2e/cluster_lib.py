@@ -349,6 +349,26 @@ class Injector:
 
 # -- Checker -------------------------------------------------------------------
 
+def metric(k, name, label=None):
+    """The value of metric `name` on node k's /metrics: unlabelled, or the
+    series whose labels contain `label` (e.g. 'spool="data"'); None if it
+    is not there or k does not answer."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", k.http_port, timeout=2)
+        try:
+            c.request("GET", "/metrics")
+            text = c.getresponse().read().decode()
+        finally:
+            c.close()
+    except (OSError, http.client.HTTPException):
+        return None
+    for line in text.splitlines():
+        if label is None and line.startswith(name + " ") or (
+                label is not None and line.startswith(name + "{") and label in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def send_until_accepted(k, domain, timeout=20):
     """send_one() to node k, again every 0.3 s until a 250 (a 451 while
     the group settles is normal); the token. Fails the test after

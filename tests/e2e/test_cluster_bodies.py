@@ -3,10 +3,10 @@
 least min_replicas nodes before its 250, the shard's owner (whichever node
 that is) delivers it exactly once, and after the delivery no node keeps its
 body."""
-import http.client
 import re
 import time
 
+import cluster_lib as C
 import kumod_harness as H
 from test_cluster_group import agreed_leader, cluster_init
 
@@ -15,26 +15,10 @@ MIN_REPLICAS = 2
 
 # -- Helpers -------------------------------------------------------------------
 
-def metric(k, name, label):
-    """The value of metric `name` with label text `label` (e.g.
-    'spool="data"'), or None."""
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", k.http_port, timeout=2)
-        try:
-            c.request("GET", "/metrics")
-            text = c.getresponse().read().decode()
-        finally:
-            c.close()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + "{") and label in line:
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def data_puts(k):
-    return metric(k, "kumod_spool_puts_total", 'spool="data"') or 0.0
+    return C.metric(k, "kumod_spool_puts_total", 'spool="data"') or 0.0
 
 
 def start_group(make_kumod, sink_port, settings=None):

@@ -8,7 +8,6 @@ node B is killed too and A comes back with empty spools: every body now
 exists only on the third node, so without re-replication some accepted
 messages would be lost. Delivery resumes and every accepted message must
 reach the sink."""
-import http.client
 import shutil
 import time
 
@@ -21,21 +20,6 @@ SETTINGS = dict(C.FAST_SETTINGS, replication_factor=2, min_replicas=2)
 
 # -- Helpers -------------------------------------------------------------------
 
-def metric(k, name):
-    """The value of the unlabelled metric `name` on k, or None."""
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", k.http_port, timeout=2)
-        try:
-            c.request("GET", "/metrics")
-            text = c.getresponse().read().decode()
-        finally:
-            c.close()
-    except (OSError, http.client.HTTPException):
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def hold_delivery(sink):
@@ -59,7 +43,7 @@ def test_owners_restore_two_copies_after_a_node_dies(make_kumod, fakedns, sink):
     assert inj.join(timeout=120), "injector did not finish"
     accepted = dict(inj.accepted)
     assert len(accepted) >= N - 2, (inj.codes, inj.errors)
-    shards = metric(cl.nodes[0], "kumod_cluster_shards")
+    shards = C.metric(cl.nodes[0], "kumod_cluster_shards")
     assert shards and shards > 0
 
     # A: a follower, so no election slows the failover down
@@ -70,14 +54,14 @@ def test_owners_restore_two_copies_after_a_node_dies(make_kumod, fakedns, sink):
 
     # the leader marks A down: the survivors own every shard between them
     def owned():
-        vals = [metric(k, "kumod_cluster_shards_owned") for k in (b, c)]
+        vals = [C.metric(k, "kumod_cluster_shards_owned") for k in (b, c)]
         return None not in vals and sum(vals) == shards
     H.wait_for(owned, timeout=30, interval=0.3,
                what="the survivors owning every shard")
     time.sleep(2.5)  # one round (2 s) has seen the new node states
 
     def restored():
-        vals = [metric(k, "kumod_cluster_under_replicated") for k in (b, c)]
+        vals = [C.metric(k, "kumod_cluster_under_replicated") for k in (b, c)]
         return vals == [0.0, 0.0]
     H.wait_for(restored, timeout=60, interval=0.5,
                what="no under-replicated message on the survivors")
