@@ -7,7 +7,6 @@
  * cluster_msg_link.c. Does not retry: a request gets one deadline. */
 #include "cluster_link.h"
 
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,12 +25,6 @@
 #define CLUSTER_LINK_WARNED_MAX    32
 #define CLUSTER_LINK_RECONN_MIN_MS 100
 #define CLUSTER_LINK_RECONN_MAX_MS 2000
-/* A peer whose requests time out this many times in a row gets a new REQ
- * socket (at most once per CLUSTER_LINK_RESET_MIN_MS): its TCP connection
- * may be stuck in retransmission backoff after a partition, or its dial
- * stuck in SYN retries, and NNG would wait for the kernel to give up. */
-#define CLUSTER_LINK_RESET_AFTER  3
-#define CLUSTER_LINK_RESET_MIN_MS 3000
 
 enum cluster_link_stage {
     CLUSTER_LINK_STAGE_IDLE,    /* no NNG operation */
@@ -52,9 +45,6 @@ struct cluster_link_peer {
     uint64_t node_id;
     char *url;
     nng_socket sock;
-    unsigned timeouts; /* requests timed out in a row */
-    uint64_t reset_ms; /* loop time of the last socket reset */
-    bool told;         /* its silence is logged: once until it answers */
 };
 
 /* One outgoing request. */
@@ -271,49 +261,6 @@ cluster_link_aio_drop_msg(nng_aio *aio, enum cluster_link_stage stage)
 
 /* Requests */
 
-/* Count a request's outcome against its peer; reset a stuck peer. */
-static void
-cluster_link_peer_outcome(struct cluster_link *l, uint64_t node_id, int status)
-{
-    struct cluster_link_peer *p = cluster_link_peer_find(l, node_id);
-    uint64_t now = uv_now(l->loop);
-
-    if (p == NULL || l->closing) {
-        return;
-    }
-    if (status != KM_ETIMEDOUT) {
-        if (status == 0) {
-            p->timeouts = 0;
-            if (p->told) {
-                p->told = false;
-                LOG_INFO("cluster: link to node %" PRIu64 " answers again",
-                         node_id);
-            }
-        }
-        return;
-    }
-    if (++p->timeouts < CLUSTER_LINK_RESET_AFTER ||
-        now - p->reset_ms < CLUSTER_LINK_RESET_MIN_MS) {
-        return;
-    }
-    char *url = km_strdup(p->url);
-    if (!p->told) {
-        LOG_INFO("cluster: link to node %" PRIu64 " silent for %u requests: "
-                 "reconnecting (again every %u s while it stays silent)",
-                 node_id, p->timeouts, CLUSTER_LINK_RESET_MIN_MS / 1000);
-    }
-    (void)cluster_link_remove_peer(l, node_id);
-    if (cluster_link_add_peer(l, node_id, url) == 0) {
-        p = cluster_link_peer_find(l, node_id);
-        p->reset_ms = now;
-        p->told = true;
-    } else {
-        LOG_WARN("cluster: link to node %" PRIu64 ": cannot reconnect to %s",
-                 node_id, url);
-    }
-    free(url);
-}
-
 static void
 cluster_link_req_finish(struct cluster_link_req *q, int status,
                         const struct cluster_link_msg *reply)
@@ -334,7 +281,6 @@ cluster_link_req_finish(struct cluster_link_req *q, int status,
         nng_ctx_close(q->ctx);
         nng_aio_free(q->aio);
     }
-    cluster_link_peer_outcome(l, q->to_node, status);
     q->cb(q->arg, status, reply);
     free(q);
 }
