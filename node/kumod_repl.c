@@ -5,7 +5,7 @@
  * the next UP node in the shard's HRW order that lacks one, and records the
  * new copies with one ReplicaUpdate per (shard, node). At most
  * KUMOD_REPL_MAX_COPIES copies per round; a failed copy is retried next
- * round. Bodies it lacks are left to the fetch path of kumod.c. Never runs
+ * round. Bodies it lacks are left to the fetch path of kumod_body.c. Never runs
  * on a one-node kumod. Loop thread only. */
 #include "kumod.h"
 

@@ -1,9 +1,14 @@
--- default.lua: the policy that `make run` starts. kumod runs it from var/run
--- in the checkout, so every relative path below lands under var/run/.
+-- default.lua: the policy that `make run` starts. Everything it writes lands
+-- under var/run/ of the checkout that holds this file (ignored by git),
+-- whatever directory kumod is started from.
 -- It accepts mail on 127.0.0.1:2025, spools it, and delivers every message
 -- to the maildir var/run/maildir (new mail lands in maildir/new/): nothing
 -- leaves the machine. policy/examples/mx-delivery.lua delivers by MX.
 local kumo = require 'kumo'
+
+-- This file's folder (policy/), then its sibling var/run/.
+local POLICY_DIR = debug.getinfo(1, 'S').source:match('^@(.*)/[^/]*$') or '.'
+local RUN_DIR = POLICY_DIR .. '/../var/run'
 
 kumo.on('init', function()
   -- One SMTP listener on the loopback interface. relay_hosts keeps its
@@ -21,19 +26,19 @@ kumo.on('init', function()
   -- Message bodies and their metadata live in two RocksDB spools.
   kumo.define_spool {
     name = 'data',
-    path = 'spool/data',
+    path = RUN_DIR .. '/spool/data',
     kind = 'RocksDB',
   }
   kumo.define_spool {
     name = 'meta',
-    path = 'spool/meta',
+    path = RUN_DIR .. '/spool/meta',
     kind = 'RocksDB',
   }
 
   -- JSON log records (Reception, Delivery, ...) as zstd segments in logs/,
   -- rotated every 10 seconds so they can be read soon after a test.
   kumo.configure_local_logs {
-    log_dir = 'logs',
+    log_dir = RUN_DIR .. '/logs',
     max_segment_duration = '10s',
   }
 end)
@@ -54,7 +59,7 @@ end)
 -- up MX records, and retries a failed write after a minute.
 kumo.on('get_queue_config', function(domain, tenant, campaign, routing_domain)
   return kumo.make_queue_config {
-    protocol = { maildir_path = 'maildir' },
+    protocol = { maildir_path = RUN_DIR .. '/maildir' },
     retry_interval = '1m',
   }
 end)

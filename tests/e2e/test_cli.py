@@ -133,3 +133,40 @@ def test_shipped_policy_passes_validate(example, tmp_path):
         pytest.fail(f"{example} is missing")
     r = H.run_kumod(["--policy", str(example), "--validate", *H.user_args()], cwd=tmp_path)
     assert r.returncode == 0, output(r)
+
+
+def test_default_policy_writes_only_under_var_run(fakedns, tmp_root):
+    """policy/default.lua started from a checkout's top folder (as a user
+    would run build/bin/kumod) puts its spools, logs and maildir under
+    var/run/ of that checkout, and nothing anywhere else."""
+    smtp_port, http_port = H.free_port(), H.free_port()
+    text = (H.REPO_ROOT / "policy" / "default.lua").read_text()
+    assert "'127.0.0.1:2025'" in text and "'127.0.0.1:8000'" in text
+    text = (text.replace("'127.0.0.1:2025'", f"'127.0.0.1:{smtp_port}'")
+                .replace("'127.0.0.1:8000'", f"'127.0.0.1:{http_port}'")
+                .replace("kumo.on('init', function()",
+                         "kumo.on('init', function()\n  kumo.dns.configure_resolver "
+                         f"{{ name_servers = {{ '127.0.0.1:{fakedns.port}' }} }}", 1))
+    k = H.Kumod(fakedns.port, policy_text=text, tmp_root=tmp_root)
+    try:
+        checkout = k.dir
+        (checkout / "policy.lua").unlink()
+        (checkout / "policy").mkdir()
+        k.policy_path = checkout / "policy" / "default.lua"
+        k.policy_path.write_text(text)
+        k.port = smtp_port
+        k.start()
+        with socket.create_connection(("127.0.0.1", smtp_port), timeout=20):
+            pass
+        import smtplib
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=20) as s:
+            H.send_message(s, rcpts=("someone@example.test",))
+        new = checkout / "var" / "run" / "maildir" / "new"
+        H.wait_for(lambda: new.is_dir() and any(new.iterdir()), 30, what="a maildir delivery")
+        assert k.stop() == 0, k.log_tail()
+        left = sorted(p.name for p in checkout.iterdir() if not p.name.startswith("kumod."))
+        assert left == ["policy", "var"], left
+        run = sorted(p.name for p in (checkout / "var" / "run").iterdir())
+        assert {"spool", "logs", "maildir"} <= set(run), run
+    finally:
+        k.cleanup()

@@ -13,56 +13,11 @@
 
 #include <cmocka.h>
 
-#include "admin.h"
 #include "base/buf.h"
 #include "http_api_int.h"
 
 /* 2026-11-24T15:00:00Z */
 #define INJECT_TEST_NOW_MS 1795532400000LL
-
-/* Fixture */
-
-/* admin.h is implemented by the daemon; the parser never calls it, but
- * http_api.o (pulled in for the shared helpers) refers to it. Weak, so
- * the real definitions win once they exist. */
-__attribute__((weak)) int
-admin_add(struct kumod *kd, const struct admin_rule *rule, admin_done_cb cb,
-          void *arg)
-{
-    (void)kd;
-    (void)rule;
-    (void)cb;
-    (void)arg;
-    return -1;
-}
-
-__attribute__((weak)) int
-admin_cancel(struct kumod *kd, enum admin_kind kind, const char *id,
-             admin_done_cb cb, void *arg)
-{
-    (void)kd;
-    (void)kind;
-    (void)id;
-    (void)cb;
-    (void)arg;
-    return -1;
-}
-
-__attribute__((weak)) void
-admin_foreach(struct kumod *kd, enum admin_kind kind,
-              void (*fn)(void *arg, const struct admin_rule *r), void *arg)
-{
-    (void)kd;
-    (void)kind;
-    (void)fn;
-    (void)arg;
-}
-
-__attribute__((weak)) void
-admin_rule_fini(struct admin_rule *r)
-{
-    (void)r;
-}
 
 /* Helpers */
 
