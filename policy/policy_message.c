@@ -1,6 +1,6 @@
 /* policy_message.c - the "kumo.Message" userdata: one reference to a host
  * message handle, operated through the host's policy_msg_ops (envelope,
- * metadata, data) and node/base/hdr.h (header edits on the data). The
+ * metadata, data) and base/hdr.h (header edits on the data). The
  * reference is dropped by __gc. Knows nothing of how the host stores
  * messages. Loop thread only. */
 #include "policy_int.h"
