@@ -370,6 +370,12 @@ uint64_t cluster_records_forwarded(const struct cluster *c);
 /* Longest throttle key, in bytes. */
 #define CLUSTER_MAX_THROTTLE_KEY_LEN 256
 
+/* Whether this node is one of a group of several nodes with node links
+ * (c may be NULL: a node without configure_cluster). The one answer to
+ * "in a group?": only then are bodies replicated, shards owned by one
+ * node, and the disk's hard mark handled by handing leadership away. */
+bool cluster_is_group(const struct cluster *c);
+
 /* Whether throttles without `local:` are shared by the group: true in a
  * cluster with node links, false for a single node (c may be NULL). */
 bool cluster_throttle_is_shared(const struct cluster *c);

@@ -772,6 +772,12 @@ cluster_raft_on_request(void *ctx, uint64_t from,
     }
 }
 
+bool
+cluster_is_group(const struct cluster *c)
+{
+    return c != NULL && c->cfg.n_peers > 1 && c->link != NULL;
+}
+
 static int
 cluster_raft_open_link(struct cluster *c)
 {

@@ -1,10 +1,9 @@
 /* admin.c - admin rules: bounce, suspend, suspend-ready-q and rebind with
  * KumoMTA's semantics, made durable and cluster-wide as AdminRule records
- * in Raft (the whole rule travels as JSON). The node keeps the active rules
- * in a map: loaded when raft is ready, updated as the FSM applies rules.
- * Bounce and rebind act on the queued messages at once; bounce and suspend
- * are also checked whenever a message becomes due; ready-queue suspensions
- * are checked by egress. Loop thread only. */
+ * in Raft (the whole rule travels as JSON). The active rules live in
+ * admin_rules (loaded when raft is ready, updated as the FSM applies
+ * rules); bounce and rebind act on the queued messages at once. The checks
+ * made when a message becomes due are admin_rules.c's. Loop thread only. */
 #include "admin.h"
 
 #include <stdio.h>
@@ -16,74 +15,19 @@
 #include "base/km.h"
 #include "base/km_map.h"
 #include "base/log.h"
+#include "admin_rules.h"
 #include "cluster.h"
-#include "kumod.h"
 #include "message.h"
 #include "policy.h"
 #include "queue.h"
 
 /* KumoMTA's default lifetime of a rule without duration or expires. */
 #define ADMIN_DEFAULT_DURATION_MS (5u * 60u * 1000u)
-/* A held message is looked at again at least this often. */
-#define ADMIN_MAX_HOLD_MS 60000u
 
-struct admin_state {
-    struct km_map *rules; /* id -> struct admin_rule */
+struct admin {
+    struct admin_deps d;
+    bool ready; /* the node runs: rules may be added */
 };
-
-static struct admin_state *
-admin_state(struct kumod *kd)
-{
-    if (kd->admin == NULL) {
-        kd->admin = km_calloc(1, sizeof(*kd->admin));
-        kd->admin->rules = km_map_new();
-    }
-    return kd->admin;
-}
-
-void
-admin_rule_fini(struct admin_rule *r)
-{
-    free(r->domain);
-    free(r->routing_domain);
-    free(r->tenant);
-    free(r->campaign);
-    for (size_t i = 0; i < r->n_queue_names; i++) {
-        free(r->queue_names[i]);
-    }
-    free(r->queue_names);
-    free(r->name);
-    free(r->reason);
-    json_decref(r->rebind_data);
-    memset(r, 0, sizeof(*r));
-}
-
-static void
-admin_rule_free(struct admin_rule *r)
-{
-    if (r != NULL) {
-        admin_rule_fini(r);
-        free(r);
-    }
-}
-
-void
-admin_free_all(struct kumod *kd)
-{
-    struct km_map_iter it;
-    void *v;
-
-    if (kd->admin == NULL) {
-        return;
-    }
-    km_map_iter_init(&it, kd->admin->rules);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        admin_rule_free(v);
-    }
-    km_map_free(kd->admin->rules);
-    free(kd->admin);
-    kd->admin = NULL;
-}
 
 /* ---- JSON form (what Raft carries) ---- */
 
@@ -181,117 +125,10 @@ admin_rule_from_cluster(const struct cluster_admin_rule *cr,
     return 0;
 }
 
-/* ---- Matching ---- */
-
-static bool
-admin_rule_active(const struct admin_rule *r)
-{
-    return r->expires_ms == 0 || r->expires_ms > km_now_wall_ms();
-}
-
-static bool
-admin_str_eq(const char *want, const char *have)
-{
-    return want == NULL ||
-           (have != NULL && km_ascii_ieq(have, strlen(have), want));
-}
-
-/* KumoMTA's selectors: every criterion given must match; none = all. */
-static bool
-admin_matches(const struct admin_rule *r, struct message *m, const char *queue)
-{
-    if (!admin_str_eq(r->domain, message_recipient_domain(m)) ||
-        !admin_str_eq(r->routing_domain,
-                      message_meta_str(m, "routing_domain")) ||
-        !admin_str_eq(r->tenant, message_meta_str(m, "tenant")) ||
-        !admin_str_eq(r->campaign, message_meta_str(m, "campaign"))) {
-        return false;
-    }
-    if (r->n_queue_names > 0) {
-        for (size_t i = 0; i < r->n_queue_names; i++) {
-            if (strcmp(r->queue_names[i], queue) == 0) {
-                return true;
-            }
-        }
-        return false;
-    }
-    return true;
-}
-
-enum admin_verdict
-admin_check_message(struct kumod *kd, struct message *m, const char *queue,
-                    const struct admin_rule **rule)
-{
-    struct km_map_iter it;
-    enum admin_verdict verdict = ADMIN_VERDICT_PASS;
-    void *v;
-
-    if (kd->admin == NULL) {
-        return ADMIN_VERDICT_PASS;
-    }
-    km_map_iter_init(&it, kd->admin->rules);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        struct admin_rule *r = v;
-        if (!admin_rule_active(r) || !admin_matches(r, m, queue)) {
-            continue;
-        }
-        if (r->kind == ADMIN_BOUNCE) {
-            r->matched++;
-            *rule = r;
-            return ADMIN_VERDICT_BOUNCE;
-        }
-        if (r->kind == ADMIN_SUSPEND) {
-            *rule = r;
-            verdict = ADMIN_VERDICT_SUSPENDED;
-        }
-    }
-    return verdict;
-}
-
-bool
-admin_ready_q_suspended(struct kumod *kd, const char *name,
-                        const struct admin_rule **rule)
-{
-    struct km_map_iter it;
-    void *v;
-
-    if (kd->admin == NULL) {
-        return false;
-    }
-    km_map_iter_init(&it, kd->admin->rules);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        const struct admin_rule *r = v;
-        if (r->kind == ADMIN_SUSPEND_READY_Q && r->name != NULL &&
-            strcmp(r->name, name) == 0 && admin_rule_active(r)) {
-            *rule = r;
-            return true;
-        }
-    }
-    return false;
-}
-
-uint64_t
-admin_suspension_delay_ms(struct kumod *kd, const struct admin_rule *rule)
-{
-    int64_t left = rule->expires_ms - km_now_wall_ms();
-    uint32_t r = 0;
-
-    (void)kd;
-    if (left <= 0) {
-        return 1000;
-    }
-    if (left > ADMIN_MAX_HOLD_MS) {
-        /* Spread the held messages over the minute (KumoMTA jitters). */
-        (void)RAND_bytes((unsigned char *)&r, sizeof(r));
-        return ADMIN_MAX_HOLD_MS / 2 + r % (ADMIN_MAX_HOLD_MS / 2);
-    }
-    return (uint64_t)left;
-}
-
 /* ---- Acting on queued messages ---- */
 
 struct admin_act {
-    struct kumod *kd;
+    struct admin *a;
     struct admin_rule *rule;
     bool release; /* a cancelled suspension: make its messages due */
 };
@@ -301,9 +138,9 @@ admin_act_on(void *arg, struct message *m, const char *queue)
 {
     struct admin_act *a = arg;
     struct admin_rule *r = a->rule;
-    struct queue_mgr *qm = a->kd->queues;
+    struct queue_mgr *qm = a->a->d.queues;
 
-    if (!admin_matches(r, m, queue)) {
+    if (!admin_rule_matches(r, m, queue)) {
         return;
     }
     if (a->release) {
@@ -321,14 +158,14 @@ admin_act_on(void *arg, struct message *m, const char *queue)
         /* Merge data into meta (or let the policy do it), then requeue. */
         char *old = km_strdup(queue);
         if (r->trigger_rebind_event &&
-            policy_has_handler(a->kd->policy, "rebind_message")) {
+            policy_has_handler(a->a->d.policy, "rebind_message")) {
             struct policy_arg args[2] = {
                 {.kind = POLICY_ARG_MESSAGE, .u.msg = m},
                 {.kind = POLICY_ARG_JSON, .u.json = r->rebind_data},
             };
             struct policy_result res;
             memset(&res, 0, sizeof(res));
-            (void)policy_call(a->kd->policy, "rebind_message", args, 2, &res,
+            (void)policy_call(a->a->d.policy, "rebind_message", args, 2, &res,
                               NULL, 0);
             policy_result_fini(&res);
         } else if (r->rebind_data != NULL) {
@@ -352,12 +189,10 @@ admin_act_on(void *arg, struct message *m, const char *queue)
 }
 
 void
-admin_on_rule(struct kumod *kd, const struct cluster_admin_rule *cr,
+admin_on_rule(struct admin *a, const struct cluster_admin_rule *cr,
               bool cancelled)
 {
-    struct admin_state *st = admin_state(kd);
     struct admin_rule *r = km_calloc(1, sizeof(*r));
-    void *old = NULL;
 
     if (admin_rule_from_cluster(cr, r) != 0) {
         LOG_ERROR("admin: rule %s: cannot parse its JSON", cr->id);
@@ -365,36 +200,33 @@ admin_on_rule(struct kumod *kd, const struct cluster_admin_rule *cr,
         return;
     }
     if (cancelled) {
-        if (km_map_remove(st->rules, cr->id, &old)) {
-            admin_rule_free(old);
-        }
+        (void)admin_rules_remove(a->d.rules, cr->id);
         LOG_INFO("admin: rule %s cancelled", cr->id);
-        if (r->kind == ADMIN_SUSPEND && kd->queues != NULL) {
-            struct admin_act act = {kd, r, true};
-            queue_foreach_id(kd->queues, admin_act_on, &act);
+        if (r->kind == ADMIN_SUSPEND) {
+            struct admin_act act = {a, r, true};
+            queue_foreach_id(a->d.queues, admin_act_on, &act);
         }
-        admin_rule_free(r);
+        admin_rule_fini(r);
+        free(r);
         return;
     }
-    km_map_put(st->rules, r->id, r, &old);
-    admin_rule_free(old);
+    admin_rules_put(a->d.rules, r);
     LOG_INFO("admin: rule %s (%s) active: %s", r->id,
              r->kind == ADMIN_BOUNCE            ? "bounce"
              : r->kind == ADMIN_SUSPEND         ? "suspend"
              : r->kind == ADMIN_SUSPEND_READY_Q ? "suspend-ready-q"
                                                 : "rebind",
              r->reason != NULL ? r->reason : "");
-    if ((r->kind == ADMIN_BOUNCE || r->kind == ADMIN_REBIND) &&
-        kd->queues != NULL) {
-        struct admin_act act = {kd, r, false};
-        queue_foreach_id(kd->queues, admin_act_on, &act);
+    if (r->kind == ADMIN_BOUNCE || r->kind == ADMIN_REBIND) {
+        struct admin_act act = {a, r, false};
+        queue_foreach_id(a->d.queues, admin_act_on, &act);
     }
 }
 
 static bool
 admin_load_one(void *arg, const struct cluster_admin_rule *cr)
 {
-    struct kumod *kd = arg;
+    struct admin *a = arg;
     struct admin_rule *r = km_calloc(1, sizeof(*r));
 
     if (admin_rule_from_cluster(cr, r) != 0) {
@@ -404,26 +236,27 @@ admin_load_one(void *arg, const struct cluster_admin_rule *cr)
     }
     /* A rebind was a one-time action when it was committed. */
     if (r->kind == ADMIN_REBIND) {
-        admin_rule_free(r);
+        admin_rule_fini(r);
+        free(r);
         return true;
     }
-    km_map_put(admin_state(kd)->rules, r->id, r, NULL);
+    admin_rules_put(a->d.rules, r);
     return true;
 }
 
 void
-admin_load(struct kumod *kd)
+admin_load(struct admin *a)
 {
-    cluster_foreach_admin(kd->cluster, admin_load_one, kd);
-    if (kd->admin != NULL && km_map_count(kd->admin->rules) > 0) {
-        LOG_INFO("admin: %zu rule(s) active", km_map_count(kd->admin->rules));
+    cluster_foreach_admin(a->d.cluster, admin_load_one, a);
+    if (admin_rules_count(a->d.rules) > 0) {
+        LOG_INFO("admin: %zu rule(s) active", admin_rules_count(a->d.rules));
     }
 }
 
 /* ---- The API ---- */
 
 struct admin_req {
-    struct kumod *kd;
+    struct admin *a;
     char id[37];
     admin_done_cb cb;
     void *arg;
@@ -435,8 +268,8 @@ admin_on_committed(void *arg, int status)
     struct admin_req *req = arg;
     const struct admin_rule *r = NULL;
 
-    if (status == 0 && req->kd->admin != NULL) {
-        r = km_map_get(req->kd->admin->rules, req->id);
+    if (status == 0) {
+        r = admin_rules_get(req->a->d.rules, req->id);
     }
     req->cb(req->arg, status, r);
     free(req);
@@ -458,7 +291,7 @@ admin_new_uuid(char out[37])
 }
 
 int
-admin_add(struct kumod *kd, const struct admin_rule *rule, admin_done_cb cb,
+admin_add(struct admin *a, const struct admin_rule *rule, admin_done_cb cb,
           void *arg)
 {
     struct admin_req *req;
@@ -466,7 +299,7 @@ admin_add(struct kumod *kd, const struct admin_rule *rule, admin_done_cb cb,
     char *json;
     int rv;
 
-    if (kd->cluster == NULL || !kumod_is_ready(kd)) {
+    if (a->d.cluster == NULL || !a->ready) {
         return KM_ECLOSING;
     }
     if (rule->kind == ADMIN_SUSPEND_READY_Q &&
@@ -477,12 +310,12 @@ admin_add(struct kumod *kd, const struct admin_rule *rule, admin_done_cb cb,
         expires = km_now_wall_ms() + ADMIN_DEFAULT_DURATION_MS;
     }
     req = km_calloc(1, sizeof(*req));
-    req->kd = kd;
+    req->a = a;
     req->cb = cb;
     req->arg = arg;
     admin_new_uuid(req->id);
     json = admin_rule_to_json(rule);
-    rv = cluster_admin(kd->cluster, req->id, (int)rule->kind, json, expires,
+    rv = cluster_admin(a->d.cluster, req->id, (int)rule->kind, json, expires,
                        false, admin_on_committed, req);
     free(json);
     if (rv != 0) {
@@ -492,11 +325,10 @@ admin_add(struct kumod *kd, const struct admin_rule *rule, admin_done_cb cb,
 }
 
 int
-admin_cancel(struct kumod *kd, enum admin_kind kind, const char *id,
+admin_cancel(struct admin *a, enum admin_kind kind, const char *id,
              admin_done_cb cb, void *arg)
 {
-    const struct admin_rule *r =
-        kd->admin != NULL ? km_map_get(kd->admin->rules, id) : NULL;
+    const struct admin_rule *r = admin_rules_get(a->d.rules, id);
     struct admin_req *req;
     int rv;
 
@@ -504,11 +336,11 @@ admin_cancel(struct kumod *kd, enum admin_kind kind, const char *id,
         return KM_ENOENT;
     }
     req = km_calloc(1, sizeof(*req));
-    req->kd = kd;
+    req->a = a;
     req->cb = cb;
     req->arg = arg;
     snprintf(req->id, sizeof(req->id), "%s", id);
-    rv = cluster_admin(kd->cluster, id, (int)kind, "{}", r->expires_ms, true,
+    rv = cluster_admin(a->d.cluster, id, (int)kind, "{}", r->expires_ms, true,
                        admin_on_committed, req);
     if (rv != 0) {
         free(req);
@@ -517,20 +349,29 @@ admin_cancel(struct kumod *kd, enum admin_kind kind, const char *id,
 }
 
 void
-admin_foreach(struct kumod *kd, enum admin_kind kind,
+admin_foreach(struct admin *a, enum admin_kind kind,
               void (*fn)(void *arg, const struct admin_rule *r), void *arg)
 {
-    struct km_map_iter it;
-    void *v;
+    admin_rules_foreach(a->d.rules, kind, fn, arg);
+}
 
-    if (kd->admin == NULL) {
-        return;
-    }
-    km_map_iter_init(&it, kd->admin->rules);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        const struct admin_rule *r = v;
-        if (r->kind == kind && admin_rule_active(r)) {
-            fn(arg, r);
-        }
-    }
+void
+admin_new(const struct admin_deps *d, struct admin **out)
+{
+    struct admin *a = km_calloc(1, sizeof(*a));
+
+    a->d = *d;
+    *out = a;
+}
+
+void
+admin_free(struct admin *a)
+{
+    free(a);
+}
+
+void
+admin_set_ready(struct admin *a, bool ready)
+{
+    a->ready = ready;
 }

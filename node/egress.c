@@ -22,25 +22,23 @@
 #include "egress_int.h"
 #include "egress_maildir.h"
 #include "egress_throttle.h"
-#include "kumod.h"
 #include "message.h"
 #include "policy.h"
-#include "queue.h"
 #include "smtp_client.h"
 #include "spool.h"
 #include "tls.h"
 
 int
-egress_mgr_new(struct kumod *kd, struct egress_mgr **out)
+egress_mgr_open(const struct egress_deps *d, struct egress_mgr **out)
 {
     struct egress_mgr *em = km_calloc(1, sizeof(*em));
     int rv;
 
-    em->kd = kd;
-    struct dns_options opts = {.timeout_ms = kd->dns_timeout_ms,
-                               .attempts = kd->dns_attempts};
-    rv = dns_open_with_options(kd->loop, (const char *const *)kd->dns_servers,
-                               kd->n_dns_servers, &opts, &em->dns);
+    em->d = *d;
+    struct dns_options opts = {.timeout_ms = d->dns_timeout_ms,
+                               .attempts = d->dns_attempts};
+    rv = dns_open_with_options(d->loop, d->dns_servers, d->n_dns_servers,
+                               &opts, &em->dns);
     if (rv != 0) {
         free(em);
         return rv;
@@ -92,22 +90,22 @@ egress_item_free(struct egress_item *it)
 
 /* Report the attempt's end to the queue, then forget the item. */
 void
-egress_item_done(struct egress_item *it, const struct queue_outcome *o)
+egress_item_done(struct egress_item *it, const struct egress_outcome *o)
 {
     struct egress_mgr *em = it->em;
 
     KM_ASSERT(em->inflight > 0);
     em->inflight--;
-    queue_attempt_done(em->kd->queues, it->msg, o);
+    em->d.done(em->d.done_arg, it->msg, o);
     egress_item_free(it);
 }
 
 /* The attempt ended before any delivery: report a synthetic response. */
 void
-egress_item_fail(struct egress_item *it, enum queue_outcome_kind kind, int code,
+egress_item_fail(struct egress_item *it, enum egress_outcome_kind kind, int code,
                  const char *content, const char *site)
 {
-    struct queue_outcome o;
+    struct egress_outcome o;
 
     memset(&o, 0, sizeof(o));
     o.kind = kind;
@@ -143,7 +141,7 @@ egress_policy_lookup(struct egress_mgr *em, const char *event, const char *name,
     int rv;
 
     memset(&res, 0, sizeof(res));
-    rv = policy_call(em->kd->policy, event, &arg, 1, &res, NULL, 0);
+    rv = policy_call(em->d.policy, event, &arg, 1, &res, NULL, 0);
     *had_handler = res.had_handler;
     *out = NULL;
     if (rv == 0) {
@@ -261,7 +259,7 @@ egress_route_to_readyq(struct egress_item *it, const char *site,
         snprintf(text, sizeof(text),
                  "4.4.4 KumoMTA internal: ready queue %s: %s", buf_cstr(&name),
                  err);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, buf_cstr(&name));
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, buf_cstr(&name));
     } else {
         egress_readyq_push(rq, it);
     }
@@ -283,7 +281,7 @@ egress_on_mx(void *arg, int status, const struct dns_mx_result *mx)
         egress_route_to_readyq(it, mx->site_name, mx);
         return;
     case DNS_NULL_MX:
-        egress_item_fail(it, QUEUE_BOUNCED, 556,
+        egress_item_fail(it, EGRESS_BOUNCED, 556,
                          "5.1.10 Recipient address has a null MX", NULL);
         return;
     case DNS_NO_ADDRESSES:
@@ -299,7 +297,7 @@ egress_on_mx(void *arg, int status, const struct dns_mx_result *mx)
                              : km_strerror(status));
         break;
     }
-    egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
+    egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
 }
 
 void
@@ -344,7 +342,7 @@ egress_submit(struct egress_mgr *em, struct message *m,
         egress_get_pool(em, it->pool, err, sizeof(err));
     if (pool == NULL) {
         snprintf(text, sizeof(text), "4.4.4 KumoMTA internal: %s", err);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
         return;
     }
     const char *src = egress_pool_choose(&pool->pool, &pool->rr_state);
@@ -353,13 +351,13 @@ egress_submit(struct egress_mgr *em, struct message *m,
          * KumoMTA does, the text names the scheduled queue. */
         snprintf(text, sizeof(text), "%s %s.", EGRESS_TXT_NO_SOURCES + 4,
                  it->queue);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
         return;
     }
     it->source = km_strdup(src);
     if (egress_get_source(em, it->source, err, sizeof(err)) == NULL) {
         snprintf(text, sizeof(text), "4.4.4 KumoMTA internal: %s", err);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
         return;
     }
 
@@ -397,7 +395,7 @@ egress_submit(struct egress_mgr *em, struct message *m,
         snprintf(text, sizeof(text),
                  "4.4.4 KumoMTA internal: failed to resolve MX for %s: %s",
                  it->routing_domain, km_strerror(rv));
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, NULL);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
     }
 }
 
@@ -409,6 +407,7 @@ egress_stop(struct egress_mgr *em)
     struct km_map_iter mi;
     void *v;
 
+    em->stopping = true;
     km_map_iter_init(&mi, em->readyqs);
     while (km_map_iter_next(&mi, NULL, &v)) {
         egress_readyq_stop(v);

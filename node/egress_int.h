@@ -12,7 +12,6 @@
 #include "egress.h"
 #include "egress_config.h"
 #include "egress_throttle.h"
-#include "queue.h"
 
 struct dns;
 struct dns_mx_result;
@@ -35,7 +34,7 @@ struct egress_source_slot {
 };
 
 struct egress_mgr {
-    struct kumod *kd;
+    struct egress_deps d;
     struct dns *dns;
     struct tls_ctx *tls_verify;
     struct tls_ctx *tls_noverify;
@@ -43,6 +42,7 @@ struct egress_mgr {
     struct km_map *pools;   /* name -> struct egress_pool_slot */
     struct km_map *sources; /* name -> struct egress_source_slot */
     size_t inflight;        /* submitted, outcome not reported */
+    bool stopping;          /* egress_stop: start no transaction */
     bool closing;
     size_t closing_handles;
     egress_close_cb close_cb;
@@ -126,8 +126,8 @@ struct egress_conn {
 };
 
 /* egress.c */
-void egress_item_done(struct egress_item *it, const struct queue_outcome *o);
-void egress_item_fail(struct egress_item *it, enum queue_outcome_kind kind,
+void egress_item_done(struct egress_item *it, const struct egress_outcome *o);
+void egress_item_fail(struct egress_item *it, enum egress_outcome_kind kind,
                       int code, const char *content, const char *site);
 void egress_item_drop(struct egress_item *it);
 void egress_close_step(struct egress_mgr *em);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "admin.h"
+#include "admin_rules.h"
 #include "base/buf.h"
 #include "base/km.h"
 #include "base/km_map.h"
@@ -20,7 +20,7 @@
 #include "dns.h"
 #include "egress_int.h"
 #include "egress_maildir.h"
-#include "kumod.h"
+#include "cluster.h"
 #include "message.h"
 #include "policy.h"
 #include "smtp_client.h"
@@ -176,7 +176,7 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     int rv;
 
     memset(&res, 0, sizeof(res));
-    rv = policy_call(rq->em->kd->policy, "get_egress_path_config", args, 3,
+    rv = policy_call(rq->em->d.policy, "get_egress_path_config", args, 3,
                      &res, NULL, 0);
     if (rv != 0) {
         snprintf(err, errlen, "get_egress_path_config failed");
@@ -217,7 +217,7 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
     rq->connection_limit = cfg.connection_limit ? cfg.connection_limit : 1;
     rq->conn_limit_shared = !cfg.connection_limit_local &&
                             rq->maildir_path == NULL &&
-                            cluster_throttle_is_shared(rq->em->kd->cluster);
+                            cluster_throttle_is_shared(rq->em->d.cluster);
     if (!conn_same) {
         rq->has_conn_rate = false;
         if (cfg.max_connection_rate != NULL &&
@@ -237,7 +237,7 @@ egress_readyq_configure(struct readyq *rq, char *err, size_t errlen)
             rq->has_msg_rate = true;
             rq->msg_spec = spec;
             rq->msg_rate_shared =
-                !spec.local && cluster_throttle_is_shared(rq->em->kd->cluster);
+                !spec.local && cluster_throttle_is_shared(rq->em->d.cluster);
         }
     }
     return 0;
@@ -277,7 +277,7 @@ egress_readyq_get(struct egress_mgr *em, const char *name,
             free(rq);
             return NULL;
         }
-        uv_timer_init(em->kd->loop, &rq->wake);
+        uv_timer_init(em->d.loop, &rq->wake);
         rq->wake.data = rq;
         rq->open = 1; /* the wake timer */
         km_map_put(em->readyqs, name, rq, NULL);
@@ -339,7 +339,7 @@ egress_readyq_load(struct readyq *rq, struct egress_item *it)
     if (data->len > 0) {
         return 0;
     }
-    return spool_get(rq->em->kd->data_spool, message_id(it->msg), data);
+    return spool_get(rq->em->d.data, message_id(it->msg), data);
 }
 
 /* Whether max_message_rate lets one more message go now; if not, the
@@ -396,7 +396,7 @@ egress_readyq_msg_ok(struct readyq *rq)
         /* A name too long for a key: this node's own limiter. */
         return egress_readyq_rate_ok(rq, &rq->msg_rate, rq->has_msg_rate);
     }
-    int rv = cluster_throttle_take(rq->em->kd->cluster, key, rq->msg_spec.limit,
+    int rv = cluster_throttle_take(rq->em->d.cluster, key, rq->msg_spec.limit,
                                    rq->msg_spec.period_ms, km_now_wall_ms());
     if (rv == 0) {
         return true;
@@ -416,7 +416,7 @@ egress_readyq_conn_release(struct readyq *rq)
     char key[CLUSTER_MAX_THROTTLE_KEY_LEN + 1];
 
     if (egress_readyq_key(rq, "cl:", key, sizeof(key))) {
-        cluster_conn_release(rq->em->kd->cluster, key);
+        cluster_conn_release(rq->em->d.cluster, key);
     }
 }
 
@@ -435,7 +435,7 @@ egress_readyq_conn_ok(struct readyq *rq, size_t want, bool *slot)
     }
     size_t room = rq->connection_limit - rq->n_conns; /* > 0 here */
     int rv =
-        cluster_conn_acquire(rq->em->kd->cluster, key, rq->connection_limit,
+        cluster_conn_acquire(rq->em->d.cluster, key, rq->connection_limit,
                              (uint32_t)(want < room ? want : room));
     if (rv == 0) {
         *slot = true;
@@ -477,18 +477,18 @@ egress_readyq_content(const struct smtp_client_response *r, struct buf *out)
     buf_append_str(out, r->content != NULL ? r->content : "");
 }
 
-static enum queue_outcome_kind
+static enum egress_outcome_kind
 egress_readyq_kind(int code)
 {
     if (code >= 200 && code < 300) {
-        return QUEUE_DELIVERED;
+        return EGRESS_DELIVERED;
     }
     /* 503 is out of sequence, a protocol error on either side: KumoMTA
      * retries it rather than bounce. */
     if (code >= 500 && code < 600 && code != 503) {
-        return QUEUE_BOUNCED;
+        return EGRESS_BOUNCED;
     }
-    return QUEUE_TRANSIENT;
+    return EGRESS_TRANSIENT;
 }
 
 /* ---- Connections ---- */
@@ -584,7 +584,7 @@ egress_conn_on_sent(void *arg, struct smtp_client *c,
     struct egress_item *it = conn->current;
     const struct smtp_client_response *r =
         res->n_rcpts > 0 ? &res->rcpt[0] : res->txn;
-    struct queue_outcome o;
+    struct egress_outcome o;
     struct buf content = BUF_INIT;
     char peer_ip[64] = "";
     const char *peer = smtp_client_peer(c);
@@ -645,7 +645,7 @@ egress_conn_send(struct egress_conn *conn, struct egress_item *it)
 
     uv_timer_stop(&conn->idle);
     if (egress_readyq_load(rq, it) != 0) {
-        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+        egress_item_fail(it, EGRESS_TRANSIENT, 451,
                          "4.3.0 KumoMTA internal: cannot read the message "
                          "from the spool",
                          rq->name);
@@ -658,7 +658,7 @@ egress_conn_send(struct egress_conn *conn, struct egress_item *it)
     if (rv != 0) {
         conn->busy = false;
         conn->current = NULL;
-        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+        egress_item_fail(it, EGRESS_TRANSIENT, 451,
                          "4.4.2 KumoMTA internal: the connection was lost",
                          rq->name);
         egress_conn_end(conn, false);
@@ -685,14 +685,14 @@ egress_conn_exhausted(struct egress_conn *conn)
         /* KumoMTA delays the whole ready queue at this point. */
         struct egress_item *it;
         while ((it = egress_readyq_pop(rq)) != NULL) {
-            egress_item_fail(it, QUEUE_TRANSIENT, code, text, rq->name);
+            egress_item_fail(it, EGRESS_TRANSIENT, code, text, rq->name);
         }
         rq->consecutive_failures = 0;
         return;
     }
     struct egress_item *it = egress_readyq_pop(rq);
     if (it != NULL) {
-        egress_item_fail(it, QUEUE_TRANSIENT, code, text, rq->name);
+        egress_item_fail(it, EGRESS_TRANSIENT, code, text, rq->name);
     }
 }
 
@@ -820,7 +820,7 @@ egress_conn_try_next(struct egress_conn *conn)
                 continue;
             }
             int rv = smtp_client_connect(
-                rq->em->kd->loop, (const struct sockaddr *)&sa, h->name,
+                rq->em->d.loop, (const struct sockaddr *)&sa, h->name,
                 &params, egress_conn_on_ready, conn, &conn->c);
             if (rv == 0) {
                 return;
@@ -844,7 +844,7 @@ egress_conn_open(struct readyq *rq, bool slot)
 
     conn->rq = rq;
     conn->has_slot = slot;
-    uv_timer_init(rq->em->kd->loop, &conn->idle);
+    uv_timer_init(rq->em->d.loop, &conn->idle);
     conn->idle.data = conn;
     conn->next = rq->conns;
     rq->conns = conn;
@@ -872,9 +872,9 @@ egress_readyq_on_maildir(void *arg, int status, const char *path)
     KM_ASSERT(rq->n_maildir_busy > 0);
     rq->n_maildir_busy--;
     if (status == 0) {
-        struct queue_outcome o;
+        struct egress_outcome o;
         memset(&o, 0, sizeof(o));
-        o.kind = QUEUE_DELIVERED;
+        o.kind = EGRESS_DELIVERED;
         o.code = 250;
         o.content = "2.0.0 delivered to the maildir";
         o.site = rq->name;
@@ -886,7 +886,7 @@ egress_readyq_on_maildir(void *arg, int status, const char *path)
     } else {
         snprintf(text, sizeof(text), "4.3.0 KumoMTA internal: maildir %s: %s",
                  rq->maildir_path, km_strerror(status));
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, rq->name);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, rq->name);
     }
     egress_readyq_release(rq);
 }
@@ -898,7 +898,7 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
     int rv;
 
     if (egress_readyq_load(rq, it) != 0) {
-        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+        egress_item_fail(it, EGRESS_TRANSIENT, 451,
                          "4.3.0 KumoMTA internal: cannot read the message "
                          "from the spool",
                          rq->name);
@@ -912,7 +912,7 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
         snprintf(text, sizeof(text),
                  "4.3.0 KumoMTA internal: maildir_path %s: %s",
                  rq->maildir_path, err);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451, text, rq->name);
+        egress_item_fail(it, EGRESS_TRANSIENT, 451, text, rq->name);
         return;
     }
     req = km_calloc(1, sizeof(*req));
@@ -921,14 +921,14 @@ egress_readyq_maildir(struct readyq *rq, struct egress_item *it)
     rq->n_maildir_busy++;
     rq->open++;
     rv = egress_maildir_deliver_async(
-        rq->em->kd->loop, path, message_id(it->msg), message_data(it->msg),
+        rq->em->d.loop, path, message_id(it->msg), message_data(it->msg),
         egress_readyq_on_maildir, req);
     free(path);
     if (rv != 0) {
         rq->n_maildir_busy--;
         rq->open--;
         free(req);
-        egress_item_fail(it, QUEUE_TRANSIENT, 451,
+        egress_item_fail(it, EGRESS_TRANSIENT, 451,
                          "4.3.0 KumoMTA internal: maildir delivery failed",
                          rq->name);
     }
@@ -945,23 +945,23 @@ egress_readyq_hold_if_suspended(struct readyq *rq)
     char text[700];
 
     if (rq->head == NULL ||
-        !admin_ready_q_suspended(rq->em->kd, rq->name, &rule)) {
+        !admin_rules_ready_q_suspended(rq->em->d.rules, rq->name, &rule)) {
         return false;
     }
     snprintf(text, sizeof(text),
              "KumoMTA internal: ready queue is suspended: %s",
              rule->reason != NULL ? rule->reason : "");
     while ((it = egress_readyq_pop(rq)) != NULL) {
-        struct queue_outcome o;
+        struct egress_outcome o;
         memset(&o, 0, sizeof(o));
-        o.kind = QUEUE_DELAYED;
+        o.kind = EGRESS_DELAYED;
         o.code = 451;
         o.content = text;
         o.site = rq->name;
         o.egress_pool = it->pool;
         o.egress_source = it->source;
         o.delivery_protocol = rq->maildir_path != NULL ? "Maildir" : "ESMTP";
-        o.delay_ms = admin_suspension_delay_ms(rq->em->kd, rule);
+        o.delay_ms = admin_rules_suspension_delay_ms(rule);
         egress_item_done(it, &o);
     }
     return true;
@@ -970,7 +970,7 @@ egress_readyq_hold_if_suspended(struct readyq *rq)
 static void
 egress_readyq_dispatch(struct readyq *rq)
 {
-    if (rq->closing || rq->em->closing || kumod_is_stopping(rq->em->kd)) {
+    if (rq->closing || rq->em->closing || rq->em->stopping) {
         return;
     }
     if (egress_readyq_hold_if_suspended(rq)) {

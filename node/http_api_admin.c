@@ -275,7 +275,7 @@ http_api_admin_create(struct http_api *h, struct http_req *req,
     }
     op = http_api_admin_op_new(h, req, kind, false);
     h->pending_ops++;
-    rv = admin_add(h->kd, &rule, http_api_admin_on_done, op);
+    rv = admin_add(h->kd->admin, &rule, http_api_admin_on_done, op);
     admin_rule_fini(&rule);
     if (rv != 0) {
         /* admin.h: no callback when the call itself fails. */
@@ -308,7 +308,7 @@ http_api_admin_cancel(struct http_api *h, struct http_req *req,
     }
     op = http_api_admin_op_new(h, req, kind, true);
     h->pending_ops++;
-    rv = admin_cancel(h->kd, kind, id, http_api_admin_on_done, op);
+    rv = admin_cancel(h->kd->admin, kind, id, http_api_admin_on_done, op);
     json_decref(body);
     if (rv != 0) {
         h->pending_ops--;
@@ -370,7 +370,7 @@ http_api_admin_list(struct http_api *h, struct http_req *req,
 {
     json_t *list = json_array();
 
-    admin_foreach(h->kd, kind, http_api_admin_on_rule, list);
+    admin_foreach(h->kd->admin, kind, http_api_admin_on_rule, list);
     http_api_reply_json(req, 200, list);
     json_decref(list);
 }

@@ -879,7 +879,7 @@ http_api_inject_log_reception(struct http_api *h, struct message *m,
     ev.peer_name = "";
     ev.peer_addr = peer;
     ev.reception_protocol = "HTTP";
-    kumod_log(h->kd, &ev);
+    logrec_set_write(&h->kd->logs, &ev);
 }
 
 /* Build, run http_message_generated on, and keep (msgs[*n]) recipient i's

@@ -50,6 +50,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     kd->state = KUMOD_LOADING;
     kd->log_configs = json_array();
     metrics_new(&kd->metrics);
+    admin_rules_new(&kd->rules);
 }
 
 bool
@@ -68,15 +69,6 @@ void
 kumod_new_id(struct kumod *kd, char out[KM_ID_HEX_LEN + 1])
 {
     km_idgen_next(&kd->idgen, out);
-}
-
-void
-kumod_log(struct kumod *kd, struct logrec_event *ev)
-{
-    ev->nodeid = kd->nodeid;
-    for (size_t i = 0; i < kd->n_logs; i++) {
-        logrec_write(kd->logs[i], ev);
-    }
 }
 
 int
@@ -221,7 +213,8 @@ kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
 {
     size_t n = json_array_size(kd->log_configs);
 
-    kd->logs = km_calloc(n ? n : 1, sizeof(*kd->logs));
+    kd->logs.logs = km_calloc(n ? n : 1, sizeof(*kd->logs.logs));
+    kd->logs.nodeid = kd->nodeid;
     for (size_t i = 0; i < n; i++) {
         json_t *p = json_array_get(kd->log_configs, i);
         struct logrec_config cfg;
@@ -253,14 +246,14 @@ kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
         cfg.headers = headers;
         int rv = kumod_mkdirs(cfg.log_dir);
         if (rv == 0) {
-            rv = logrec_open(kd->loop, &cfg, &kd->logs[kd->n_logs]);
+            rv = logrec_open(kd->loop, &cfg, &kd->logs.logs[kd->logs.n]);
         }
         if (rv != 0) {
             snprintf(err, errlen, "log_dir %s: %s", cfg.log_dir,
                      km_strerror(rv));
             return rv;
         }
-        kd->n_logs++;
+        kd->logs.n++;
     }
     return 0;
 }
@@ -409,7 +402,7 @@ kumod_on_cluster_ready(void *ctx)
     rc.kd = kd;
     /* Admin rules first: a bounce or a suspension applies to recovered
      * messages as they become due. */
-    admin_load(kd);
+    admin_load(kd->admin);
     cluster_foreach(kd->cluster, kumod_recover_one, &rc);
     if (rc.status != 0) {
         LOG_ERROR("kumod: start-up aborted: %s", rc.err);
@@ -428,6 +421,7 @@ kumod_on_cluster_ready(void *ctx)
              orphans.held - orphans.count);
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
+    admin_set_ready(kd->admin, true);
     queue_mgr_start(kd->queues);
     kumod_repl_start(kd);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
@@ -447,7 +441,12 @@ static void
 kumod_on_cluster_admin(void *ctx, const struct cluster_admin_rule *r,
                        bool cancelled)
 {
-    admin_on_rule(ctx, r, cancelled);
+    struct kumod *kd = ctx;
+
+    /* Before the pipeline opens, admin_load() will read every rule. */
+    if (kd->admin != NULL) {
+        admin_on_rule(kd->admin, r, cancelled);
+    }
 }
 
 /* Connection slots were granted: the waiting ready queue may open. */
@@ -601,6 +600,66 @@ kumod_policy_checksum(struct kumod *kd)
     buf_fini(&text);
 }
 
+/* Egress reports the end of an attempt: back up to the queue. */
+static void
+kumod_on_egress_done(void *arg, struct message *m,
+                     const struct egress_outcome *o)
+{
+    struct kumod *kd = arg;
+
+    queue_attempt_done(kd->queues, m, o);
+}
+
+/* Delivery, the scheduled queues and admin, once the spools and the
+ * cluster are open. Each is handed what it uses; the way of a message runs
+ * down (queue -> egress) and its outcome comes back through
+ * kumod_on_egress_done. Only the DNS resolver can fail. */
+static int
+kumod_open_pipeline(struct kumod *kd)
+{
+    struct egress_deps ed = {
+        .loop = kd->loop,
+        .policy = kd->policy,
+        .cluster = kd->cluster,
+        .data = kd->data_spool,
+        .rules = kd->rules,
+        .dns_servers = (const char *const *)kd->dns_servers,
+        .n_dns_servers = kd->n_dns_servers,
+        .dns_timeout_ms = kd->dns_timeout_ms,
+        .dns_attempts = kd->dns_attempts,
+        .done = kumod_on_egress_done,
+        .done_arg = kd,
+    };
+    int rv = egress_mgr_open(&ed, &kd->egress);
+
+    if (rv != 0) {
+        return rv;
+    }
+    struct queue_deps qd = {
+        .loop = kd->loop,
+        .policy = kd->policy,
+        .cluster = kd->cluster,
+        .data = kd->data_spool,
+        .meta = kd->meta_spool,
+        .logs = &kd->logs,
+        .metrics = kd->metrics,
+        .rules = kd->rules,
+        .egress = kd->egress,
+    };
+    rv = queue_mgr_open(&qd, &kd->queues);
+    if (rv != 0) {
+        return rv;
+    }
+    struct admin_deps ad = {
+        .cluster = kd->cluster,
+        .policy = kd->policy,
+        .queues = kd->queues,
+        .rules = kd->rules,
+    };
+    admin_new(&ad, &kd->admin);
+    return 0;
+}
+
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
@@ -625,7 +684,6 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         free(state_dir);
         return rv;
     }
-    queue_mgr_new(kd, &kd->queues);
     if ((rv = kumod_mkdirs(kd->data_spool_path)) != 0 ||
         (rv = spool_open(kd->loop, "data", kd->data_spool_path,
                          &kd->data_spool)) != 0 ||
@@ -637,14 +695,6 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         return rv;
     }
     kumod_disk_start(kd);
-
-    rv = egress_mgr_new(kd, &kd->egress);
-    if (rv != 0) {
-        snprintf(err, errlen, "cannot start delivery (DNS resolver): %s",
-                 km_strerror(rv));
-        free(state_dir);
-        return rv;
-    }
 
     struct cluster_config cc;
     struct cluster_host ch;
@@ -701,6 +751,12 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
                  km_strerror(rv));
         return rv;
     }
+    rv = kumod_open_pipeline(kd);
+    if (rv != 0) {
+        snprintf(err, errlen, "cannot start delivery (DNS resolver): %s",
+                 km_strerror(rv));
+        return rv;
+    }
     LOG_INFO("kumod: node %s: spool %s and %s, raft in %s", kd->nodeid,
              kd->data_spool_path, kd->meta_spool_path, kd->raft_dir);
     return 0;
@@ -733,12 +789,12 @@ kumod_on_cluster_closed(void *arg)
         spool_close(kd->meta_spool, kumod_on_closed, kd);
         kd->meta_spool = NULL;
     }
-    for (size_t i = 0; i < kd->n_logs; i++) {
+    for (size_t i = 0; i < kd->logs.n; i++) {
         kd->closing++;
-        logrec_close(kd->logs[i], kumod_on_closed, kd);
-        kd->logs[i] = NULL;
+        logrec_close(kd->logs.logs[i], kumod_on_closed, kd);
+        kd->logs.logs[i] = NULL;
     }
-    kd->n_logs = 0;
+    kd->logs.n = 0;
     kumod_on_closed(kd);
 }
 
@@ -853,6 +909,12 @@ kumod_request_shutdown(struct kumod *kd)
                  "interrupting now risks duplicate deliveries");
     }
     kd->state = KUMOD_STOPPING;
+    if (kd->admin != NULL) {
+        admin_set_ready(kd->admin, false);
+    }
+    if (kd->queues != NULL) {
+        queue_mgr_stop(kd->queues);
+    }
     kumod_repl_stop(kd);
     kd->shutdown_started_ms = km_now_mono_ms();
     for (size_t i = 0; i < kd->n_listeners; i++) {
@@ -899,12 +961,13 @@ kumod_fini(struct kumod *kd)
     if (kd->queues != NULL) {
         queue_mgr_free(kd->queues);
     }
-    admin_free_all(kd);
+    admin_free(kd->admin);
+    admin_rules_free(kd->rules);
     metrics_free(kd->metrics);
     policy_free(kd->policy);
     free(kd->listeners);
     free(kd->http_listeners);
-    free(kd->logs);
+    free(kd->logs.logs);
     json_decref(kd->log_configs);
     free(kd->data_spool_path);
     free(kd->meta_spool_path);

@@ -16,8 +16,10 @@
 
 #include "base/km_id.h"
 #include "cluster.h"
+#include "logrec.h"
 
-struct admin_state;
+struct admin;
+struct admin_rules;
 struct metrics;
 struct cluster;
 struct cluster_peer;
@@ -71,9 +73,8 @@ struct kumod {
     struct cluster_settings cluster_settings;   /* configure_cluster.settings */
     uint32_t election_timeout_ms, heartbeat_ms; /* 0: defaults */
 
-    json_t *log_configs;  /* configure_local_logs params, opened later */
-    struct logrec **logs; /* one per configure_local_logs call */
-    size_t n_logs;
+    json_t *log_configs;   /* configure_local_logs params, opened later */
+    struct logrec_set logs; /* one logger per configure_local_logs call */
 
     struct smtp_server **listeners;
     size_t n_listeners;
@@ -89,7 +90,8 @@ struct kumod {
 
     struct queue_mgr *queues;
     struct egress_mgr *egress;
-    struct admin_state *admin; /* active admin rules (admin.c) */
+    struct admin_rules *rules; /* the active admin rules */
+    struct admin *admin;       /* adds, cancels and applies them */
     struct metrics *metrics;   /* counters for /metrics */
     struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
 
@@ -161,9 +163,6 @@ struct kumod_ingest_info {
 void kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
                   const struct kumod_ingest_info *info, kumod_ingest_cb cb,
                   void *arg);
-
-/* Write ev to every configured log. ev->nodeid is filled in here. */
-void kumod_log(struct kumod *kd, struct logrec_event *ev);
 
 /* Begin a graceful shutdown (signals call this). */
 void kumod_request_shutdown(struct kumod *kd);

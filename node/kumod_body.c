@@ -456,7 +456,9 @@ kumod_body_on_cluster_done(void *ctx, const char *id, int outcome)
     if (!kumod_body_in_group(kd)) {
         return; /* one node: queue.c deletes after its own Done */
     }
-    (void)queue_forget(kd->queues, id);
+    if (kd->queues != NULL) { /* NULL before the pipeline opens */
+        (void)queue_forget(kd->queues, id);
+    }
     (void)spool_delete(kd->data_spool, id, NULL, NULL);
     (void)spool_delete(kd->meta_spool, id, NULL, NULL);
 }

@@ -178,7 +178,7 @@ kumod_ingest_log_reception(struct kumod_ingest *in, struct message *m)
         .tls_cipher = in->tls_cipher,
         .tls_protocol_version = in->tls_protocol_version,
     };
-    kumod_log(in->kd, &ev);
+    logrec_set_write(&in->kd->logs, &ev);
 }
 
 /* Phase 3: every Enqueue has an outcome. Queue the committed ones. */

@@ -594,6 +594,15 @@ logrec_json_append(const char *p, size_t n, void *arg)
 }
 
 void
+logrec_set_write(const struct logrec_set *set, struct logrec_event *ev)
+{
+    ev->nodeid = set->nodeid;
+    for (size_t i = 0; i < set->n; i++) {
+        logrec_write(set->logs[i], ev);
+    }
+}
+
+void
 logrec_write(struct logrec *lr, const struct logrec_event *ev)
 {
     json_t *rec;

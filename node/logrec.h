@@ -70,6 +70,19 @@ json_t *logrec_build(const struct logrec *lr, const struct logrec_event *ev);
 size_t logrec_parse_enhanced(const char *text, int *cls, int *subject,
                              int *detail);
 
+/* Every logger of the node (one per configure_local_logs call) and the
+ * node's id: a record written to the set goes to each logger. A small
+ * value the hub embeds and fills at start; modules are handed a borrowed
+ * pointer. */
+struct logrec_set {
+    struct logrec **logs;
+    size_t n;
+    const char *nodeid; /* borrowed; outlives the set */
+};
+
+/* Fill ev->nodeid from the set and write ev to every logger of it. */
+void logrec_set_write(const struct logrec_set *set, struct logrec_event *ev);
+
 typedef void (*logrec_close_cb)(void *arg);
 /* Write what is queued, close the segment (finishing the zstd frame), then
  * call cb. Frees lr. */

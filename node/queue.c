@@ -10,14 +10,13 @@
 
 #include <openssl/rand.h>
 
-#include "admin.h"
+#include "admin_rules.h"
 #include "base/km.h"
 #include "base/km_map.h"
 #include "base/log.h"
 #include "cluster.h"
 #include "egress.h"
 #include "egress_config.h"
-#include "kumod.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -61,12 +60,13 @@ struct queue_entry {
 };
 
 struct queue_mgr {
-    struct kumod *kd;
+    struct queue_deps d;
     struct km_map *queues; /* name -> struct queue_sched */
     struct km_map *by_id;  /* id -> struct queue_entry */
     struct queue_timer wheel;
     uv_timer_t uvt;
     bool started;
+    bool stopping; /* shutdown: promote nothing more */
     bool closing;
     uint64_t armed_due; /* wall ms the uv timer is set for; 0 = none */
     size_t pending_commits;
@@ -87,15 +87,15 @@ queue_now(void)
 static void queue_on_timer(uv_timer_t *t);
 
 int
-queue_mgr_new(struct kumod *kd, struct queue_mgr **out)
+queue_mgr_open(const struct queue_deps *d, struct queue_mgr **out)
 {
     struct queue_mgr *qm = km_calloc(1, sizeof(*qm));
 
-    qm->kd = kd;
+    qm->d = *d;
     qm->queues = km_map_new();
     qm->by_id = km_map_new();
     queue_timer_init(&qm->wheel, queue_now(), QUEUE_TICK_MS);
-    uv_timer_init(kd->loop, &qm->uvt);
+    uv_timer_init(d->loop, &qm->uvt);
     qm->uvt.data = qm;
     *out = qm;
     return 0;
@@ -172,6 +172,12 @@ queue_mgr_start(struct queue_mgr *qm)
     queue_arm(qm);
 }
 
+void
+queue_mgr_stop(struct queue_mgr *qm)
+{
+    qm->stopping = true;
+}
+
 struct queue_close_req {
     queue_close_cb cb;
     void *arg;
@@ -235,7 +241,7 @@ queue_refresh_config(struct queue_mgr *qm, struct queue_sched *q)
     }
     memset(&res, 0, sizeof(res));
     rv =
-        policy_call(qm->kd->policy, "get_queue_config", args, 4, &res, NULL, 0);
+        policy_call(qm->d.policy, "get_queue_config", args, 4, &res, NULL, 0);
     if (rv == 0) {
         rv = egress_queue_config_parse(res.value, &cfg, err, sizeof(err));
         if (rv != 0) {
@@ -334,7 +340,7 @@ queue_forget(struct queue_mgr *qm, const char *id)
 /* Write the record of an attempt's outcome (or of an expiry). */
 static void
 queue_log(struct queue_mgr *qm, struct queue_entry *e, const char *type,
-          const struct queue_outcome *o, int code, const char *content)
+          const struct egress_outcome *o, int code, const char *content)
 {
     struct logrec_event ev;
 
@@ -359,7 +365,7 @@ queue_log(struct queue_mgr *qm, struct queue_entry *e, const char *type,
     } else {
         ev.site = "";
     }
-    kumod_log(qm->kd, &ev);
+    logrec_set_write(qm->d.logs, &ev);
 }
 
 static void
@@ -371,8 +377,8 @@ queue_on_done_committed(void *arg, int status)
     KM_ASSERT(qm->pending_commits > 0);
     qm->pending_commits--;
     if (status == 0) {
-        (void)spool_delete(qm->kd->data_spool, ctx->id, NULL, NULL);
-        (void)spool_delete(qm->kd->meta_spool, ctx->id, NULL, NULL);
+        (void)spool_delete(qm->d.data, ctx->id, NULL, NULL);
+        (void)spool_delete(qm->d.meta, ctx->id, NULL, NULL);
     } else {
         /* Not recorded: the message stays in the spool and Raft lists it,
          * so a restart delivers it again (at-least-once). */
@@ -395,7 +401,7 @@ queue_end(struct queue_mgr *qm, struct queue_entry *e,
     ctx->qm = qm;
     memcpy(ctx->id, message_id(e->msg), sizeof(ctx->id));
     qm->pending_commits++;
-    rv = cluster_done(qm->kd->cluster, ctx->id, outcome, response,
+    rv = cluster_done(qm->d.cluster, ctx->id, outcome, response,
                       queue_on_done_committed, ctx);
     if (rv != 0) {
         queue_on_done_committed(ctx, rv);
@@ -454,7 +460,7 @@ queue_retry(struct queue_mgr *qm, struct queue_entry *e, const char *response)
     /* The body waits in the spool, not in memory. */
     message_drop_data(m);
     char *id = km_strdup(message_id(m));
-    if (cluster_deferred(qm->kd->cluster, id, attempts, due, response,
+    if (cluster_deferred(qm->d.cluster, id, attempts, due, response,
                          queue_on_deferred_committed, id) != 0) {
         queue_on_deferred_committed(id, KM_ECLOSING);
     }
@@ -464,21 +470,21 @@ queue_retry(struct queue_mgr *qm, struct queue_entry *e, const char *response)
 /* KumoMTA's delivery counters: one series for the protocol as a whole
  * ("smtp_client", "maildir") and one per ready queue. */
 static void
-queue_count(struct queue_mgr *qm, const struct queue_outcome *o)
+queue_count(struct queue_mgr *qm, const struct egress_outcome *o)
 {
     static const char *const names[] = {
-        [QUEUE_DELIVERED] = "total_messages_delivered",
-        [QUEUE_TRANSIENT] = "total_messages_transfail",
-        [QUEUE_BOUNCED] = "total_messages_fail",
-        [QUEUE_DELAYED] = "total_messages_transfail",
+        [EGRESS_DELIVERED] = "total_messages_delivered",
+        [EGRESS_TRANSIENT] = "total_messages_transfail",
+        [EGRESS_BOUNCED] = "total_messages_fail",
+        [EGRESS_DELAYED] = "total_messages_transfail",
     };
     static const char *const helps[] = {
-        [QUEUE_DELIVERED] = "total number of messages delivered",
-        [QUEUE_TRANSIENT] = "total number of message delivery attempts that "
+        [EGRESS_DELIVERED] = "total number of messages delivered",
+        [EGRESS_TRANSIENT] = "total number of message delivery attempts that "
                             "transiently failed",
-        [QUEUE_BOUNCED] = "total number of message delivery attempts that "
+        [EGRESS_BOUNCED] = "total number of message delivery attempts that "
                           "permanently failed",
-        [QUEUE_DELAYED] = "total number of message delivery attempts that "
+        [EGRESS_DELAYED] = "total number of message delivery attempts that "
                           "transiently failed",
     };
     const char *proto = o->delivery_protocol != NULL &&
@@ -487,18 +493,18 @@ queue_count(struct queue_mgr *qm, const struct queue_outcome *o)
                             : "smtp_client";
     char service[600];
 
-    metrics_inc(qm->kd->metrics, names[o->kind], helps[o->kind], "service",
+    metrics_inc(qm->d.metrics, names[o->kind], helps[o->kind], "service",
                 proto, 1);
     if (o->site != NULL && o->site[0] != '\0') {
         snprintf(service, sizeof(service), "%s:%s", proto, o->site);
-        metrics_inc(qm->kd->metrics, names[o->kind], helps[o->kind], "service",
+        metrics_inc(qm->d.metrics, names[o->kind], helps[o->kind], "service",
                     service, 1);
     }
 }
 
 void
 queue_attempt_done(struct queue_mgr *qm, struct message *m,
-                   const struct queue_outcome *o)
+                   const struct egress_outcome *o)
 {
     struct queue_entry *e = km_map_get(qm->by_id, message_id(m));
     char response[1200];
@@ -508,19 +514,19 @@ queue_attempt_done(struct queue_mgr *qm, struct message *m,
     snprintf(response, sizeof(response), "%d %s", o->code,
              o->content != NULL ? o->content : "");
     switch (o->kind) {
-    case QUEUE_DELIVERED:
+    case EGRESS_DELIVERED:
         queue_log(qm, e, "Delivery", o, o->code, o->content);
         queue_end(qm, e, CLUSTER_DELIVERED, response);
         break;
-    case QUEUE_BOUNCED:
+    case EGRESS_BOUNCED:
         queue_log(qm, e, "Bounce", o, o->code, o->content);
         queue_end(qm, e, CLUSTER_BOUNCED, response);
         break;
-    case QUEUE_TRANSIENT:
+    case EGRESS_TRANSIENT:
         queue_log(qm, e, "TransientFailure", o, o->code, o->content);
         queue_retry(qm, e, response);
         break;
-    case QUEUE_DELAYED:
+    case EGRESS_DELAYED:
         /* Held by a suspension: not an attempt, nothing to commit. */
         queue_log(qm, e, "TransientFailure", o, o->code, o->content);
         message_drop_data(m);
@@ -614,7 +620,7 @@ queue_admin_rebound(struct queue_mgr *qm, const char *id, const char *old_queue,
     /* The new envelope and meta must survive a restart. */
     message_meta_record(e->msg, &rec);
     char *idc = km_strdup(id);
-    if (spool_put(qm->kd->meta_spool, id, rec.data, rec.len,
+    if (spool_put(qm->d.meta, id, rec.data, rec.len,
                   queue_on_meta_rewritten, idc) != 0) {
         queue_on_meta_rewritten(idc, KM_ECLOSING);
     }
@@ -669,16 +675,16 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
      * message (the body stays until Done; the new owner has it queued);
      * an owner without a lease looks again shortly, without counting an
      * attempt or writing a record. */
-    if (qm->kd->n_cluster_peers > 0) {
+    if (cluster_is_group(qm->d.cluster)) {
         const struct cluster_msg *cm =
-            cluster_lookup(qm->kd->cluster, message_id(e->msg));
-        if (cm == NULL || !cluster_owns(qm->kd->cluster, cm->shard)) {
+            cluster_lookup(qm->d.cluster, message_id(e->msg));
+        if (cm == NULL || !cluster_owns(qm->d.cluster, cm->shard)) {
             LOG_TRACE(TRACE_QUEUE, "queue: %s: forget %s (not the owner)",
                       q->name, message_id(e->msg));
             queue_remove(qm, message_id(e->msg));
             return;
         }
-        if (!cluster_may_deliver(qm->kd->cluster, cm->shard)) {
+        if (!cluster_may_deliver(qm->d.cluster, cm->shard)) {
             queue_schedule(qm, e, queue_now() + QUEUE_NO_LEASE_RETRY_MS);
             return;
         }
@@ -690,22 +696,22 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
         return;
     }
     const struct admin_rule *rule = NULL;
-    switch (admin_check_message(qm->kd, e->msg, q->name, &rule)) {
+    switch (admin_rules_check_message(qm->d.rules, e->msg, q->name, &rule)) {
     case ADMIN_VERDICT_BOUNCE:
         queue_admin_bounce_entry(qm, e, rule->reason, rule->suppress_logging);
         return;
     case ADMIN_VERDICT_SUSPENDED: {
         char text[700];
-        struct queue_outcome o;
+        struct egress_outcome o;
         memset(&o, 0, sizeof(o));
         snprintf(text, sizeof(text),
                  "KumoMTA internal: scheduled queue is suspended: %s",
                  rule->reason != NULL ? rule->reason : "");
-        o.kind = QUEUE_DELAYED;
+        o.kind = EGRESS_DELAYED;
         o.code = 451;
         o.content = text;
         o.site = "";
-        o.delay_ms = admin_suspension_delay_ms(qm->kd, rule);
+        o.delay_ms = admin_rules_suspension_delay_ms(rule);
         e->state = QUEUE_ENTRY_EGRESS;
         queue_attempt_done(qm, e->msg, &o);
         return;
@@ -714,7 +720,7 @@ queue_promote(struct queue_mgr *qm, struct queue_entry *e)
         break;
     }
     e->state = QUEUE_ENTRY_EGRESS;
-    egress_submit(qm->kd->egress, e->msg, &q->cfg, q->name);
+    egress_submit(qm->d.egress, e->msg, &q->cfg, q->name);
 }
 
 static void
@@ -732,7 +738,7 @@ queue_on_timer(uv_timer_t *t)
     struct queue_mgr *qm = t->data;
 
     qm->armed_due = 0;
-    if (qm->closing || kumod_is_stopping(qm->kd)) {
+    if (qm->closing || qm->stopping) {
         return; /* due messages wait for the next start */
     }
     queue_timer_advance(&qm->wheel, queue_now(), queue_on_fire, qm);

@@ -1,9 +1,9 @@
 /* queue.h - scheduled queues (KumoMTA's `campaign:tenant@domain!routing`):
  * committed messages wait here for their due time on one timer wheel.
  * Each queue's configuration comes from the policy's get_queue_config
- * event (refreshed every refresh_interval). A due message goes to egress
- * (egress.h); the outcome of its attempt comes back through
- * queue_attempt_done(), which writes the log record and the Raft record
+ * event (refreshed every refresh_interval). A due message goes down to
+ * egress (egress.h); the outcome of its attempt comes back up through
+ * egress's done callback into queue_attempt_done(), which writes the log record and the Raft record
  * (Deferred, or Done plus spool deletion) and schedules a retry or ends
  * the message (Delivery, Bounce, Expiration). Loop thread only. */
 #ifndef KUMO_QUEUE_H
@@ -12,19 +12,43 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct kumod;
+#include <uv.h>
+
+#include "egress.h"
+
+struct admin_rules;
+struct cluster;
+struct logrec_set;
 struct message;
+struct metrics;
+struct policy;
+struct spool;
 struct queue_mgr; /* opaque */
+
+/* What the scheduled queues use (borrowed; they outlive the queues). */
+struct queue_deps {
+    uv_loop_t *loop;
+    struct policy *policy; /* get_queue_config */
+    struct cluster *cluster; /* Done/Deferred records, shard ownership */
+    struct spool *data, *meta;
+    const struct logrec_set *logs;
+    struct metrics *metrics;
+    struct admin_rules *rules; /* bounce and suspend checks when due */
+    struct egress_mgr *egress; /* where due messages go */
+};
 
 /* The caller owns *out; release with queue_mgr_close() then
  * queue_mgr_free(). */
-int queue_mgr_new(struct kumod *kd, struct queue_mgr **out);
+int queue_mgr_open(const struct queue_deps *d, struct queue_mgr **out);
 /* Drops every reference the queues hold. Only after queue_mgr_close's
  * callback (or if the loop never ran). */
 void queue_mgr_free(struct queue_mgr *qm);
 
 /* Start promoting due messages (after recovery). */
 void queue_mgr_start(struct queue_mgr *qm);
+/* Shutdown, first step: stop promoting due messages (they wait in the
+ * spool for the next start); outcomes still come in. */
+void queue_mgr_stop(struct queue_mgr *qm);
 typedef void (*queue_close_cb)(void *arg);
 /* Stop promoting and close the timer handle; then cb. */
 void queue_mgr_close(struct queue_mgr *qm, queue_close_cb cb, void *arg);
@@ -43,31 +67,10 @@ bool queue_remove(struct queue_mgr *qm, const char *id);
  * another node finished or now owns. */
 bool queue_forget(struct queue_mgr *qm, const char *id);
 
-enum queue_outcome_kind {
-    QUEUE_DELIVERED, /* 2xx: Delivery record, Done, spool deleted */
-    QUEUE_TRANSIENT, /* 4xx or no answer: TransientFailure, retry */
-    QUEUE_BOUNCED,   /* 5xx: Bounce record, Done, spool deleted */
-    QUEUE_DELAYED,   /* held (a suspension): TransientFailure, tried
-                        again after delay_ms, the attempt is not counted */
-};
-
-/* How one delivery attempt ended. Strings are borrowed for the call. */
-struct queue_outcome {
-    enum queue_outcome_kind kind;
-    int code;            /* the response code (0: none, e.g. no connection) */
-    const char *content; /* response text, may start with "x.y.z " */
-    const char *command; /* the command answered, or NULL */
-    const char *site;    /* ready queue name */
-    const char *peer_name, *peer_addr, *source_addr;
-    const char *egress_pool, *egress_source;
-    const char *delivery_protocol; /* "ESMTP", "Maildir" */
-    const char *tls_cipher, *tls_protocol_version;
-    uint64_t delay_ms; /* QUEUE_DELAYED */
-};
-
-/* Egress reports the end of an attempt of m (submitted by the queue). */
+/* The end of an attempt of m (submitted to egress by the queue): egress
+ * reports it through its done callback, which the hub points here. */
 void queue_attempt_done(struct queue_mgr *qm, struct message *m,
-                        const struct queue_outcome *o);
+                        const struct egress_outcome *o);
 
 /* Admin actions on one queued message (id); false if it is not waiting
  * in a scheduled queue (absent, or being delivered right now). */

@@ -89,7 +89,7 @@ smtp_server_log_rejection(struct smtp_server_session *s, int code,
         ev.tls_cipher = tls_conn_cipher(s->tls);
         ev.tls_protocol_version = tls_conn_version(s->tls);
     }
-    kumod_log(s->kd, &ev);
+    logrec_set_write(&s->kd->logs, &ev);
 }
 
 void

@@ -135,7 +135,7 @@ smtp_server_txn_log_reception(struct smtp_server_session *s, struct message *m)
         ev.tls_cipher = tls_conn_cipher(s->tls);
         ev.tls_protocol_version = tls_conn_version(s->tls);
     }
-    kumod_log(s->kd, &ev);
+    logrec_set_write(&s->kd->logs, &ev);
 }
 
 /* Back to reading commands after the final reply of a transaction. */
