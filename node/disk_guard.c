@@ -9,7 +9,9 @@
  *     leadership to another voter and stops with exit status 1; its queued
  *     messages fail over to their replicas. A single node keeps running and
  *     keeps answering 452: there is nobody to hand the work to.
- * Loop thread only. */
+ * Owns its timer, its marks and its state. Loop thread only. */
+#include "disk_guard.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,6 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
-#include "kumod.h"
 #include "spool.h"
 
 #define DISK_GUARD_PERIOD_MS   1000
@@ -25,8 +26,19 @@
 /* After handing leadership away, stop this much later at most. */
 #define DISK_GUARD_STOP_DELAY_MS 2000
 
+struct disk_guard {
+    struct disk_guard_deps d;
+    uv_timer_t timer;
+    bool low;      /* below the soft mark: 452 to new mail */
+    bool critical; /* below the hard mark: stopping */
+    bool closing;
+    double free_pct;
+    uint64_t free_bytes;
+};
+
 int
-kumod_disk_parse_mark(struct kumod *kd, const char *s, char *err, size_t errlen)
+disk_guard_parse_mark(const char *s, struct disk_mark *out, char *err,
+                      size_t errlen)
 {
     size_t n = strlen(s);
     uint64_t bytes;
@@ -39,8 +51,8 @@ kumod_disk_parse_mark(struct kumod *kd, const char *s, char *err, size_t errlen)
                      s);
             return KM_ECONFIG;
         }
-        kd->min_free_pct = pct;
-        kd->min_free_bytes = 0;
+        out->pct = pct;
+        out->bytes = 0;
         return 0;
     }
     if (km_parse_size(s, &bytes) != 0) {
@@ -50,43 +62,43 @@ kumod_disk_parse_mark(struct kumod *kd, const char *s, char *err, size_t errlen)
                  s);
         return KM_ECONFIG;
     }
-    kd->min_free_bytes = bytes;
-    kd->min_free_pct = 0.0;
+    out->bytes = bytes;
+    out->pct = 0.0;
     return 0;
 }
 
 static bool
-kumod_disk_below(const struct kumod *kd, double fraction)
+disk_guard_below(const struct disk_guard *g, double fraction)
 {
-    if (kd->min_free_bytes > 0) {
-        return (double)kd->disk_free_bytes <
-               (double)kd->min_free_bytes * fraction;
+    if (g->d.mark.bytes > 0) {
+        return (double)g->free_bytes < (double)g->d.mark.bytes * fraction;
     }
-    return kd->disk_free_pct < kd->min_free_pct * fraction;
+    return g->free_pct < g->d.mark.pct * fraction;
 }
 
 static void
-kumod_disk_on_stop_timer(uv_timer_t *t)
+disk_guard_on_stop_timer(uv_timer_t *t)
 {
-    kumod_request_shutdown(t->data);
+    struct disk_guard *g = t->data;
+
+    g->d.on_critical(g->d.arg);
 }
 
 static void
-kumod_disk_on_timer(uv_timer_t *t)
+disk_guard_on_timer(uv_timer_t *t)
 {
-    struct kumod *kd = t->data;
+    struct disk_guard *g = t->data;
     uint64_t bytes = 0;
     double pct = 0.0;
 
-    if (kd->data_spool == NULL || kumod_is_stopping(kd) ||
-        spool_free_space(kd->data_spool, &bytes, &pct) != 0) {
+    if (g->closing || spool_free_space(g->d.data, &bytes, &pct) != 0) {
         return;
     }
-    kd->disk_free_bytes = bytes;
-    kd->disk_free_pct = pct;
-    bool low = kumod_disk_below(kd, 1.0);
-    if (low != kd->disk_low) {
-        kd->disk_low = low;
+    g->free_bytes = bytes;
+    g->free_pct = pct;
+    bool low = disk_guard_below(g, 1.0);
+    if (low != g->low) {
+        g->low = low;
         if (low) {
             LOG_WARN("kumod: data spool: %.1f%% (%llu bytes) free, below the "
                      "soft mark: new mail gets 452",
@@ -95,50 +107,73 @@ kumod_disk_on_timer(uv_timer_t *t)
             LOG_INFO("kumod: data spool: %.1f%% free again: accepting mail",
                      pct);
         }
+        g->d.on_low(g->d.arg, low);
     }
-    if (!kumod_disk_below(kd, 1.0 / 3.0) || kd->disk_critical ||
-        kd->n_cluster_peers <= 1) {
+    if (!disk_guard_below(g, 1.0 / 3.0) || g->critical ||
+        !cluster_is_group(g->d.cluster)) {
         return;
     }
-    kd->disk_critical = true;
+    g->critical = true;
     LOG_ERROR("kumod: data spool: %.1f%% free, below the hard mark: handing "
               "leadership away and stopping",
               pct);
-    if (kd->cluster != NULL && cluster_is_leader(kd->cluster)) {
-        int rv = cluster_hand_off(kd->cluster);
+    if (cluster_is_leader(g->d.cluster)) {
+        int rv = cluster_hand_off(g->d.cluster);
         if (rv != 0) {
             LOG_WARN("kumod: leadership transfer: %s", km_strerror(rv));
         }
     }
-    kd->exit_status = 1;
     /* Give the transfer a moment; raft's own I/O error path stops the
      * node anyway if the disk fills first. */
-    uv_timer_stop(&kd->disk_timer);
-    uv_timer_start(&kd->disk_timer, kumod_disk_on_stop_timer,
+    uv_timer_stop(&g->timer);
+    uv_timer_start(&g->timer, disk_guard_on_stop_timer,
                    DISK_GUARD_STOP_DELAY_MS, 0);
 }
 
 void
-kumod_disk_start(struct kumod *kd)
+disk_guard_open(const struct disk_guard_deps *d, struct disk_guard **out)
 {
-    if (kd->min_free_pct == 0.0 && kd->min_free_bytes == 0) {
-        kd->min_free_pct = DISK_GUARD_DEFAULT_PCT;
+    struct disk_guard *g = km_calloc(1, sizeof(*g));
+
+    g->d = *d;
+    if (g->d.mark.pct == 0.0 && g->d.mark.bytes == 0) {
+        g->d.mark.pct = DISK_GUARD_DEFAULT_PCT;
     }
-    uv_timer_init(kd->loop, &kd->disk_timer);
-    kd->disk_timer.data = kd;
-    kd->disk_timer_open = true;
-    kumod_disk_on_timer(&kd->disk_timer);
-    uv_timer_start(&kd->disk_timer, kumod_disk_on_timer, DISK_GUARD_PERIOD_MS,
+    uv_timer_init(d->loop, &g->timer);
+    g->timer.data = g;
+    *out = g;
+    disk_guard_on_timer(&g->timer);
+    uv_timer_start(&g->timer, disk_guard_on_timer, DISK_GUARD_PERIOD_MS,
                    DISK_GUARD_PERIOD_MS);
 }
 
-void
-kumod_disk_stop(struct kumod *kd)
+bool
+disk_guard_is_low(const struct disk_guard *g)
 {
-    if (!kd->disk_timer_open) {
+    return g != NULL && g->low;
+}
+
+void
+disk_guard_stop(struct disk_guard *g)
+{
+    if (g != NULL && !g->closing) {
+        uv_timer_stop(&g->timer);
+    }
+}
+
+static void
+disk_guard_on_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void
+disk_guard_close(struct disk_guard *g)
+{
+    if (g == NULL || g->closing) {
         return;
     }
-    kd->disk_timer_open = false;
-    uv_timer_stop(&kd->disk_timer);
-    uv_close((uv_handle_t *)&kd->disk_timer, NULL);
+    g->closing = true;
+    uv_timer_stop(&g->timer);
+    uv_close((uv_handle_t *)&g->timer, disk_guard_on_closed);
 }

@@ -985,7 +985,7 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
     char err[600];
     int status;
 
-    if (h->kd->disk_low) {
+    if (disk_guard_is_low(h->kd->guard)) {
         /* As SMTP's 452 4.3.1 at RCPT: nothing is taken in below the
          * spool's min_free_space (disk_guard.c). */
         http_api_reply_error(req, 503,

@@ -600,6 +600,25 @@ kumod_policy_checksum(struct kumod *kd)
     buf_fini(&text);
 }
 
+/* The data spool crossed its soft mark. Listeners and StoreBody ask
+ * disk_guard_is_low() for now. */
+static void
+kumod_on_disk_low(void *arg, bool low)
+{
+    (void)arg;
+    (void)low;
+}
+
+/* Below the hard mark in a group, leadership handed away. */
+static void
+kumod_on_disk_critical(void *arg)
+{
+    struct kumod *kd = arg;
+
+    kd->exit_status = 1;
+    kumod_request_shutdown(kd);
+}
+
 /* Egress reports the end of an attempt: back up to the queue. */
 static void
 kumod_on_egress_done(void *arg, struct message *m,
@@ -694,7 +713,6 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         free(state_dir);
         return rv;
     }
-    kumod_disk_start(kd);
 
     struct cluster_config cc;
     struct cluster_host ch;
@@ -751,6 +769,16 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
                  km_strerror(rv));
         return rv;
     }
+    struct disk_guard_deps gd = {
+        .loop = kd->loop,
+        .data = kd->data_spool,
+        .cluster = kd->cluster,
+        .mark = kd->disk_mark,
+        .on_low = kumod_on_disk_low,
+        .on_critical = kumod_on_disk_critical,
+        .arg = kd,
+    };
+    disk_guard_open(&gd, &kd->guard);
     rv = kumod_open_pipeline(kd);
     if (rv != 0) {
         snprintf(err, errlen, "cannot start delivery (DNS resolver): %s",
@@ -845,7 +873,8 @@ kumod_on_listeners_closed(void *arg)
 static void
 kumod_close_all(struct kumod *kd)
 {
-    kumod_disk_stop(kd);
+    disk_guard_close(kd->guard);
+    kd->guard = NULL;
     uv_timer_stop(&kd->shutdown_timer);
     uv_close((uv_handle_t *)&kd->shutdown_timer, NULL);
     uv_close((uv_handle_t *)&kd->sig_term, NULL);
@@ -909,6 +938,7 @@ kumod_request_shutdown(struct kumod *kd)
                  "interrupting now risks duplicate deliveries");
     }
     kd->state = KUMOD_STOPPING;
+    disk_guard_stop(kd->guard);
     if (kd->admin != NULL) {
         admin_set_ready(kd->admin, false);
     }

@@ -16,6 +16,7 @@
 
 #include "base/km_id.h"
 #include "cluster.h"
+#include "disk_guard.h"
 #include "logrec.h"
 
 struct admin;
@@ -98,15 +99,8 @@ struct kumod {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
 
-    /* disk_guard.c: free space of the data spool's file system. */
-    uv_timer_t disk_timer;
-    bool disk_timer_open;
-    bool disk_low;           /* below the soft mark: 452 to new mail */
-    bool disk_critical;      /* below the hard mark: stopping */
-    double min_free_pct;     /* soft mark in percent (default 10) */
-    uint64_t min_free_bytes; /* soft mark in bytes (0: use the percent) */
-    double disk_free_pct;
-    uint64_t disk_free_bytes;
+    struct disk_mark disk_mark;  /* data spool's min_free_space */
+    struct disk_guard *guard;    /* watches the data spool's free space */
     uint64_t shutdown_started_ms;
     size_t closing; /* objects whose close callback is still to come */
     size_t inflight_ingests;
@@ -166,17 +160,6 @@ void kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
 
 /* Begin a graceful shutdown (signals call this). */
 void kumod_request_shutdown(struct kumod *kd);
-
-/* disk_guard.c: check the data spool's free space every second (CLUSTER.md
- * §4.5, §6 D6). Below the soft mark (define_spool min_free_space, default
- * 10%) new mail gets 452 4.3.1 and StoreBody is refused; below the hard
- * mark (a third of the soft one) a node of a group hands leadership away
- * and stops with exit status 1. */
-void kumod_disk_start(struct kumod *kd);
-void kumod_disk_stop(struct kumod *kd);
-/* Parse a min_free_space value ("10%" or a size) into kd. */
-int kumod_disk_parse_mark(struct kumod *kd, const char *s, char *err,
-                          size_t errlen);
 
 /* kumod_repl.c: restore the replication factor after a failover
  * (CLUSTER.md §4.6): copy the bodies of under-replicated messages of the

@@ -97,7 +97,7 @@ kumod_body_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
         cluster_body_reply(r, KM_EAGAIN, NULL);
         return;
     }
-    if (kd->disk_low) {
+    if (disk_guard_is_low(kd->guard)) {
         /* Below the free-space soft mark: the sender picks another. */
         cluster_body_reply(r, KM_ENOSPC, NULL);
         return;

@@ -73,7 +73,7 @@ policy_glue_spool(struct kumod *kd, json_t *params, char *err, size_t errlen)
     const char *mfs =
         json_string_value(json_object_get(params, "min_free_space"));
     if (mfs != NULL && strcmp(name, "data") == 0) {
-        int rv = kumod_disk_parse_mark(kd, mfs, err, errlen);
+        int rv = disk_guard_parse_mark(mfs, &kd->disk_mark, err, errlen);
         if (rv != 0) {
             return rv;
         }

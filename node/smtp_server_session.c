@@ -443,7 +443,7 @@ smtp_server_cmd_rcpt(struct smtp_server_session *s, const char *args,
         smtp_server_reply(s, 452, SMTP_SERVER_TXT_TOO_MANY_RCPT, line);
         goto out;
     }
-    if (s->kd->disk_low) {
+    if (disk_guard_is_low(s->kd->guard)) {
         /* CLUSTER.md §4.5: below the spool's free-space mark. */
         smtp_server_reply(s, 452, "4.3.1 insufficient system storage", line);
         goto out;
