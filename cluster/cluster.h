@@ -229,6 +229,10 @@ void cluster_foreach_member(const struct cluster *c,
                                        const struct cluster_member *m),
                             void *arg);
 
+/* The ids of the peers configure_cluster listed (this node included), at
+ * most max; 0 for a node without peers. */
+size_t cluster_configured_peers(const struct cluster *c, uint64_t *out,
+                                size_t max);
 /* This node's raft id. */
 uint64_t cluster_self_id(const struct cluster *c);
 /* The cluster-scoped settings in force: the committed ones, else the

@@ -778,6 +778,17 @@ cluster_is_group(const struct cluster *c)
     return c != NULL && c->cfg.n_peers > 1 && c->link != NULL;
 }
 
+size_t
+cluster_configured_peers(const struct cluster *c, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < c->cfg.n_peers && n < max; i++) {
+        out[n++] = c->cfg.peers[i].id;
+    }
+    return n;
+}
+
 static int
 cluster_raft_open_link(struct cluster *c)
 {

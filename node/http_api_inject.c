@@ -3,7 +3,7 @@
  * render (global substitutions, the recipient's, email, name, to_header),
  * build the RFC 5322 message (raw content as is, or a MIME message from
  * the builder form), run http_message_generated, and hand the accepted
- * ones to kumod_ingest(). The parser and builder are pure (unit tested);
+ * ones to ingest_submit(). The parser and builder are pure (unit tested);
  * no gzip bodies, no deferred_generation. Loop thread only. */
 #include "http_api_int.h"
 
@@ -15,6 +15,7 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "ingest.h"
 #include "kumod.h"
 #include "logrec.h"
 #include "message.h"
@@ -812,7 +813,7 @@ http_api_inject_build(const struct http_api_inject *inj, size_t i,
 
 /* The request */
 
-/* State carried to the kumod_ingest() callback. */
+/* State carried to the ingest_submit() callback. */
 struct http_api_inject_op {
     struct http_api *h;
     struct http_req *req;
@@ -849,7 +850,7 @@ http_api_inject_on_ingest(void *arg, int status)
     struct http_api *h = op->h;
 
     if (status == 0) {
-        /* kumod_ingest counts total_messages_received. */
+        /* ingest counts total_messages_received. */
         http_api_inject_reply(op, 200, op->n_ok);
     } else {
         LOG_WARN("http_api: %s: inject of %zu messages failed: %s",
@@ -864,28 +865,9 @@ http_api_inject_on_ingest(void *arg, int status)
     http_api_op_done(h);
 }
 
-static void
-http_api_inject_log_reception(struct http_api *h, struct message *m,
-                              const char *peer)
-{
-    struct logrec_event ev;
-
-    memset(&ev, 0, sizeof(ev));
-    ev.type = "Reception";
-    ev.msg = m;
-    ev.site = "";
-    ev.code = 250;
-    ev.content = "";
-    ev.peer_name = "";
-    ev.peer_addr = peer;
-    ev.reception_protocol = "HTTP";
-    logrec_set_write(&h->kd->logs, &ev);
-}
-
 /* Build, run http_message_generated on, and keep (msgs[*n]) recipient i's
- * message; a failure is recorded in op. Returns the number of messages
- * consumed into the black hole (the "null" queue): 0 or 1. */
-static size_t
+ * message; a failure is recorded in op. */
+static void
 http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
                     const struct http_api_inject *inj, size_t i,
                     json_t *auth_info, const char *http_auth,
@@ -898,7 +880,6 @@ http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
     struct policy_arg args[2];
     struct policy_result res;
     struct message *m;
-    const char *queue;
     int rv;
 
     kumod_new_id(h->kd, id);
@@ -912,7 +893,7 @@ http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
         json_array_append_new(op->failed, json_string(rcpt));
         json_array_append_new(op->errors,
                               json_sprintf("%s: %s", rcpt, km_strerror(rv)));
-        return 0;
+        return;
     }
     http_api_inject_build(inj, i, id, h->hostname, km_now_wall_ms(),
                           message_data(m));
@@ -939,17 +920,10 @@ http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
         }
         policy_result_fini(&res);
         message_unref(m);
-        return 0;
+        return;
     }
     policy_result_fini(&res);
-    queue = message_meta_str(m, "queue");
-    if (queue != NULL && strcmp(queue, "null") == 0) {
-        http_api_inject_log_reception(h, m, op->req->peer_ip);
-        message_unref(m);
-        return 1;
-    }
     msgs[(*n)++] = m;
-    return 0;
 }
 
 static json_t *
@@ -977,11 +951,11 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
 {
     struct http_api_inject_op *op;
     struct http_api_inject *inj;
-    struct kumod_ingest_info info;
+    struct ingest_peer peer;
     struct message **msgs;
     json_error_t jerr;
     json_t *body, *auth_info;
-    size_t n = 0, black_holed = 0, total;
+    size_t n = 0, total;
     char err[600];
     int status;
 
@@ -1014,29 +988,30 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
     auth_info = http_api_inject_auth_info(auth);
     msgs = km_calloc(total, sizeof(*msgs));
     for (size_t i = 0; i < total; i++) {
-        black_holed += http_api_inject_one(
-            h, op, inj, i, auth_info,
-            auth->authenticated ? auth->user : req->peer_ip, msgs, &n);
+        http_api_inject_one(h, op, inj, i, auth_info,
+                            auth->authenticated ? auth->user : req->peer_ip,
+                            msgs, &n);
     }
     json_decref(auth_info);
     http_api_inject_free(inj);
     op->n_ok = n;
     if (n == 0) {
-        http_api_inject_reply(op, 200, black_holed);
+        http_api_inject_reply(op, 200, 0);
         op->req = NULL;
         http_api_inject_op_free(op);
         free(msgs);
         return false;
     }
-    memset(&info, 0, sizeof(info));
-    info.reception_protocol = "HTTP";
-    info.peer_name = "";
-    info.peer_addr = req->peer_ip;
-    op->n_ok = n + black_holed;
+    memset(&peer, 0, sizeof(peer));
+    peer.reception_protocol = "HTTP";
+    peer.peer_name = "";
+    peer.peer_addr = req->peer_ip;
     h->pending_ops++;
     /* The request now belongs to op (freed in the callback, which never
-     * runs before kumod_ingest returns). */
-    kumod_ingest(h->kd, msgs, n, &info, http_api_inject_on_ingest, op);
+     * runs before ingest_submit returns). What becomes of each message
+     * (the null queue too) is ingest's business. */
+    ingest_submit(h->kd->ingest, msgs, NULL, n, &peer,
+                  http_api_inject_on_ingest, op);
     for (size_t i = 0; i < n; i++) {
         message_unref(msgs[i]);
     }

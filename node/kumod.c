@@ -24,6 +24,7 @@
 #include "cluster.h"
 #include "egress.h"
 #include "http_api.h"
+#include "ingest.h"
 #include "kumod_body.h"
 #include "logrec.h"
 #include "message.h"
@@ -51,6 +52,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     kd->log_configs = json_array();
     metrics_new(&kd->metrics);
     admin_rules_new(&kd->rules);
+    ingest_new(&kd->ingest);
 }
 
 bool
@@ -676,6 +678,16 @@ kumod_open_pipeline(struct kumod *kd)
         .rules = kd->rules,
     };
     admin_new(&ad, &kd->admin);
+    struct ingest_deps ind = {
+        .loop = kd->loop,
+        .cluster = kd->cluster,
+        .data = kd->data_spool,
+        .meta = kd->meta_spool,
+        .queues = kd->queues,
+        .metrics = kd->metrics,
+        .logs = &kd->logs,
+    };
+    ingest_open(kd->ingest, &ind);
     return 0;
 }
 
@@ -905,7 +917,7 @@ kumod_on_shutdown_poll(uv_timer_t *t)
     for (size_t i = 0; i < kd->n_listeners; i++) {
         sessions += smtp_server_session_count(kd->listeners[i]);
     }
-    if (kd->inflight_ingests > 0) {
+    if (kd->inflight_body_ops > 0 || ingest_inflight(kd->ingest) > 0) {
         return; /* accepted mail is always finished first */
     }
     /* Deliveries in flight finish, and their Done records commit, within
@@ -945,6 +957,7 @@ kumod_request_shutdown(struct kumod *kd)
     if (kd->queues != NULL) {
         queue_mgr_stop(kd->queues);
     }
+    ingest_stop(kd->ingest);
     kumod_repl_stop(kd);
     kd->shutdown_started_ms = km_now_mono_ms();
     for (size_t i = 0; i < kd->n_listeners; i++) {
@@ -992,6 +1005,7 @@ kumod_fini(struct kumod *kd)
         queue_mgr_free(kd->queues);
     }
     admin_free(kd->admin);
+    ingest_free(kd->ingest);
     admin_rules_free(kd->rules);
     metrics_free(kd->metrics);
     policy_free(kd->policy);

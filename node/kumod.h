@@ -25,6 +25,7 @@ struct metrics;
 struct cluster;
 struct cluster_peer;
 struct http_api;
+struct ingest;
 struct egress_mgr;
 struct kumod_repl;
 struct logrec;
@@ -93,6 +94,7 @@ struct kumod {
     struct egress_mgr *egress;
     struct admin_rules *rules; /* the active admin rules */
     struct admin *admin;       /* adds, cancels and applies them */
+    struct ingest *ingest;     /* the way in, for SMTP and HTTP */
     struct metrics *metrics;   /* counters for /metrics */
     struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
 
@@ -103,7 +105,7 @@ struct kumod {
     struct disk_guard *guard;    /* watches the data spool's free space */
     uint64_t shutdown_started_ms;
     size_t closing; /* objects whose close callback is still to come */
-    size_t inflight_ingests;
+    size_t inflight_body_ops;
     size_t recovered;
     int exit_status;
 };
@@ -135,29 +137,6 @@ bool kumod_is_stopping(const struct kumod *kd);
 /* A new spool id. */
 void kumod_new_id(struct kumod *kd, char out[KM_ID_HEX_LEN + 1]);
 
-/* status 0: every message is durable and queued, Reception logged.
- * Otherwise KM_ESPOOL, KM_ENOQUORUM, KM_ECLOSING, KM_ETIMEDOUT: nothing was
- * accepted (already-stored copies are removed). */
-typedef void (*kumod_ingest_cb)(void *arg, int status);
-
-/* Make `msgs` durable and queue them. Takes a reference to each message.
- * `reception_protocol` ("ESMTP", "HTTP") and the peer fields go into the
- * Reception records. `cb` runs exactly once, on the loop thread, never
- * before this returns. */
-struct kumod_ingest_info {
-    const char *reception_protocol;
-    const char *peer_name; /* EHLO name */
-    const char *peer_addr; /* client IP */
-    const char *source_addr;
-    const char *session_id;
-    const char *tls_cipher, *tls_protocol_version;
-    uint64_t timeout_ms; /* data_processing_timeout; 0 = 5 min */
-};
-
-void kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
-                  const struct kumod_ingest_info *info, kumod_ingest_cb cb,
-                  void *arg);
-
 /* Begin a graceful shutdown (signals call this). */
 void kumod_request_shutdown(struct kumod *kd);
 
@@ -171,7 +150,7 @@ void kumod_repl_start(struct kumod *kd);
 /* Run a round soon (this node took over a shard). */
 void kumod_repl_kick(struct kumod *kd);
 /* Stop starting rounds (shutdown). Copies in flight still count in
- * inflight_ingests until answered; commits in flight end with the
+ * inflight_body_ops until answered; commits in flight end with the
  * cluster. */
 void kumod_repl_stop(struct kumod *kd);
 #endif /* KUMO_KUMOD_H */

@@ -33,7 +33,7 @@ kumod_body_in_group(const struct kumod *kd)
 }
 
 /* A StoreBody being written: two synced puts, then the answer. Counted in
- * inflight_ingests so that shutdown waits for the answer (the cluster and
+ * inflight_body_ops so that shutdown waits for the answer (the cluster and
  * its link close only after that). */
 struct kumod_body_store {
     struct kumod *kd;
@@ -61,8 +61,8 @@ kumod_body_on_body_spooled(void *arg, int status)
     cluster_body_reply(
         st->r, st->status == KM_ENOSPC || st->status == 0 ? st->status : KM_EIO,
         NULL);
-    KM_ASSERT(st->kd->inflight_ingests > 0);
-    st->kd->inflight_ingests--;
+    KM_ASSERT(st->kd->inflight_body_ops > 0);
+    st->kd->inflight_body_ops--;
     free(st);
 }
 
@@ -106,7 +106,7 @@ kumod_body_on_store_body(void *ctx, uint64_t from, const struct cluster_body *b,
     st->kd = kd;
     st->r = r;
     st->pending = 2;
-    kd->inflight_ingests++;
+    kd->inflight_body_ops++;
     kumod_body_put_body(kd, b, kumod_body_on_body_spooled, st, &st->status);
 }
 
@@ -211,8 +211,8 @@ kumod_body_fetch_on_closed(uv_handle_t *h)
 static void
 kumod_body_fetch_end(struct kumod_body_fetch *f)
 {
-    KM_ASSERT(f->kd->inflight_ingests > 0);
-    f->kd->inflight_ingests--;
+    KM_ASSERT(f->kd->inflight_body_ops > 0);
+    f->kd->inflight_body_ops--;
     if (f->retry_open) {
         uv_close((uv_handle_t *)&f->retry, kumod_body_fetch_on_closed);
     } else {
@@ -372,7 +372,7 @@ kumod_body_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
     f->min_due_ms = min_due_ms;
     f->status = KM_ENOENT;
     kumod_body_fetch_plan(f, cm);
-    kd->inflight_ingests++;
+    kd->inflight_body_ops++;
     kumod_body_fetch_next(f);
 }
 

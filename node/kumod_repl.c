@@ -196,9 +196,9 @@ kumod_repl_on_copied(void *arg, int status)
     struct kumod_repl_copy *cp = arg;
     struct kumod_repl *r = cp->r;
 
-    KM_ASSERT(r->copies > 0 && r->kd->inflight_ingests > 0);
+    KM_ASSERT(r->copies > 0 && r->kd->inflight_body_ops > 0);
     r->copies--;
-    r->kd->inflight_ingests--;
+    r->kd->inflight_body_ops--;
     if (status == 0) {
         kumod_repl_batch_add(r, cp->shard, cp->node, cp->id);
     } else if (!r->stopping) {
@@ -278,7 +278,7 @@ kumod_repl_visit(void *arg, const struct cluster_replica_need *need)
     }
     r->copies++;
     r->refs++;
-    kd->inflight_ingests++; /* shutdown waits for the answer */
+    kd->inflight_body_ops++; /* shutdown waits for the answer */
 out:
     buf_fini(&meta);
     buf_fini(&data);

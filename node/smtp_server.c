@@ -4,7 +4,7 @@
  * STARTTLS has completed), Rejection records for 4xx/5xx replies, and the
  * shutdown / close sequence. The command state machine lives in
  * smtp_server_session.c, the end of DATA in smtp_server_txn.c. A session
- * is freed only from its close callbacks, once no kumod_ingest() callback
+ * is freed only from its close callbacks, once no ingest_submit() callback
  * is pending (refs). Loop thread only. */
 #include "smtp_server.h"
 
@@ -758,7 +758,7 @@ smtp_server_close(struct smtp_server *srv, smtp_server_close_cb cb, void *arg)
             smtp_server_reply(s, 421, text, NULL);
             smtp_server_flush(s);
         }
-        /* Close now: a pending kumod_ingest keeps the session memory (refs)
+        /* Close now: a pending ingest keeps the session memory (refs)
          * but it no longer refers to srv once detached. */
         smtp_server_session_close_now(s);
     }

@@ -3,7 +3,7 @@
  * MAIL, RCPT (with the relay decision and the listener_domain lookups),
  * DATA, RSET, NOOP, QUIT, STARTTLS and AUTH PLAIN, each with its policy
  * hook. Commands are taken from the read buffer in order (pipelining);
- * processing pauses while a message waits for kumod_ingest. Never logs
+ * processing pauses while a message waits for ingest_submit. Never logs
  * AUTH data or message bodies. Loop thread only. */
 #include "smtp_server_int.h"
 

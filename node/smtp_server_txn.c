@@ -2,9 +2,8 @@
  * verdict, build one message per recipient (Received: header + the bytes,
  * meta = a copy of the connection metadata), run
  * smtp_server_message_received for each, add the X-KumoRef supplemental
- * trace header, log Reception for messages that are dropped ("null"
- * queue, not relayed) and hand the rest to kumod_ingest(), whose callback
- * sends the final reply. Loop thread only. */
+ * trace header, and hand them all, with the listener's relay verdicts, to
+ * ingest_submit(), whose callback sends the final reply. Loop thread only. */
 #include "smtp_server_int.h"
 
 #include <stdio.h>
@@ -14,13 +13,14 @@
 
 #include "base/km.h"
 #include "base/log.h"
+#include "ingest.h"
 #include "kumod.h"
 #include "logrec.h"
 #include "message.h"
 #include "policy.h"
 #include "tls.h"
 
-/* State carried to the kumod_ingest() callback. */
+/* State carried to the ingest_submit() callback. */
 struct smtp_server_ingest {
     struct smtp_server_session *s;
     struct buf ids;
@@ -114,28 +114,6 @@ smtp_server_txn_supplemental(struct smtp_server_session *s, struct message *m)
     buf_splice(message_data(m), 0, 0, hdr.data, hdr.len);
     buf_fini(&hdr);
     buf_fini(&b64);
-}
-
-static void
-smtp_server_txn_log_reception(struct smtp_server_session *s, struct message *m)
-{
-    struct logrec_event ev;
-
-    memset(&ev, 0, sizeof(ev));
-    ev.type = "Reception";
-    ev.msg = m;
-    ev.site = "";
-    ev.code = 250;
-    ev.content = "";
-    ev.peer_name = s->ehlo_domain != NULL ? s->ehlo_domain : "";
-    ev.peer_addr = s->peer_ip;
-    ev.session_id = s->session_id;
-    ev.reception_protocol = "ESMTP";
-    if (s->tls_active) {
-        ev.tls_cipher = tls_conn_cipher(s->tls);
-        ev.tls_protocol_version = tls_conn_version(s->tls);
-    }
-    logrec_set_write(&s->kd->logs, &ev);
 }
 
 /* Back to reading commands after the final reply of a transaction. */
@@ -271,11 +249,10 @@ smtp_server_txn_finish_data(struct smtp_server_session *s)
 {
     const struct smtp_server_config *cfg = smtp_server_session_cfg(s);
     struct message **msgs;
-    struct message **relayed;
+    enum ingest_verdict *verdict;
     struct smtp_server_ingest *ing;
-    struct kumod_ingest_info info;
-    size_t n = s->n_rcpts, n_relayed = 0;
-    bool black_holed = false;
+    struct ingest_peer peer;
+    size_t n = s->n_rcpts;
     struct buf ids = BUF_INIT;
     char text[600];
 
@@ -298,10 +275,9 @@ smtp_server_txn_finish_data(struct smtp_server_session *s)
     }
     /* The body now lives in the messages. */
     smtp_server_data_fini(&s->data);
-    relayed = km_calloc(n, sizeof(*relayed));
+    verdict = km_calloc(n, sizeof(*verdict));
     for (size_t i = 0; i < n; i++) {
         struct message *m = msgs[i];
-        const char *queue = message_meta_str(m, "queue");
         bool relay, accept;
 
         if (cfg->supplemental_header) {
@@ -311,52 +287,42 @@ smtp_server_txn_finish_data(struct smtp_server_session *s)
         if (smtp_server_session_check_relay(s, message_sender(m),
                                             message_recipient(m), "DATA",
                                             &relay, &accept) != 0) {
-            goto err_after_relayed;
+            goto err_after_verdict;
         }
         buf_appendf(&ids, "%s%s", ids.len > 0 ? " " : "", message_id(m));
-        if (queue != NULL && strcmp(queue, "null") == 0) {
-            black_holed = true;
-            smtp_server_txn_log_reception(s, m);
-        } else if (relay) {
-            relayed[n_relayed++] = m;
-        } else {
-            smtp_server_txn_log_reception(s, m);
-        }
+        /* The listener decides only whether it relays; what becomes of
+         * each message (the null queue too) is ingest's business. */
+        verdict[i] = relay ? INGEST_KEEP : INGEST_DROP;
     }
-    if (!black_holed && n_relayed == 0) {
+    if (!ingest_takes_any(msgs, verdict, n)) {
         smtp_server_reply(s, 550, SMTP_SERVER_TXT_RELAY_DATA, "DATA");
-        goto err_after_relayed;
-    }
-    if (n_relayed == 0) {
-        snprintf(text, sizeof(text), "OK ids=%s", buf_cstr(&ids));
-        smtp_server_reply(s, 250, text, NULL);
-        goto err_after_relayed;
+        goto err_after_verdict;
     }
 
     ing = km_calloc(1, sizeof(*ing));
     ing->s = s;
     buf_move(&ing->ids, &ids);
-    memset(&info, 0, sizeof(info));
-    info.reception_protocol = "ESMTP";
-    info.peer_name = s->ehlo_domain != NULL ? s->ehlo_domain : "";
-    info.peer_addr = s->peer_ip;
-    info.session_id = s->session_id;
+    memset(&peer, 0, sizeof(peer));
+    peer.reception_protocol = "ESMTP";
+    peer.peer_name = s->ehlo_domain != NULL ? s->ehlo_domain : "";
+    peer.peer_addr = s->peer_ip;
+    peer.session_id = s->session_id;
     if (s->tls_active) {
-        info.tls_cipher = tls_conn_cipher(s->tls);
-        info.tls_protocol_version = tls_conn_version(s->tls);
+        peer.tls_cipher = tls_conn_cipher(s->tls);
+        peer.tls_protocol_version = tls_conn_version(s->tls);
     }
-    info.timeout_ms = cfg->data_processing_timeout_ms;
+    peer.timeout_ms = cfg->data_processing_timeout_ms;
     s->refs++;
     smtp_server_enter_state(s, SMTP_SERVER_ST_INGEST);
     smtp_server_session_update_io(s);
-    kumod_ingest(s->kd, relayed, n_relayed, &info, smtp_server_txn_on_ingest,
-                 ing);
-    free(relayed);
+    ingest_submit(s->kd->ingest, msgs, verdict, n, &peer,
+                  smtp_server_txn_on_ingest, ing);
+    free(verdict);
     smtp_server_txn_unref_all(msgs, n);
     return;
 
-err_after_relayed:
-    free(relayed);
+err_after_verdict:
+    free(verdict);
     buf_fini(&ids);
     smtp_server_txn_unref_all(msgs, n);
     smtp_server_txn_done(s);

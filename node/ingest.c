@@ -1,4 +1,4 @@
-/* kumod_ingest.c - the accept path shared by SMTP and HTTP reception
+/* ingest.c - the accept path shared by SMTP and HTTP reception
  * (ARCHITECTURE.md §3, CLUSTER.md §4.5): each message's body and envelope
  * are written to the data and meta spools with synced, group-committed
  * writes; then its Enqueue record is committed through Raft; then it is
@@ -6,8 +6,11 @@
  * reply 250. In a multi-node group a replication phase comes between the
  * spool and the commit: StoreBody to other nodes until min_replicas
  * durable copies exist, and the Enqueue lists them; the node queues the
- * message only if it owns its shard. Loop thread only. */
-#include "kumod.h"
+ * message only if it owns its shard. It also owns what reception means
+ * for a message that is not kept (the "null" queue, or accepted but not
+ * relayed: logged and dropped) and the one Reception record builder.
+ * Loop thread only. */
+#include "ingest.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +27,16 @@
 #include "queue.h"
 #include "spool.h"
 
-#define KUMOD_INGEST_DEFAULT_TIMEOUT_MS (5u * 60u * 1000u)
+#define INGEST_DEFAULT_TIMEOUT_MS (5u * 60u * 1000u)
 
 /* Most nodes one message's body is offered to. */
-#define KUMOD_INGEST_MAX_CANDIDATES 16
+#define INGEST_MAX_CANDIDATES 16
 
-struct kumod_ingest;
+struct ingest_op;
 
 /* One message of an ingest: the context of its spool and raft callbacks. */
-struct kumod_ingest_slot {
-    struct kumod_ingest *in;
+struct ingest_slot {
+    struct ingest_op *in;
     struct message *msg;
     int spool_status;
     bool committed;
@@ -42,7 +45,7 @@ struct kumod_ingest_slot {
     uint64_t shard_epoch;
     uint8_t digest[32];
     struct buf meta; /* the meta record, for StoreBody */
-    uint64_t cand[KUMOD_INGEST_MAX_CANDIDATES];
+    uint64_t cand[INGEST_MAX_CANDIDATES];
     size_t n_cand, next_cand;
     uint64_t replicas[CLUSTER_MAX_MSG_REPLICAS]; /* self first */
     size_t n_replicas;
@@ -51,9 +54,16 @@ struct kumod_ingest_slot {
     int last_error;
 };
 
-struct kumod_ingest {
-    struct kumod *kd;
-    struct kumod_ingest_slot *slots;
+struct ingest {
+    struct ingest_deps d;
+    bool opened;   /* ingest_open: the spools and the cluster are there */
+    bool stopping; /* shutdown: offer no more bodies to other nodes */
+    size_t inflight;
+};
+
+struct ingest_op {
+    struct ingest *ig;
+    struct ingest_slot *slots;
     size_t n;
     size_t pending; /* callbacks still to come in the current phase */
     int status;     /* first failure of the current phase */
@@ -62,7 +72,7 @@ struct kumod_ingest {
     bool timer_open;
     uv_timer_t timer;
     uint64_t timeout_ms;
-    kumod_ingest_cb cb;
+    ingest_cb cb;
     void *arg;
     uint64_t replicate_deadline_ms; /* monotonic: accept_timeout */
     /* Copies of the caller's info strings, for the Reception records. */
@@ -70,22 +80,14 @@ struct kumod_ingest {
     char *session_id, *tls_cipher, *tls_protocol_version;
 };
 
-/* A multi-node group: bodies are replicated before the commit. */
-static bool
-kumod_ingest_in_group(const struct kumod *kd)
-{
-    return kd->n_cluster_peers > 1 && kd->link_listen != NULL &&
-           kd->cluster != NULL;
-}
-
 static char *
-kumod_ingest_dup(const char *s)
+ingest_dup(const char *s)
 {
     return s != NULL ? km_strdup(s) : NULL;
 }
 
 static void
-kumod_ingest_free(struct kumod_ingest *in)
+ingest_op_free(struct ingest_op *in)
 {
     for (size_t i = 0; i < in->n; i++) {
         message_unref(in->slots[i].msg);
@@ -103,19 +105,19 @@ kumod_ingest_free(struct kumod_ingest *in)
 }
 
 static void
-kumod_ingest_on_timer_close(uv_handle_t *h)
+ingest_on_timer_close(uv_handle_t *h)
 {
-    struct kumod_ingest *in = h->data;
+    struct ingest_op *in = h->data;
 
     in->timer_open = false;
     if (in->done) {
-        kumod_ingest_free(in);
+        ingest_op_free(in);
     }
 }
 
 /* Tell the caller, once; the ingest itself may go on after a timeout. */
 static void
-kumod_ingest_reply(struct kumod_ingest *in, int status)
+ingest_reply(struct ingest_op *in, int status)
 {
     if (in->replied) {
         return;
@@ -126,24 +128,24 @@ kumod_ingest_reply(struct kumod_ingest *in, int status)
 
 /* The last callback has run: release everything. */
 static void
-kumod_ingest_finish(struct kumod_ingest *in, int status)
+ingest_finish(struct ingest_op *in, int status)
 {
     in->done = true;
-    KM_ASSERT(in->kd->inflight_ingests > 0);
-    in->kd->inflight_ingests--;
-    kumod_ingest_reply(in, status);
+    KM_ASSERT(in->ig->inflight > 0);
+    in->ig->inflight--;
+    ingest_reply(in, status);
     if (in->timer_open) {
         uv_timer_stop(&in->timer);
-        uv_close((uv_handle_t *)&in->timer, kumod_ingest_on_timer_close);
+        uv_close((uv_handle_t *)&in->timer, ingest_on_timer_close);
     } else {
-        kumod_ingest_free(in);
+        ingest_op_free(in);
     }
 }
 
 static void
-kumod_ingest_on_timeout(uv_timer_t *t)
+ingest_on_timeout(uv_timer_t *t)
 {
-    struct kumod_ingest *in = t->data;
+    struct ingest_op *in = t->data;
 
     /* KumoMTA's data_processing_timeout: the client gets its 4xx now; the
      * work in flight completes in the background. A message committed
@@ -152,54 +154,41 @@ kumod_ingest_on_timeout(uv_timer_t *t)
     LOG_WARN("kumod: ingest of %zu message(s): data_processing_timeout "
              "exceeded",
              in->n);
-    kumod_ingest_reply(in, KM_ETIMEDOUT);
+    ingest_reply(in, KM_ETIMEDOUT);
 }
 
-static void
-kumod_ingest_log_reception(struct kumod_ingest *in, struct message *m)
-{
-    char content[64];
-    bool smtp = in->reception_protocol != NULL &&
-                strcmp(in->reception_protocol, "ESMTP") == 0;
-
-    /* As KumoMTA logs it: the reply the message got (the final dot's). */
-    snprintf(content, sizeof(content), "OK ids=%s", message_id(m));
-    struct logrec_event ev = {
-        .type = "Reception",
-        .msg = m,
-        .code = 250,
-        .content = content,
-        .command = smtp ? "." : NULL,
-        .reception_protocol = in->reception_protocol,
-        .peer_name = in->peer_name,
-        .peer_addr = in->peer_addr,
-        .source_addr = in->source_addr,
-        .session_id = in->session_id,
-        .tls_cipher = in->tls_cipher,
-        .tls_protocol_version = in->tls_protocol_version,
-    };
-    logrec_set_write(&in->kd->logs, &ev);
-}
+static void ingest_log_reception(struct ingest *ig,
+                                 const struct ingest_peer *peer,
+                                 struct message *m);
 
 /* Phase 3: every Enqueue has an outcome. Queue the committed ones. */
 static void
-kumod_ingest_committed(struct kumod_ingest *in)
+ingest_committed(struct ingest_op *in)
 {
     size_t ok = 0;
 
     for (size_t i = 0; i < in->n; i++) {
-        struct kumod_ingest_slot *s = &in->slots[i];
+        struct ingest_slot *s = &in->slots[i];
         if (!s->committed) {
             continue;
         }
         /* A committed message is queued even if a sibling failed: the
          * client gets a 4xx and may send it again (at-least-once). */
-        if (!kumod_ingest_in_group(in->kd) ||
-            cluster_owns(in->kd->cluster, s->shard)) {
-            queue_insert(in->kd->queues, s->msg, "Received");
+        if (!cluster_is_group(in->ig->d.cluster) ||
+            cluster_owns(in->ig->d.cluster, s->shard)) {
+            queue_insert(in->ig->d.queues, s->msg, "Received");
         }
-        kumod_ingest_log_reception(in, s->msg);
-        metrics_inc(in->kd->metrics, "total_messages_received",
+        struct ingest_peer peer = {
+            .reception_protocol = in->reception_protocol,
+            .peer_name = in->peer_name,
+            .peer_addr = in->peer_addr,
+            .source_addr = in->source_addr,
+            .session_id = in->session_id,
+            .tls_cipher = in->tls_cipher,
+            .tls_protocol_version = in->tls_protocol_version,
+        };
+        ingest_log_reception(in->ig, &peer, s->msg);
+        metrics_inc(in->ig->d.metrics, "total_messages_received",
                     "total number of messages received", "service",
                     in->reception_protocol != NULL &&
                             strcmp(in->reception_protocol, "HTTP") == 0
@@ -212,14 +201,14 @@ kumod_ingest_committed(struct kumod_ingest *in)
         LOG_WARN("kumod: ingest: %zu of %zu message(s) not committed: %s",
                  in->n - ok, in->n, km_strerror(in->status));
     }
-    kumod_ingest_finish(in, ok == in->n ? 0 : in->status);
+    ingest_finish(in, ok == in->n ? 0 : in->status);
 }
 
 static void
-kumod_ingest_on_commit(void *arg, int status)
+ingest_on_commit(void *arg, int status)
 {
-    struct kumod_ingest_slot *s = arg;
-    struct kumod_ingest *in = s->in;
+    struct ingest_slot *s = arg;
+    struct ingest_op *in = s->in;
 
     if (status == 0) {
         s->committed = true;
@@ -228,18 +217,18 @@ kumod_ingest_on_commit(void *arg, int status)
     }
     KM_ASSERT(in->pending > 0);
     if (--in->pending == 0) {
-        kumod_ingest_committed(in);
+        ingest_committed(in);
     }
 }
 
 /* Phase 2: propose one Enqueue record per message. */
 static void
-kumod_ingest_commit(struct kumod_ingest *in)
+ingest_commit(struct ingest_op *in)
 {
     in->pending = in->n;
     in->status = 0;
     for (size_t i = 0; i < in->n; i++) {
-        struct kumod_ingest_slot *s = &in->slots[i];
+        struct ingest_slot *s = &in->slots[i];
         struct message *m = s->msg;
         const struct buf *data = message_data_c(m);
         struct cluster_msg cm;
@@ -265,7 +254,7 @@ kumod_ingest_commit(struct kumod_ingest *in)
             SHA256((const unsigned char *)buf_cstr(data), data->len, cm.digest);
         }
         int rv =
-            cluster_enqueue(in->kd->cluster, &cm, kumod_ingest_on_commit, s);
+            cluster_enqueue(in->ig->d.cluster, &cm, ingest_on_commit, s);
         if (rv != 0) {
             if (in->status == 0) {
                 in->status = rv;
@@ -274,37 +263,37 @@ kumod_ingest_commit(struct kumod_ingest *in)
         }
     }
     if (in->pending == 0) {
-        kumod_ingest_committed(in);
+        ingest_committed(in);
     }
 }
 
 /* Remove every local copy: nothing of this ingest will be committed. */
 static void
-kumod_ingest_discard(struct kumod_ingest *in)
+ingest_discard(struct ingest_op *in)
 {
     for (size_t i = 0; i < in->n; i++) {
         const char *id = message_id(in->slots[i].msg);
-        (void)spool_delete(in->kd->data_spool, id, NULL, NULL);
-        (void)spool_delete(in->kd->meta_spool, id, NULL, NULL);
+        (void)spool_delete(in->ig->d.data, id, NULL, NULL);
+        (void)spool_delete(in->ig->d.meta, id, NULL, NULL);
     }
 }
 
 /* The routing domain that names the message's scheduled queue. */
 static const char *
-kumod_ingest_routing_domain(struct message *m)
+ingest_routing_domain(struct message *m)
 {
     const char *rd = message_meta_str(m, "routing_domain");
 
     return rd != NULL ? rd : message_recipient_domain(m);
 }
 
-static void kumod_ingest_store_next(struct kumod_ingest_slot *s);
+static void ingest_store_next(struct ingest_slot *s);
 
 /* One slot has its copies, or has run out of candidates. */
 static void
-kumod_ingest_slot_settled(struct kumod_ingest_slot *s)
+ingest_slot_settled(struct ingest_slot *s)
 {
-    struct kumod_ingest *in = s->in;
+    struct ingest_op *in = s->in;
 
     if (s->needed > 0 && in->status == 0) {
         in->status = KM_ENOQUORUM;
@@ -316,24 +305,24 @@ kumod_ingest_slot_settled(struct kumod_ingest_slot *s)
         return;
     }
     if (in->status != 0) {
-        kumod_ingest_discard(in);
-        kumod_ingest_finish(in, in->status);
+        ingest_discard(in);
+        ingest_finish(in, in->status);
         return;
     }
-    kumod_ingest_commit(in);
+    ingest_commit(in);
 }
 
 /* The context of one StoreBody: which node it went to. */
-struct kumod_ingest_store {
-    struct kumod_ingest_slot *s;
+struct ingest_store {
+    struct ingest_slot *s;
     uint64_t node;
 };
 
 static void
-kumod_ingest_on_store_reply(void *arg, int status)
+ingest_on_store_reply(void *arg, int status)
 {
-    struct kumod_ingest_store *st = arg;
-    struct kumod_ingest_slot *s = st->s;
+    struct ingest_store *st = arg;
+    struct ingest_slot *s = st->s;
     uint64_t node = st->node;
 
     free(st);
@@ -349,21 +338,21 @@ kumod_ingest_on_store_reply(void *arg, int status)
                   km_strerror(status));
         s->last_error = status;
     }
-    kumod_ingest_store_next(s);
+    ingest_store_next(s);
 }
 
 /* Keep `needed` StoreBody requests in flight while candidates remain and
  * accept_timeout has not passed; settle the slot when nothing is left. */
 static void
-kumod_ingest_store_next(struct kumod_ingest_slot *s)
+ingest_store_next(struct ingest_slot *s)
 {
-    struct kumod_ingest *in = s->in;
+    struct ingest_op *in = s->in;
     const struct buf *data = message_data_c(s->msg);
 
     while (s->needed > s->inflight && s->next_cand < s->n_cand &&
            km_now_mono_ms() < in->replicate_deadline_ms &&
-           !kumod_is_stopping(in->kd)) {
-        struct kumod_ingest_store *st = km_calloc(1, sizeof(*st));
+           !in->ig->stopping) {
+        struct ingest_store *st = km_calloc(1, sizeof(*st));
         struct cluster_body b;
         int rv;
 
@@ -379,9 +368,9 @@ kumod_ingest_store_next(struct kumod_ingest_slot *s)
         st->node = s->cand[s->next_cand++];
         /* Stop waiting for this copy when accept_timeout runs out. */
         uint64_t left = in->replicate_deadline_ms - km_now_mono_ms();
-        rv = cluster_store_body(in->kd->cluster, st->node, &b,
+        rv = cluster_store_body(in->ig->d.cluster, st->node, &b,
                                 left < UINT32_MAX ? (uint32_t)left : 0,
-                                kumod_ingest_on_store_reply, st);
+                                ingest_on_store_reply, st);
         if (rv != 0) {
             s->last_error = rv;
             free(st);
@@ -390,15 +379,15 @@ kumod_ingest_store_next(struct kumod_ingest_slot *s)
         s->inflight++;
     }
     if (s->inflight == 0) {
-        kumod_ingest_slot_settled(s);
+        ingest_slot_settled(s);
     }
 }
 
 /* Add `node` to the candidates unless it is this node or already there. */
 static void
-kumod_ingest_add_cand(struct kumod_ingest_slot *s, uint64_t self, uint64_t node)
+ingest_add_cand(struct ingest_slot *s, uint64_t self, uint64_t node)
 {
-    if (node == 0 || node == self || s->n_cand == KUMOD_INGEST_MAX_CANDIDATES) {
+    if (node == 0 || node == self || s->n_cand == INGEST_MAX_CANDIDATES) {
         return;
     }
     for (size_t i = 0; i < s->n_cand; i++) {
@@ -413,24 +402,24 @@ kumod_ingest_add_cand(struct kumod_ingest_slot *s, uint64_t self, uint64_t node)
  * then to any live node as a hinted replica, then to the configured
  * peers, until min_replicas - 1 remote copies are durable. */
 static void
-kumod_ingest_replicate(struct kumod_ingest *in)
+ingest_replicate(struct ingest_op *in)
 {
-    struct kumod *kd = in->kd;
+    struct ingest *ig = in->ig;
     struct cluster_settings st;
-    uint64_t self = cluster_self_id(kd->cluster);
-    uint64_t nodes[KUMOD_INGEST_MAX_CANDIDATES];
+    uint64_t self = cluster_self_id(ig->d.cluster);
+    uint64_t nodes[INGEST_MAX_CANDIDATES];
 
-    cluster_get_settings(kd->cluster, &st);
+    cluster_get_settings(ig->d.cluster, &st);
     in->replicate_deadline_ms = km_now_mono_ms() + st.accept_timeout_ms;
     in->pending = in->n;
     in->status = 0;
     for (size_t i = 0; i < in->n; i++) {
-        struct kumod_ingest_slot *s = &in->slots[i];
+        struct ingest_slot *s = &in->slots[i];
         const struct buf *data = message_data_c(s->msg);
         size_t n;
 
         s->shard =
-            cluster_shard_for(kd->cluster, kumod_ingest_routing_domain(s->msg),
+            cluster_shard_for(ig->d.cluster, ingest_routing_domain(s->msg),
                               message_id(s->msg));
         SHA256((const unsigned char *)buf_cstr(data), data->len, s->digest);
         buf_reset(&s->meta);
@@ -441,33 +430,35 @@ kumod_ingest_replicate(struct kumod_ingest *in)
         if (s->needed > CLUSTER_MAX_MSG_REPLICAS - 1) {
             s->needed = CLUSTER_MAX_MSG_REPLICAS - 1;
         }
-        n = cluster_shard_replicas(kd->cluster, s->shard, nodes,
-                                   KUMOD_INGEST_MAX_CANDIDATES,
+        n = cluster_shard_replicas(ig->d.cluster, s->shard, nodes,
+                                   INGEST_MAX_CANDIDATES,
                                    &s->shard_epoch);
         for (size_t j = 0; j < n; j++) {
-            kumod_ingest_add_cand(s, self, nodes[j]);
+            ingest_add_cand(s, self, nodes[j]);
         }
-        n = cluster_live_nodes(kd->cluster, s->shard, nodes,
-                               KUMOD_INGEST_MAX_CANDIDATES);
+        n = cluster_live_nodes(ig->d.cluster, s->shard, nodes,
+                               INGEST_MAX_CANDIDATES);
         for (size_t j = 0; j < n; j++) {
-            kumod_ingest_add_cand(s, self, nodes[j]);
+            ingest_add_cand(s, self, nodes[j]);
         }
-        for (size_t j = 0; j < kd->n_cluster_peers; j++) {
-            kumod_ingest_add_cand(s, self, kd->cluster_peers[j].id);
+        n = cluster_configured_peers(ig->d.cluster, nodes,
+                                     INGEST_MAX_CANDIDATES);
+        for (size_t j = 0; j < n; j++) {
+            ingest_add_cand(s, self, nodes[j]);
         }
         s->last_error = KM_ENOENT; /* no candidate at all */
     }
     /* Separate loop: a slot may settle (and the ingest move on) at once. */
     for (size_t i = 0, n = in->n; i < n; i++) {
-        kumod_ingest_store_next(&in->slots[i]);
+        ingest_store_next(&in->slots[i]);
     }
 }
 
 static void
-kumod_ingest_on_spooled(void *arg, int status)
+ingest_on_spooled(void *arg, int status)
 {
-    struct kumod_ingest_slot *s = arg;
-    struct kumod_ingest *in = s->in;
+    struct ingest_slot *s = arg;
+    struct ingest_op *in = s->in;
 
     if (status != 0) {
         s->spool_status = status;
@@ -483,99 +474,186 @@ kumod_ingest_on_spooled(void *arg, int status)
         /* Nothing was committed: remove what did get stored. */
         for (size_t i = 0; i < in->n; i++) {
             const char *id = message_id(in->slots[i].msg);
-            (void)spool_delete(in->kd->data_spool, id, NULL, NULL);
-            (void)spool_delete(in->kd->meta_spool, id, NULL, NULL);
+            (void)spool_delete(in->ig->d.data, id, NULL, NULL);
+            (void)spool_delete(in->ig->d.meta, id, NULL, NULL);
         }
         LOG_ERROR("kumod: ingest: spool write failed: %s",
                   km_strerror(in->status));
-        kumod_ingest_finish(in, in->status);
+        ingest_finish(in, in->status);
         return;
     }
-    if (kumod_ingest_in_group(in->kd)) {
-        kumod_ingest_replicate(in);
+    if (cluster_is_group(in->ig->d.cluster)) {
+        ingest_replicate(in);
         return;
     }
-    kumod_ingest_commit(in);
+    ingest_commit(in);
 }
 
 /* Phase 1: store every body and envelope (two writes per message; the
  * spool group-commits them with other sessions' writes). */
 static void
-kumod_ingest_spool(struct kumod_ingest *in)
+ingest_spool(struct ingest_op *in)
 {
     struct buf rec = BUF_INIT;
 
     in->pending = 2 * in->n;
     in->status = 0;
     for (size_t i = 0; i < in->n; i++) {
-        struct kumod_ingest_slot *s = &in->slots[i];
+        struct ingest_slot *s = &in->slots[i];
         const struct buf *data = message_data_c(s->msg);
         const char *id = message_id(s->msg);
         int rv;
 
         buf_reset(&rec);
         message_meta_record(s->msg, &rec);
-        rv = spool_put(in->kd->data_spool, id, buf_cstr(data), data->len,
-                       kumod_ingest_on_spooled, s);
+        rv = spool_put(in->ig->d.data, id, buf_cstr(data), data->len,
+                       ingest_on_spooled, s);
         if (rv != 0) {
-            kumod_ingest_on_spooled(s, rv);
+            ingest_on_spooled(s, rv);
         }
-        rv = spool_put(in->kd->meta_spool, id, rec.data, rec.len,
-                       kumod_ingest_on_spooled, s);
+        rv = spool_put(in->ig->d.meta, id, rec.data, rec.len,
+                       ingest_on_spooled, s);
         if (rv != 0) {
-            kumod_ingest_on_spooled(s, rv);
+            ingest_on_spooled(s, rv);
         }
     }
     buf_fini(&rec);
 }
 
-/* Deferred start, so that cb never runs before kumod_ingest() returns. */
+/* Deferred start, so that cb never runs before ingest_submit() returns. */
 static void
-kumod_ingest_on_start(uv_timer_t *t)
+ingest_on_start(uv_timer_t *t)
 {
-    struct kumod_ingest *in = t->data;
+    struct ingest_op *in = t->data;
 
     if (in->n == 0) {
-        kumod_ingest_finish(in, 0);
+        ingest_finish(in, 0);
         return;
     }
-    uv_timer_start(&in->timer, kumod_ingest_on_timeout, in->timeout_ms, 0);
-    kumod_ingest_spool(in);
+    uv_timer_start(&in->timer, ingest_on_timeout, in->timeout_ms, 0);
+    ingest_spool(in);
+}
+
+/* The one Reception record builder, for kept and dropped messages. */
+static void
+ingest_log_reception(struct ingest *ig, const struct ingest_peer *peer,
+                     struct message *m)
+{
+    char content[64];
+    bool smtp = peer->reception_protocol != NULL &&
+                strcmp(peer->reception_protocol, "ESMTP") == 0;
+
+    /* As KumoMTA logs it: the reply the message got (the final dot's). */
+    snprintf(content, sizeof(content), "OK ids=%s", message_id(m));
+    struct logrec_event ev = {
+        .type = "Reception",
+        .msg = m,
+        .code = 250,
+        .content = content,
+        .command = smtp ? "." : NULL,
+        .reception_protocol = peer->reception_protocol,
+        .peer_name = peer->peer_name,
+        .peer_addr = peer->peer_addr,
+        .source_addr = peer->source_addr,
+        .session_id = peer->session_id,
+        .tls_cipher = peer->tls_cipher,
+        .tls_protocol_version = peer->tls_protocol_version,
+    };
+    logrec_set_write(ig->d.logs, &ev);
+}
+
+bool
+ingest_keeps(const struct message *m, enum ingest_verdict v)
+{
+    const char *queue = message_meta_str(m, "queue");
+
+    return v == INGEST_KEEP && (queue == NULL || strcmp(queue, "null") != 0);
+}
+
+bool
+ingest_takes_any(struct message *const *msgs, const enum ingest_verdict *v,
+                 size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *queue = message_meta_str(msgs[i], "queue");
+        if (v[i] == INGEST_KEEP ||
+            (queue != NULL && strcmp(queue, "null") == 0)) {
+            return true;
+        }
+    }
+    return false;
 }
 
 void
-kumod_ingest(struct kumod *kd, struct message *const *msgs, size_t n,
-             const struct kumod_ingest_info *info, kumod_ingest_cb cb,
-             void *arg)
+ingest_submit(struct ingest *ig, struct message *const *msgs,
+              const enum ingest_verdict *v, size_t n,
+              const struct ingest_peer *peer, ingest_cb cb, void *arg)
 {
-    struct kumod_ingest *in = km_calloc(1, sizeof(*in));
+    struct ingest_op *in = km_calloc(1, sizeof(*in));
     uint64_t timeout =
-        info->timeout_ms ? info->timeout_ms : KUMOD_INGEST_DEFAULT_TIMEOUT_MS;
+        peer->timeout_ms ? peer->timeout_ms : INGEST_DEFAULT_TIMEOUT_MS;
 
-    in->kd = kd;
-    in->n = n;
+    KM_ASSERT(ig->opened);
+    in->ig = ig;
     in->slots = km_calloc(n ? n : 1, sizeof(*in->slots));
     for (size_t i = 0; i < n; i++) {
+        if (!ingest_keeps(msgs[i], v != NULL ? v[i] : INGEST_KEEP)) {
+            /* Accepted and dropped: the null queue, or not relayed. */
+            ingest_log_reception(ig, peer, msgs[i]);
+            continue;
+        }
         message_ref(msgs[i]);
-        in->slots[i].in = in;
-        in->slots[i].msg = msgs[i];
+        in->slots[in->n].in = in;
+        in->slots[in->n].msg = msgs[i];
+        in->n++;
     }
     in->cb = cb;
     in->arg = arg;
-    in->reception_protocol = kumod_ingest_dup(info->reception_protocol);
-    in->peer_name = kumod_ingest_dup(info->peer_name);
-    in->peer_addr = kumod_ingest_dup(info->peer_addr);
-    in->source_addr = kumod_ingest_dup(info->source_addr);
-    in->session_id = kumod_ingest_dup(info->session_id);
-    in->tls_cipher = kumod_ingest_dup(info->tls_cipher);
-    in->tls_protocol_version = kumod_ingest_dup(info->tls_protocol_version);
+    in->reception_protocol = ingest_dup(peer->reception_protocol);
+    in->peer_name = ingest_dup(peer->peer_name);
+    in->peer_addr = ingest_dup(peer->peer_addr);
+    in->source_addr = ingest_dup(peer->source_addr);
+    in->session_id = ingest_dup(peer->session_id);
+    in->tls_cipher = ingest_dup(peer->tls_cipher);
+    in->tls_protocol_version = ingest_dup(peer->tls_protocol_version);
     in->timeout_ms = timeout;
-    kd->inflight_ingests++;
+    ig->inflight++;
 
-    uv_timer_init(kd->loop, &in->timer);
+    uv_timer_init(ig->d.loop, &in->timer);
     in->timer.data = in;
     in->timer_open = true;
     /* The timer first starts the work on the next loop turn, then it is
      * re-armed as the data_processing_timeout watchdog. */
-    uv_timer_start(&in->timer, kumod_ingest_on_start, 0, 0);
+    uv_timer_start(&in->timer, ingest_on_start, 0, 0);
+}
+
+void
+ingest_new(struct ingest **out)
+{
+    *out = km_calloc(1, sizeof(**out));
+}
+
+void
+ingest_open(struct ingest *ig, const struct ingest_deps *d)
+{
+    ig->d = *d;
+    ig->opened = true;
+}
+
+void
+ingest_stop(struct ingest *ig)
+{
+    ig->stopping = true;
+}
+
+size_t
+ingest_inflight(const struct ingest *ig)
+{
+    return ig->inflight;
+}
+
+void
+ingest_free(struct ingest *ig)
+{
+    free(ig);
 }
