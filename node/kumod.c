@@ -424,6 +424,9 @@ kumod_on_cluster_ready(void *ctx)
     kd->recovered = rc.count;
     kd->state = KUMOD_RUNNING;
     admin_set_ready(kd->admin, true);
+    for (size_t i = 0; i < kd->n_listeners; i++) {
+        smtp_server_set_ready(kd->listeners[i], true);
+    }
     queue_mgr_start(kd->queues);
     kumod_repl_start(kd);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
@@ -602,13 +605,16 @@ kumod_policy_checksum(struct kumod *kd)
     buf_fini(&text);
 }
 
-/* The data spool crossed its soft mark. Listeners and StoreBody ask
- * disk_guard_is_low() for now. */
+/* The data spool crossed its soft mark: tell the listeners (StoreBody
+ * asks the guard). */
 static void
 kumod_on_disk_low(void *arg, bool low)
 {
-    (void)arg;
-    (void)low;
+    struct kumod *kd = arg;
+
+    for (size_t i = 0; i < kd->n_listeners; i++) {
+        smtp_server_set_disk_low(kd->listeners[i], low);
+    }
 }
 
 /* Below the hard mark in a group, leadership handed away. */

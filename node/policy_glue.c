@@ -28,7 +28,14 @@ policy_glue_listener(struct kumod *kd, json_t *params, char *err, size_t errlen)
          * policy's schema, and values are checked again at start. */
         return smtp_server_check_params(params, err, errlen);
     }
-    rv = smtp_server_open(kd, params, &srv, err, errlen);
+    struct smtp_server_deps d = {
+        .loop = kd->loop,
+        .policy = kd->policy,
+        .logs = &kd->logs,
+        .ids = &kd->idgen,
+        .ingest = kd->ingest,
+    };
+    rv = smtp_server_open(&d, params, &srv, err, errlen);
     if (rv != 0) {
         return rv;
     }

@@ -14,7 +14,6 @@
 
 #include "base/km.h"
 #include "base/log.h"
-#include "kumod.h"
 #include "logrec.h"
 #include "smtp_server_int.h"
 #include "tls.h"
@@ -50,7 +49,7 @@ smtp_server_enter_state(struct smtp_server_session *s,
 bool
 smtp_server_is_shutting_down(const struct smtp_server_session *s)
 {
-    return s->srv == NULL || s->srv->shutting_down || kumod_is_stopping(s->kd);
+    return s->srv == NULL || s->srv->shutting_down;
 }
 
 const struct smtp_server_config *
@@ -89,7 +88,7 @@ smtp_server_log_rejection(struct smtp_server_session *s, int code,
         ev.tls_cipher = tls_conn_cipher(s->tls);
         ev.tls_protocol_version = tls_conn_version(s->tls);
     }
-    logrec_set_write(&s->kd->logs, &ev);
+    logrec_set_write(s->d.logs, &ev);
 }
 
 void
@@ -557,14 +556,14 @@ smtp_server_on_connection(uv_stream_t *listener, int status)
     }
     s = km_calloc(1, sizeof(*s));
     s->srv = srv;
-    s->kd = srv->kd;
+    s->d = srv->d;
     s->refs = 1;
     s->state = SMTP_SERVER_ST_CONNECTED;
     buf_init(&s->rbuf);
     buf_init(&s->out);
-    uv_tcp_init(srv->kd->loop, &s->tcp);
+    uv_tcp_init(srv->d.loop, &s->tcp);
     s->tcp.data = s;
-    uv_timer_init(srv->kd->loop, &s->timer);
+    uv_timer_init(srv->d.loop, &s->timer);
     s->timer.data = s;
     s->open_handles = 2;
     smtp_server_new_uuid(s->session_id);
@@ -617,8 +616,8 @@ smtp_server_on_failed_closed(uv_handle_t *h)
 }
 
 int
-smtp_server_open(struct kumod *kd, json_t *params, struct smtp_server **out,
-                 char *err, size_t errlen)
+smtp_server_open(const struct smtp_server_deps *d, json_t *params,
+                 struct smtp_server **out, char *err, size_t errlen)
 {
     struct smtp_server *srv = km_calloc(1, sizeof(*srv));
     struct sockaddr_storage ss;
@@ -627,7 +626,7 @@ smtp_server_open(struct kumod *kd, json_t *params, struct smtp_server **out,
     int len;
     int rv;
 
-    srv->kd = kd;
+    srv->d = *d;
     rv = smtp_server_config_parse(params, &srv->cfg, err, errlen);
     if (rv != 0) {
         free(srv);
@@ -639,7 +638,7 @@ smtp_server_open(struct kumod *kd, json_t *params, struct smtp_server **out,
         goto err_after_config;
     }
     KM_ASSERT(smtp_server_parse_listen(srv->cfg.listen, &ss) == 0);
-    uv_tcp_init(kd->loop, &srv->listener);
+    uv_tcp_init(d->loop, &srv->listener);
     srv->listener.data = srv;
     rv = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&ss, 0);
     if (rv == 0) {
@@ -700,6 +699,18 @@ smtp_server_on_listener_closed(uv_handle_t *h)
 
     srv->n_handles_open--;
     smtp_server_maybe_closed(srv);
+}
+
+void
+smtp_server_set_ready(struct smtp_server *srv, bool ready)
+{
+    srv->ready = ready;
+}
+
+void
+smtp_server_set_disk_low(struct smtp_server *srv, bool low)
+{
+    srv->disk_low = low;
 }
 
 void

@@ -222,7 +222,7 @@ enum smtp_server_state {
     SMTP_SERVER_ST_AUTH,          /* waiting for the AUTH PLAIN response */
     SMTP_SERVER_ST_TLS_HANDSHAKE, /* STARTTLS accepted, handshake running */
     SMTP_SERVER_ST_DATA,          /* receiving message data */
-    SMTP_SERVER_ST_INGEST,        /* waiting for kumod_ingest */
+    SMTP_SERVER_ST_INGEST,        /* waiting for ingest_submit's callback */
     SMTP_SERVER_ST_CLOSING,       /* last reply queued; close once sent */
     SMTP_SERVER_ST_CLOSED,        /* handles closing or closed */
 };
@@ -230,11 +230,13 @@ enum smtp_server_state {
 struct smtp_server_session;
 
 struct smtp_server {
-    struct kumod *kd;
+    struct smtp_server_deps d;
     struct smtp_server_config cfg;
     struct tls_ctx *tls;
     uv_tcp_t listener;
     bool listening;
+    bool ready;    /* smtp_server_set_ready: serve sessions */
+    bool disk_low; /* smtp_server_set_disk_low: refuse RCPT with 452 */
     bool shutting_down;
     bool closing;
     char listen_addr[64];
@@ -256,7 +258,7 @@ struct smtp_server_domain_entry {
 
 struct smtp_server_session {
     struct smtp_server *srv; /* NULL once detached (closed) */
-    struct kumod *kd;
+    struct smtp_server_deps d; /* the listener's, kept past a detach */
     struct smtp_server_session *prev, *next;
     enum smtp_server_state state;
     unsigned refs; /* handles (1) + in-flight ingest (1) */

@@ -13,7 +13,6 @@
 
 #include "base/km.h"
 #include "base/log.h"
-#include "kumod.h"
 #include "policy.h"
 #include "tls.h"
 
@@ -86,10 +85,10 @@ smtp_server_session_call(struct smtp_server_session *s, const char *event,
     int rv;
 
     memset(res, 0, sizeof(*res));
-    if (s->kd->policy == NULL) {
+    if (s->d.policy == NULL) {
         return 0;
     }
-    rv = policy_call(s->kd->policy, event, args, nargs, res, NULL, 0);
+    rv = policy_call(s->d.policy, event, args, nargs, res, NULL, 0);
     if (rv == 0) {
         return 0;
     }
@@ -120,15 +119,15 @@ smtp_server_session_greet(struct smtp_server_session *s)
         smtp_server_close_with(s, 421, "4.3.2", "shutting down");
         return;
     }
-    if (!kumod_is_ready(s->kd)) {
+    if (!s->srv->ready) {
         smtp_server_close_with(s, 421, "4.3.2",
                                "waiting for spool startup. Try again soon!");
         return;
     }
     arg.u.json = s->conn_meta;
     memset(&res, 0, sizeof(res));
-    if (s->kd->policy != NULL) {
-        rv = policy_call(s->kd->policy, "smtp_server_connection_accepted", &arg,
+    if (s->d.policy != NULL) {
+        rv = policy_call(s->d.policy, "smtp_server_connection_accepted", &arg,
                          1, &res, NULL, 0);
         if (rv == KM_EREJECT) {
             /* Any refusal here ends the connection. */
@@ -443,7 +442,7 @@ smtp_server_cmd_rcpt(struct smtp_server_session *s, const char *args,
         smtp_server_reply(s, 452, SMTP_SERVER_TXT_TOO_MANY_RCPT, line);
         goto out;
     }
-    if (disk_guard_is_low(s->kd->guard)) {
+    if (s->srv != NULL && s->srv->disk_low) {
         /* CLUSTER.md §4.5: below the spool's free-space mark. */
         smtp_server_reply(s, 452, "4.3.1 insufficient system storage", line);
         goto out;

@@ -12,9 +12,9 @@
 #include <time.h>
 
 #include "base/km.h"
+#include "base/km_id.h"
 #include "base/log.h"
 #include "ingest.h"
-#include "kumod.h"
 #include "logrec.h"
 #include "message.h"
 #include "policy.h"
@@ -195,7 +195,7 @@ smtp_server_txn_build(struct smtp_server_session *s, struct message **msgs)
     for (size_t i = 0; i < s->n_rcpts; i++) {
         struct buf *data;
 
-        kumod_new_id(s->kd, id);
+        km_idgen_next(s->d.ids, id);
         rv = message_new(id, s->sender, s->rcpts[i],
                          json_deep_copy(s->conn_meta), &msgs[i]);
         if (rv != 0) {
@@ -315,7 +315,7 @@ smtp_server_txn_finish_data(struct smtp_server_session *s)
     s->refs++;
     smtp_server_enter_state(s, SMTP_SERVER_ST_INGEST);
     smtp_server_session_update_io(s);
-    ingest_submit(s->kd->ingest, msgs, verdict, n, &peer,
+    ingest_submit(s->d.ingest, msgs, verdict, n, &peer,
                   smtp_server_txn_on_ingest, ing);
     free(verdict);
     smtp_server_txn_unref_all(msgs, n);
