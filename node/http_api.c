@@ -21,7 +21,6 @@
 #include "base/log.h"
 #include "cluster.h"
 #include "http_api_int.h"
-#include "kumod.h"
 #include "metrics.h"
 #include "policy.h"
 #include "queue.h"
@@ -159,7 +158,7 @@ http_api_check_params(json_t *params, char *err, size_t errlen)
 struct metrics *
 http_api_metrics(struct http_api *h)
 {
-    return h->kd->metrics;
+    return h->d.metrics;
 }
 
 void
@@ -330,13 +329,13 @@ http_api_validate_basic(struct http_api *h, const char *user, const char *pass,
         return 0;
     }
     *ok = false;
-    if (h->kd->policy != NULL) {
+    if (h->d.policy != NULL) {
         args[0].kind = POLICY_ARG_STRING;
         args[0].u.str = user;
         args[1].kind = POLICY_ARG_STRING;
         args[1].u.str = pass;
         memset(&res, 0, sizeof(res));
-        rv = policy_call(h->kd->policy, "http_server_validate_auth_basic", args,
+        rv = policy_call(h->d.policy, "http_server_validate_auth_basic", args,
                          2, &res, NULL, 0);
         if (rv == KM_EPOLICY) {
             policy_result_fini(&res);
@@ -466,9 +465,9 @@ http_api_text(struct http_req *req, int status, const char *text)
 static void
 http_api_liveness(struct http_api *h, struct http_req *req)
 {
-    if (h->shutting_down || kumod_is_stopping(h->kd)) {
+    if (h->shutting_down) {
         http_api_text(req, 503, "shutting down");
-    } else if (!kumod_is_ready(h->kd)) {
+    } else if (!h->ready) {
         http_api_text(req, 503, "waiting for spool startup");
     } else {
         http_api_text(req, 200, "OK");
@@ -554,19 +553,19 @@ static void
 http_api_refresh_gauges(struct http_api *h)
 {
     struct metrics *m = http_api_metrics(h);
-    struct kumod *kd = h->kd;
+    const struct http_api_node *nd = &h->node;
 
     metrics_clear(m, "scheduled_count");
-    if (kd->queues != NULL) {
-        queue_mgr_foreach_queue(kd->queues, http_api_on_queue_gauge, m);
+    if (nd->queues != NULL) {
+        queue_mgr_foreach_queue(nd->queues, http_api_on_queue_gauge, m);
         metrics_set(m, "message_count",
                     "total number of messages in the scheduled queues", NULL,
-                    NULL, (double)queue_mgr_count(kd->queues));
+                    NULL, (double)queue_mgr_count(nd->queues));
     }
-    if (kd->cluster != NULL) {
+    if (nd->cluster != NULL) {
         struct cluster_stats st;
 
-        cluster_get_stats(kd->cluster, &st);
+        cluster_get_stats(nd->cluster, &st);
         metrics_set(m, "kumod_raft_term", "current raft term", NULL, NULL,
                     (double)st.term);
         metrics_set(m, "kumod_raft_commit_index", "raft commit index", NULL,
@@ -577,10 +576,10 @@ http_api_refresh_gauges(struct http_api *h)
                     "1 if this node is the raft leader", NULL, NULL,
                     st.state != NULL && strcmp(st.state, "leader") == 0 ? 1
                                                                         : 0);
-        http_api_cluster_metrics(m, kd->cluster, &st);
+        http_api_cluster_metrics(m, nd->cluster, &st);
     }
-    http_api_spool_gauges(m, kd->data_spool, "data");
-    http_api_spool_gauges(m, kd->meta_spool, "meta");
+    http_api_spool_gauges(m, nd->data, "data");
+    http_api_spool_gauges(m, nd->meta, "meta");
 }
 
 static void
@@ -620,9 +619,9 @@ http_api_queue_summary(struct http_api *h, struct http_req *req)
     size_t total = 0;
     json_t *j;
 
-    if (h->kd->queues != NULL) {
-        queue_mgr_foreach_queue(h->kd->queues, http_api_on_queue_summary, list);
-        total = queue_mgr_count(h->kd->queues);
+    if (h->node.queues != NULL) {
+        queue_mgr_foreach_queue(h->node.queues, http_api_on_queue_summary, list);
+        total = queue_mgr_count(h->node.queues);
     }
     j = json_pack("{s:o,s:I}", "scheduled", list, "total", (json_int_t)total);
     http_api_reply_json(req, 200, j);
@@ -659,7 +658,7 @@ http_api_cluster_op_done(struct http_api_cluster_op *op)
 /* One row of cluster_status_collect as JSON. The first fields are the
  * ones the status endpoint always had (id, raft_addr, role...). */
 static json_t *
-http_api_cluster_row(const struct kumod *kd,
+http_api_cluster_row(const struct http_api *h,
                      const struct cluster_member_status *m)
 {
     json_t *j;
@@ -703,32 +702,33 @@ http_api_cluster_row(const struct kumod *kd,
     json_object_set_new(j, "uptime_s", json_integer((json_int_t)m->uptime_s));
     json_object_set_new(
         j, "state",
-        json_string(!m->self || kumod_is_ready(kd) ? "up" : "starting"));
+        json_string(!m->self || h->ready ? "up" : "starting"));
     return j;
 }
 
 /* The status document: this node's view in the header, one row per
  * member (rows may be NULL: no cluster). */
 static json_t *
-http_api_cluster_doc(struct kumod *kd, const struct cluster_member_status *rows,
-                     size_t n)
+http_api_cluster_doc(const struct http_api *h,
+                     const struct cluster_member_status *rows, size_t n)
 {
+    const struct http_api_node *nd = &h->node;
     struct cluster_stats st;
-    uint64_t self_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1;
+    uint64_t self_id = nd->raft_node_id;
     json_t *members = json_array();
     size_t reachable = 0;
 
     memset(&st, 0, sizeof(st));
-    if (kd->cluster != NULL) {
-        cluster_get_stats(kd->cluster, &st);
+    if (nd->cluster != NULL) {
+        cluster_get_stats(nd->cluster, &st);
     }
     for (size_t i = 0; i < n; i++) {
-        json_array_append_new(members, http_api_cluster_row(kd, &rows[i]));
+        json_array_append_new(members, http_api_cluster_row(h, &rows[i]));
         reachable += rows[i].reachable ? 1 : 0;
     }
     return json_pack(
         "{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "cluster_id",
-        kd->cluster_id != NULL ? kd->cluster_id : "", "node_id", kd->nodeid,
+        nd->cluster_id, "node_id", nd->nodeid,
         "raft_node_id", (json_int_t)self_id, "role",
         st.state != NULL ? st.state : "unavailable", "term",
         (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id, "leader",
@@ -759,7 +759,7 @@ http_api_cluster_on_status(void *arg, const struct cluster_member_status *rows,
                            size_t n)
 {
     struct http_api_cluster_op *op = arg;
-    json_t *j = http_api_cluster_doc(op->h->kd, rows, n);
+    json_t *j = http_api_cluster_doc(op->h, rows, n);
 
     http_api_cluster_gauges(op->h, rows, n);
     http_api_reply_json(op->req, 200, j);
@@ -771,27 +771,27 @@ http_api_cluster_on_status(void *arg, const struct cluster_member_status *rows,
 static bool
 http_api_cluster_status(struct http_api *h, struct http_req *req)
 {
-    struct kumod *kd = h->kd;
+    const struct http_api_node *nd = &h->node;
     struct cluster_member_status self;
     char *v = http_api_query_param(req->query, "deadline_ms");
     uint32_t deadline = v != NULL ? (uint32_t)strtoul(v, NULL, 10) : 0;
     json_t *j;
 
     free(v);
-    if (kd->cluster != NULL && !kumod_is_stopping(kd)) {
+    if (nd->cluster != NULL && !h->shutting_down) {
         if (deadline > 10000) {
             deadline = 10000;
         }
-        (void)cluster_status_collect(kd->cluster, deadline,
+        (void)cluster_status_collect(nd->cluster, deadline,
                                      http_api_cluster_on_status,
                                      http_api_cluster_op_new(h, req));
         return true;
     }
     memset(&self, 0, sizeof(self));
-    self.id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1;
+    self.id = nd->raft_node_id;
     self.self = true;
-    j = http_api_cluster_doc(kd, kd->cluster != NULL ? NULL : &self,
-                             kd->cluster != NULL ? 0 : 1);
+    j = http_api_cluster_doc(h, nd->cluster != NULL ? NULL : &self,
+                             nd->cluster != NULL ? 0 : 1);
     http_api_reply_json(req, 200, j);
     json_decref(j);
     return false;
@@ -867,7 +867,7 @@ static bool
 http_api_cluster_admin(struct http_api *h, struct http_req *req,
                        const char *what)
 {
-    struct kumod *kd = h->kd;
+    const struct http_api_node *nd = &h->node;
     struct http_api_cluster_op *op;
     json_error_t jerr;
     json_t *body = NULL;
@@ -879,7 +879,7 @@ http_api_cluster_admin(struct http_api *h, struct http_req *req,
         http_api_reply_error(req, 405, "use POST");
         return false;
     }
-    if (kd->cluster == NULL || kumod_is_stopping(kd)) {
+    if (nd->cluster == NULL || h->shutting_down) {
         http_api_reply_error(req, 503, "no cluster");
         return false;
     }
@@ -911,13 +911,13 @@ http_api_cluster_admin(struct http_api *h, struct http_req *req,
     }
     op = http_api_cluster_op_new(h, req);
     if (strcmp(what, "add") == 0) {
-        rv = cluster_add_node(kd->cluster, id, raft, link,
+        rv = cluster_add_node(nd->cluster, id, raft, link,
                               http_api_cluster_on_admin, op);
     } else if (strcmp(what, "remove") == 0) {
         rv =
-            cluster_remove_node(kd->cluster, id, http_api_cluster_on_admin, op);
+            cluster_remove_node(nd->cluster, id, http_api_cluster_on_admin, op);
     } else {
-        rv = cluster_transfer_leader(kd->cluster, id, http_api_cluster_on_admin,
+        rv = cluster_transfer_leader(nd->cluster, id, http_api_cluster_on_admin,
                                      op);
     }
     json_decref(body);
@@ -942,11 +942,11 @@ http_api_method_is(const struct http_req *req, const char *m)
 static bool
 http_api_check_ready(struct http_api *h, struct http_req *req)
 {
-    if (h->shutting_down || kumod_is_stopping(h->kd)) {
+    if (h->shutting_down) {
         http_api_reply_error(req, 503, "shutting down");
         return false;
     }
-    if (!kumod_is_ready(h->kd)) {
+    if (!h->ready) {
         http_api_reply_error(req, 503, "waiting for spool startup");
         return false;
     }
@@ -1047,14 +1047,17 @@ http_api_on_request(void *arg, struct http_req *req)
 /* Lifecycle */
 
 int
-http_api_open(struct kumod *kd, json_t *params, struct http_api **out,
-              char *err, size_t errlen)
+http_api_open(const struct http_api_deps *d, json_t *params,
+              struct http_api **out, char *err, size_t errlen)
 {
     struct http_api *h = km_calloc(1, sizeof(*h));
     struct http_api_server_config cfg;
     int rv;
 
-    h->kd = kd;
+    h->d = *d;
+    h->node.raft_node_id = 1;
+    h->node.cluster_id = "";
+    h->node.nodeid = "";
     h->auth_cache = km_map_new();
     rv = http_api_apply_params(h, params, err, errlen);
     if (rv != 0) {
@@ -1072,7 +1075,7 @@ http_api_open(struct kumod *kd, json_t *params, struct http_api **out,
     cfg.tls_private_key =
         json_string_value(json_object_get(params, "tls_private_key"));
     cfg.body_limit = h->body_limit;
-    rv = http_api_server_open(kd->loop, &cfg, http_api_on_request, h, &h->srv,
+    rv = http_api_server_open(d->loop, &cfg, http_api_on_request, h, &h->srv,
                               err, errlen);
     if (rv != 0) {
         goto err_after_alloc;
@@ -1088,9 +1091,28 @@ err_after_alloc:
 }
 
 void
+http_api_attach(struct http_api *h, const struct http_api_node *n)
+{
+    h->node = *n;
+}
+
+void
+http_api_set_ready(struct http_api *h, bool ready)
+{
+    h->ready = ready;
+}
+
+void
+http_api_set_disk_low(struct http_api *h, bool low)
+{
+    h->disk_low = low;
+}
+
+void
 http_api_shutdown(struct http_api *h)
 {
     h->shutting_down = true;
+    h->ready = false;
 }
 
 static void

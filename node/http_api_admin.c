@@ -14,7 +14,6 @@
 #include "admin.h"
 #include "base/km.h"
 #include "base/log.h"
-#include "kumod.h"
 #include "message.h"
 #include "queue.h"
 #include "spool.h"
@@ -275,7 +274,7 @@ http_api_admin_create(struct http_api *h, struct http_req *req,
     }
     op = http_api_admin_op_new(h, req, kind, false);
     h->pending_ops++;
-    rv = admin_add(h->kd->admin, &rule, http_api_admin_on_done, op);
+    rv = admin_add(h->node.admin, &rule, http_api_admin_on_done, op);
     admin_rule_fini(&rule);
     if (rv != 0) {
         /* admin.h: no callback when the call itself fails. */
@@ -308,7 +307,7 @@ http_api_admin_cancel(struct http_api *h, struct http_req *req,
     }
     op = http_api_admin_op_new(h, req, kind, true);
     h->pending_ops++;
-    rv = admin_cancel(h->kd->admin, kind, id, http_api_admin_on_done, op);
+    rv = admin_cancel(h->node.admin, kind, id, http_api_admin_on_done, op);
     json_decref(body);
     if (rv != 0) {
         h->pending_ops--;
@@ -370,7 +369,7 @@ http_api_admin_list(struct http_api *h, struct http_req *req,
 {
     json_t *list = json_array();
 
-    admin_foreach(h->kd->admin, kind, http_api_admin_on_rule, list);
+    admin_foreach(h->node.admin, kind, http_api_admin_on_rule, list);
     http_api_reply_json(req, 200, list);
     json_decref(list);
 }
@@ -428,7 +427,7 @@ http_api_admin_inspect(struct http_api *h, struct http_req *req)
         http_api_reply_error(req, 400, "id: missing");
         goto out;
     }
-    m = h->kd->queues != NULL ? queue_find(h->kd->queues, id) : NULL;
+    m = h->node.queues != NULL ? queue_find(h->node.queues, id) : NULL;
     if (m == NULL) {
         http_api_reply_error(req, 404, "message %s is not queued here", id);
         goto out;
@@ -450,8 +449,8 @@ http_api_admin_inspect(struct http_api *h, struct http_req *req)
         const struct buf *d = message_data_c(m);
         struct buf tmp = BUF_INIT;
 
-        if (d->len == 0 && h->kd->data_spool != NULL) {
-            spool_get(h->kd->data_spool, id, &tmp);
+        if (d->len == 0 && h->node.data != NULL) {
+            spool_get(h->node.data, id, &tmp);
             d = &tmp;
         }
         json_object_set_new(msg, "data",
@@ -492,10 +491,10 @@ http_api_admin_handle(struct http_api *h, struct http_req *req, bool *taken)
         strcmp(p, "/api/admin/rebind/v1") != 0) {
         return false;
     }
-    if (!kumod_is_ready(h->kd) || kumod_is_stopping(h->kd) ||
+    if (!h->ready ||
         h->shutting_down) {
         http_api_reply_error(req, 503, "%s",
-                             kumod_is_ready(h->kd) ? "shutting down"
+                             h->ready ? "shutting down"
                                                    : "waiting for spool "
                                                      "startup");
         return true;

@@ -14,9 +14,9 @@
 #include <time.h>
 
 #include "base/km.h"
+#include "base/km_id.h"
 #include "base/log.h"
 #include "ingest.h"
-#include "kumod.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -882,7 +882,7 @@ http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
     struct message *m;
     int rv;
 
-    kumod_new_id(h->kd, id);
+    km_idgen_next(h->d.ids, id);
     json_object_set_new(meta, "reception_protocol", json_string("HTTP"));
     json_object_set_new(meta, "http_auth", json_string(http_auth));
     if (extra != NULL) {
@@ -899,12 +899,12 @@ http_api_inject_one(struct http_api *h, struct http_api_inject_op *op,
                           message_data(m));
     memset(&res, 0, sizeof(res));
     rv = 0;
-    if (h->kd->policy != NULL) {
+    if (h->d.policy != NULL) {
         args[0].kind = POLICY_ARG_MESSAGE;
         args[0].u.msg = m;
         args[1].kind = POLICY_ARG_JSON;
         args[1].u.json = auth_info;
-        rv = policy_call(h->kd->policy, "http_message_generated", args, 2, &res,
+        rv = policy_call(h->d.policy, "http_message_generated", args, 2, &res,
                          NULL, 0);
     }
     if (rv != 0) {
@@ -959,7 +959,7 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
     char err[600];
     int status;
 
-    if (disk_guard_is_low(h->kd->guard)) {
+    if (h->disk_low) {
         /* As SMTP's 452 4.3.1 at RCPT: nothing is taken in below the
          * spool's min_free_space (disk_guard.c). */
         http_api_reply_error(req, 503,
@@ -1010,7 +1010,7 @@ http_api_inject_handle(struct http_api *h, struct http_req *req,
     /* The request now belongs to op (freed in the callback, which never
      * runs before ingest_submit returns). What becomes of each message
      * (the null queue too) is ingest's business. */
-    ingest_submit(h->kd->ingest, msgs, NULL, n, &peer,
+    ingest_submit(h->d.ingest, msgs, NULL, n, &peer,
                   http_api_inject_on_ingest, op);
     for (size_t i = 0; i < n; i++) {
         message_unref(msgs[i]);

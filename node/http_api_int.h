@@ -16,7 +16,6 @@
 #include "base/km_cidr.h"
 #include "http_api.h"
 
-struct kumod;
 struct km_map;
 struct metrics;
 struct http_api_server; /* opaque: the NNG server and its hand-off queue */
@@ -78,7 +77,10 @@ void http_api_server_close(struct http_api_server *s,
 /* A trusted_hosts entry. */
 
 struct http_api {
-    struct kumod *kd;
+    struct http_api_deps d;
+    struct http_api_node node; /* zero until http_api_attach */
+    bool ready;                /* http_api_set_ready */
+    bool disk_low;             /* http_api_set_disk_low */
     struct http_api_server *srv;
     char *listen;
     char *hostname;

@@ -427,6 +427,9 @@ kumod_on_cluster_ready(void *ctx)
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_set_ready(kd->listeners[i], true);
     }
+    for (size_t i = 0; i < kd->n_http_listeners; i++) {
+        http_api_set_ready(kd->http_listeners[i], true);
+    }
     queue_mgr_start(kd->queues);
     kumod_repl_start(kd);
     LOG_INFO("kumod: recovered %zu messages%s", rc.count,
@@ -615,6 +618,9 @@ kumod_on_disk_low(void *arg, bool low)
     for (size_t i = 0; i < kd->n_listeners; i++) {
         smtp_server_set_disk_low(kd->listeners[i], low);
     }
+    for (size_t i = 0; i < kd->n_http_listeners; i++) {
+        http_api_set_disk_low(kd->http_listeners[i], low);
+    }
 }
 
 /* Below the hard mark in a group, leadership handed away. */
@@ -694,6 +700,19 @@ kumod_open_pipeline(struct kumod *kd)
         .logs = &kd->logs,
     };
     ingest_open(kd->ingest, &ind);
+    struct http_api_node hn = {
+        .cluster = kd->cluster,
+        .queues = kd->queues,
+        .admin = kd->admin,
+        .data = kd->data_spool,
+        .meta = kd->meta_spool,
+        .nodeid = kd->nodeid,
+        .raft_node_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1,
+        .cluster_id = kd->cluster_id != NULL ? kd->cluster_id : "",
+    };
+    for (size_t i = 0; i < kd->n_http_listeners; i++) {
+        http_api_attach(kd->http_listeners[i], &hn);
+    }
     return 0;
 }
 

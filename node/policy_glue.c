@@ -151,7 +151,14 @@ policy_glue_http(struct kumod *kd, json_t *params, char *err, size_t errlen)
     if (kd->validate_only) {
         return http_api_check_params(params, err, errlen);
     }
-    rv = http_api_open(kd, params, &h, err, errlen);
+    struct http_api_deps d = {
+        .loop = kd->loop,
+        .policy = kd->policy,
+        .metrics = kd->metrics,
+        .ids = &kd->idgen,
+        .ingest = kd->ingest,
+    };
+    rv = http_api_open(&d, params, &h, err, errlen);
     if (rv != 0) {
         return rv;
     }

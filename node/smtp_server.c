@@ -716,6 +716,7 @@ smtp_server_set_disk_low(struct smtp_server *srv, bool low)
 void
 smtp_server_shutdown(struct smtp_server *srv)
 {
+    srv->ready = false;
     if (srv->shutting_down) {
         return;
     }
