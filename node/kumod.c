@@ -6,15 +6,10 @@
 #include "kumod.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 #include "admin.h"
@@ -26,6 +21,7 @@
 #include "http_api.h"
 #include "ingest.h"
 #include "kumod_body.h"
+#include "kumod_dirs.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -125,91 +121,6 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
     return 0;
 }
 
-/* mkdir -p with mode 0750. */
-static int
-kumod_mkdirs(const char *path)
-{
-    char *p = km_strdup(path);
-    int rv = 0;
-
-    for (char *s = p + 1; *s != '\0'; s++) {
-        if (*s == '/') {
-            *s = '\0';
-            if (mkdir(p, 0750) != 0 && errno != EEXIST) {
-                rv = -errno;
-                break;
-            }
-            *s = '/';
-        }
-    }
-    if (rv == 0 && mkdir(p, 0750) != 0 && errno != EEXIST) {
-        rv = -errno;
-    }
-    free(p);
-    return rv;
-}
-
-/* The directory holding the meta spool: home of nodeid and raft/. */
-static char *
-kumod_state_dir(const struct kumod *kd)
-{
-    char *copy = km_strdup(kd->meta_spool_path);
-    char *dir = km_strdup(dirname(copy));
-
-    free(copy);
-    return dir;
-}
-
-/* Read the node's UUID from `path`, or make and persist a new one. */
-static int
-kumod_load_nodeid(struct kumod *kd, const char *path)
-{
-    char text[64] = "";
-    FILE *f = fopen(path, "r");
-
-    if (f != NULL) {
-        size_t n = fread(text, 1, sizeof(text) - 1, f);
-        fclose(f);
-        text[n] = '\0';
-        text[strcspn(text, "\r\n")] = '\0';
-    }
-    if (strlen(text) != 36) {
-        uint8_t r[16];
-        if (RAND_bytes(r, sizeof(r)) != 1) {
-            return KM_EIO;
-        }
-        r[6] = (uint8_t)((r[6] & 0x0f) | 0x40); /* version 4 */
-        r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
-        snprintf(text, sizeof(text),
-                 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-                 "%02x%02x%02x%02x%02x%02x",
-                 r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                 r[10], r[11], r[12], r[13], r[14], r[15]);
-        char *tmp = km_asprintf("%s.tmp", path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0640);
-        int rv = 0;
-        if (fd < 0 || write(fd, text, 36) != 36 || fsync(fd) != 0 ||
-            rename(tmp, path) != 0) {
-            rv = -errno;
-        }
-        if (fd >= 0) {
-            close(fd);
-        }
-        free(tmp);
-        if (rv != 0) {
-            return rv;
-        }
-    }
-    memcpy(kd->nodeid, text, sizeof(kd->nodeid) - 1);
-    kd->nodeid[sizeof(kd->nodeid) - 1] = '\0';
-
-    /* The spool ids' 48-bit node field comes from the node id. */
-    uint8_t digest[SHA256_DIGEST_LENGTH];
-    SHA256((const unsigned char *)kd->nodeid, strlen(kd->nodeid), digest);
-    km_idgen_init(&kd->idgen, digest);
-    return 0;
-}
-
 static int
 kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
 {
@@ -246,7 +157,7 @@ kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
         }
         cfg.meta = meta;
         cfg.headers = headers;
-        int rv = kumod_mkdirs(cfg.log_dir);
+        int rv = kumod_dirs_mkdirs(cfg.log_dir);
         if (rv == 0) {
             rv = logrec_open(kd->loop, &cfg, &kd->logs.logs[kd->logs.n]);
         }
@@ -478,106 +389,6 @@ kumod_on_cluster_fatal(void *ctx, int err)
     kumod_request_shutdown(kd);
 }
 
-/* mkdir -p `path`, then give it to uid/gid (when they are not ours). */
-static int
-kumod_prepare_dir(const char *path, uid_t uid, gid_t gid)
-{
-    int rv = kumod_mkdirs(path);
-
-    if (rv == 0 && (uid != geteuid() || gid != getegid()) &&
-        chown(path, uid, gid) != 0) {
-        rv = -errno;
-    }
-    return rv;
-}
-
-int
-kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
-                   size_t errlen)
-{
-    char *state_dir = kumod_state_dir(kd);
-    const char *dirs[3] = {state_dir, kd->data_spool_path, kd->meta_spool_path};
-    int rv = 0;
-
-    for (size_t i = 0; i < 3 && rv == 0; i++) {
-        rv = kumod_prepare_dir(dirs[i], uid, gid);
-        if (rv != 0) {
-            snprintf(err, errlen, "%s: %s", dirs[i], km_strerror(rv));
-        }
-    }
-    for (size_t i = 0; i < json_array_size(kd->log_configs) && rv == 0; i++) {
-        const char *dir = json_string_value(
-            json_object_get(json_array_get(kd->log_configs, i), "log_dir"));
-        rv = kumod_prepare_dir(dir, uid, gid);
-        if (rv != 0) {
-            snprintf(err, errlen, "%s: %s", dir, km_strerror(rv));
-        }
-    }
-    free(state_dir);
-    return rv;
-}
-
-/* CLUSTER.md §4.9: data_dir/cluster_id names the cluster the directory
- * belongs to. Written (and synced) on first start; a policy naming another
- * cluster is refused, so a node never mixes two clusters' state. */
-static int
-kumod_check_cluster_id(struct kumod *kd, const char *data_dir, char *err,
-                       size_t errlen)
-{
-    char *path = km_asprintf("%s/cluster_id", data_dir);
-    char text[256] = "";
-    FILE *f = fopen(path, "r");
-    int rv = 0;
-
-    if (f != NULL) {
-        size_t n = fread(text, 1, sizeof(text) - 1, f);
-        fclose(f);
-        text[n] = '\0';
-        text[strcspn(text, "\r\n")] = '\0';
-        if (strcmp(text, kd->cluster_id) != 0) {
-            snprintf(err, errlen,
-                     "cluster_id mismatch: %s belongs to cluster %s, the "
-                     "policy says %s",
-                     data_dir, text, kd->cluster_id);
-            rv = KM_ECONFIG;
-        }
-        free(path);
-        return rv;
-    }
-    if (errno != ENOENT) {
-        rv = -errno;
-        snprintf(err, errlen, "%s: %s", path, km_strerror(rv));
-        free(path);
-        return rv;
-    }
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0640);
-    if (fd < 0) {
-        rv = -errno;
-        goto err_after_path;
-    }
-    size_t len = strlen(kd->cluster_id);
-    if (write(fd, kd->cluster_id, len) != (ssize_t)len ||
-        write(fd, "\n", 1) != 1 || fsync(fd) != 0) {
-        rv = errno != 0 ? -errno : KM_EIO;
-        close(fd);
-        goto err_after_path;
-    }
-    close(fd);
-    /* The new name must survive a crash too. */
-    fd = open(data_dir, O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(path);
-    return 0;
-
-err_after_path:
-    snprintf(err, errlen, "%s: %s", path, km_strerror(rv));
-    free(path);
-    return rv;
-}
-
 static void kumod_cluster_get_load(void *ctx, struct cluster_load *out);
 
 /* The policy file's SHA-256 (16 hex digits), shown by `cluster status` so
@@ -719,19 +530,20 @@ kumod_open_pipeline(struct kumod *kd)
 int
 kumod_start(struct kumod *kd, char *err, size_t errlen)
 {
-    char *state_dir = kumod_state_dir(kd);
+    char *state_dir = kumod_dirs_state(kd);
     char *nodeid_path = km_asprintf("%s/nodeid", state_dir);
     int rv;
 
     kd->state = KUMOD_STARTING;
     kumod_policy_checksum(kd);
-    rv = kumod_mkdirs(state_dir);
-    if (rv == 0) {
-        rv = kumod_load_nodeid(kd, nodeid_path);
+    rv = kumod_dirs_mkdirs(state_dir);
+    if (rv != 0) {
+        snprintf(err, errlen, "%s: %s", state_dir, km_strerror(rv));
+    } else {
+        rv = kumod_dirs_load_nodeid(kd, nodeid_path, err, errlen);
     }
     free(nodeid_path);
     if (rv != 0) {
-        snprintf(err, errlen, "%s: %s", state_dir, km_strerror(rv));
         free(state_dir);
         return rv;
     }
@@ -740,10 +552,10 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         free(state_dir);
         return rv;
     }
-    if ((rv = kumod_mkdirs(kd->data_spool_path)) != 0 ||
+    if ((rv = kumod_dirs_mkdirs(kd->data_spool_path)) != 0 ||
         (rv = spool_open(kd->loop, "data", kd->data_spool_path,
                          &kd->data_spool)) != 0 ||
-        (rv = kumod_mkdirs(kd->meta_spool_path)) != 0 ||
+        (rv = kumod_dirs_mkdirs(kd->meta_spool_path)) != 0 ||
         (rv = spool_open(kd->loop, "meta", kd->meta_spool_path,
                          &kd->meta_spool)) != 0) {
         snprintf(err, errlen, "cannot open the spool: %s", km_strerror(rv));
@@ -758,11 +570,12 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     if (kd->cluster_node_id != 0) {
         const char *data_dir =
             kd->cluster_data_dir != NULL ? kd->cluster_data_dir : state_dir;
-        rv = kumod_mkdirs(data_dir);
+        rv = kumod_dirs_mkdirs(data_dir);
         if (rv != 0) {
             snprintf(err, errlen, "%s: %s", data_dir, km_strerror(rv));
         } else {
-            rv = kumod_check_cluster_id(kd, data_dir, err, errlen);
+            rv = kumod_dirs_check_cluster_id(data_dir, kd->cluster_id, err,
+                                            errlen);
         }
         if (rv != 0) {
             free(state_dir);

@@ -10,17 +10,51 @@
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
-/* Run `loop` one iteration at a time until *flag is true. */
+/* How long test_run_until waits before it fails the test (STYLE §13). */
+#ifndef TEST_RUN_DEADLINE_MS
+#define TEST_RUN_DEADLINE_MS 60000
+#endif
+
+/* Keeps a loop turning while test_run_until waits, so a wait for a flag
+ * that nothing will set ends at the deadline instead of hanging. */
+static inline void
+test_run_until_tick(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* Run `loop` one iteration at a time until *flag is true; fail the test
+ * (abort outside cmocka) if that takes longer than TEST_RUN_DEADLINE_MS. */
 static inline void
 test_run_until(uv_loop_t *loop, const bool *flag)
 {
+    uint64_t deadline = uv_hrtime() / 1000000 + TEST_RUN_DEADLINE_MS;
+    uv_timer_t tick;
+
+    uv_timer_init(loop, &tick);
+    uv_timer_start(&tick, test_run_until_tick, 100, 100);
     while (!*flag) {
+        if (uv_hrtime() / 1000000 > deadline) {
+            uv_close((uv_handle_t *)&tick, NULL);
+            uv_run(loop, UV_RUN_NOWAIT);
+#ifdef fail_msg
+            fail_msg("test_run_until: flag not set within %d ms",
+                     TEST_RUN_DEADLINE_MS);
+#else
+            fprintf(stderr, "test_run_until: flag not set within %d ms\n",
+                    TEST_RUN_DEADLINE_MS);
+            abort();
+#endif
+        }
         uv_run(loop, UV_RUN_ONCE);
     }
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
 }
 
 /* Remove `dir` and everything in it; 0 or -1. */
