@@ -98,3 +98,54 @@ km_cidr_contains_sa(const struct km_cidr *c, const struct sockaddr *sa)
     }
     return false;
 }
+
+int
+km_cidr_list_add(struct km_cidr_list *l, const char *s)
+{
+    struct km_cidr c;
+
+    if (km_cidr_parse(s, &c) != 0) {
+        return KM_EINVAL;
+    }
+    l->v = km_realloc(l->v, (l->n + 1) * sizeof(*l->v));
+    l->text = km_realloc(l->text, (l->n + 1) * sizeof(*l->text));
+    l->v[l->n] = c;
+    l->text[l->n] = km_strdup(s);
+    l->n++;
+    return 0;
+}
+
+bool
+km_cidr_list_contains(const struct km_cidr_list *l, int family,
+                      const uint8_t *addr)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (km_cidr_contains(&l->v[i], family, addr)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+bool
+km_cidr_list_contains_sa(const struct km_cidr_list *l,
+                         const struct sockaddr *sa)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        if (km_cidr_contains_sa(&l->v[i], sa)) {
+            return true;
+        }
+    }
+    return false;
+}
+
+void
+km_cidr_list_fini(struct km_cidr_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->text[i]);
+    }
+    free(l->text);
+    free(l->v);
+    memset(l, 0, sizeof(*l));
+}

@@ -186,50 +186,10 @@ egress_config_str(json_t *j, const char *kind, const char *key, char **out,
     return 0;
 }
 
-bool
-egress_cidr_list_contains(const struct egress_cidr_list *l,
-                          const struct sockaddr *sa)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        if (km_cidr_contains_sa(&l->v[i], sa)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-void
-egress_cidr_list_fini(struct egress_cidr_list *l)
-{
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->text[i]);
-    }
-    free(l->text);
-    free(l->v);
-    memset(l, 0, sizeof(*l));
-}
-
-/* Append one block given as text; KM_EINVAL if it does not parse. */
-static int
-egress_cidr_list_add(struct egress_cidr_list *l, const char *s)
-{
-    struct km_cidr c;
-
-    if (km_cidr_parse(s, &c) != 0) {
-        return KM_EINVAL;
-    }
-    l->v = km_realloc(l->v, (l->n + 1) * sizeof(*l->v));
-    l->text = km_realloc(l->text, (l->n + 1) * sizeof(*l->text));
-    l->v[l->n] = c;
-    l->text[l->n] = km_strdup(s);
-    l->n++;
-    return 0;
-}
-
 /* Replace *l with the list at key (a string or an array of strings). */
 static int
 egress_config_cidrs(json_t *j, const char *kind, const char *key,
-                    struct egress_cidr_list *l, char *err, size_t errlen)
+                    struct km_cidr_list *l, char *err, size_t errlen)
 {
     json_t *v = egress_config_get(j, key);
     json_t *item;
@@ -238,9 +198,9 @@ egress_config_cidrs(json_t *j, const char *kind, const char *key,
     if (v == NULL) {
         return 0;
     }
-    egress_cidr_list_fini(l);
+    km_cidr_list_fini(l);
     if (json_is_string(v)) {
-        if (egress_cidr_list_add(l, json_string_value(v)) != 0) {
+        if (km_cidr_list_add(l, json_string_value(v)) != 0) {
             return egress_config_fail(err, errlen, "%s: %s: invalid CIDR '%s'",
                                       kind, key, json_string_value(v));
         }
@@ -253,7 +213,7 @@ egress_config_cidrs(json_t *j, const char *kind, const char *key,
     json_array_foreach(v, i, item)
     {
         if (!json_is_string(item) ||
-            egress_cidr_list_add(l, json_string_value(item)) != 0) {
+            km_cidr_list_add(l, json_string_value(item)) != 0) {
             return egress_config_fail(
                 err, errlen, "%s: %s[%zu]: invalid CIDR '%s'", kind, key, i + 1,
                 json_is_string(item) ? json_string_value(item)
@@ -852,8 +812,8 @@ egress_path_config_fini(struct egress_path_config *c)
 {
     free(c->max_connection_rate);
     free(c->max_message_rate);
-    egress_cidr_list_fini(&c->prohibited_hosts);
-    egress_cidr_list_fini(&c->skip_hosts);
+    km_cidr_list_fini(&c->prohibited_hosts);
+    km_cidr_list_fini(&c->skip_hosts);
     free(c->ehlo_domain);
     free(c->smtp_auth_plain_username);
     free(c->smtp_auth_plain_password);
@@ -989,7 +949,7 @@ egress_path_defaults(struct egress_path_config *c)
     c->enable_tls = EGRESS_TLS_OPPORTUNISTIC;
     c->smtp_port = 25;
     for (size_t i = 0; i < n; i++) {
-        int rv = egress_cidr_list_add(&c->prohibited_hosts,
+        int rv = km_cidr_list_add(&c->prohibited_hosts,
                                       egress_default_prohibited[i]);
 
         KM_ASSERT(rv == 0);
@@ -1078,6 +1038,6 @@ bool
 egress_path_host_prohibited(const struct egress_path_config *c,
                             const struct sockaddr *addr)
 {
-    return egress_cidr_list_contains(&c->prohibited_hosts, addr) ||
-           egress_cidr_list_contains(&c->skip_hosts, addr);
+    return km_cidr_list_contains_sa(&c->prohibited_hosts, addr) ||
+           km_cidr_list_contains_sa(&c->skip_hosts, addr);
 }

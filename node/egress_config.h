@@ -37,18 +37,6 @@ struct sockaddr;
 /* One CIDR block; addr in network order with the bits beyond prefix
  * cleared. family is AF_INET or AF_INET6. */
 
-/* A list of CIDR blocks, kept both as given (text) and parsed (v). */
-struct egress_cidr_list {
-    char **text;
-    struct km_cidr *v;
-    size_t n;
-};
-
-/* Whether sa (AF_INET or AF_INET6; other families never match) lies in
- * one of the blocks. An IPv4-mapped IPv6 address matches IPv4 blocks. */
-bool egress_cidr_list_contains(const struct egress_cidr_list *l,
-                               const struct sockaddr *sa);
-void egress_cidr_list_fini(struct egress_cidr_list *l);
 
 /* Parse one mx_list entry: "host", "host:port", "[1.2.3.4]",
  * "[1.2.3.4]:2525", "[IPv6:2001:db8::1]", "[::1]:25", or a bare IP address
@@ -180,8 +168,8 @@ struct egress_path_config {
     enum egress_tls enable_tls;             /* Opportunistic */
     uint16_t smtp_port;                     /* 25 */
     /* 127.0.0.0/8, ::1, 0.0.0.0, :: */
-    struct egress_cidr_list prohibited_hosts;
-    struct egress_cidr_list skip_hosts; /* empty */
+    struct km_cidr_list prohibited_hosts;
+    struct km_cidr_list skip_hosts; /* empty */
     char *ehlo_domain;                  /* NULL: source's, else host name */
     bool enable_pipelining;             /* true */
     bool enable_rset;                   /* true */

@@ -61,12 +61,7 @@ http_api_is_trusted(const struct http_api *h, const char *peer)
     } else {
         return false;
     }
-    for (size_t i = 0; i < h->n_trusted; i++) {
-        if (km_cidr_contains(&h->trusted[i], family, addr)) {
-            return true;
-        }
-    }
-    return false;
+    return km_cidr_list_contains(&h->trusted, family, addr);
 }
 
 /* Fill h's settings from params (validated JSON). */
@@ -94,22 +89,18 @@ http_api_apply_params(struct http_api *h, json_t *params, char *err,
                         ? (size_t)json_integer_value(v)
                         : HTTP_API_DEFAULT_BODY_LIMIT;
     if (list == NULL) {
-        h->trusted = km_calloc(2, sizeof(*h->trusted));
-        km_cidr_parse("127.0.0.1", &h->trusted[0]);
-        km_cidr_parse("::1", &h->trusted[1]);
-        h->n_trusted = 2;
+        KM_ASSERT(km_cidr_list_add(&h->trusted, "127.0.0.1") == 0);
+        KM_ASSERT(km_cidr_list_add(&h->trusted, "::1") == 0);
     } else {
-        h->trusted = km_calloc(json_array_size(list) + 1, sizeof(*h->trusted));
         json_array_foreach(list, i, e)
         {
             const char *s = json_string_value(e);
-            if (s == NULL || km_cidr_parse(s, &h->trusted[h->n_trusted]) != 0) {
+            if (s == NULL || km_cidr_list_add(&h->trusted, s) != 0) {
                 snprintf(err, errlen,
                          "trusted_hosts: '%s' is not an IP address or CIDR",
                          s != NULL ? s : "?");
                 return KM_ECONFIG;
             }
-            h->n_trusted++;
         }
     }
     cert = json_string_value(json_object_get(params, "tls_certificate"));
@@ -139,7 +130,7 @@ http_api_free(struct http_api *h)
     }
     free(h->listen);
     free(h->hostname);
-    free(h->trusted);
+    km_cidr_list_fini(&h->trusted);
     free(h);
 }
 

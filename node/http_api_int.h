@@ -84,8 +84,7 @@ struct http_api {
     struct http_api_server *srv;
     char *listen;
     char *hostname;
-    struct km_cidr *trusted;
-    size_t n_trusted;
+    struct km_cidr_list trusted; /* trusted_hosts */
     size_t body_limit;
     bool shutting_down;
     bool closing;

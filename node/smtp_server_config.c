@@ -34,79 +34,36 @@ smtp_server_config_fail(char *err, size_t errlen, const char *fmt, ...)
     return KM_ECONFIG;
 }
 
-bool
-smtp_server_cidr_set_contains(const struct smtp_server_cidr_set *set,
-                              const struct sockaddr *sa)
-{
-    const uint8_t *addr;
-    int family = sa->sa_family;
-
-    if (family == AF_INET) {
-        addr = (const uint8_t *)&((const struct sockaddr_in *)(const void *)sa)
-                   ->sin_addr;
-    } else if (family == AF_INET6) {
-        addr = (const uint8_t *)&((const struct sockaddr_in6 *)(const void *)sa)
-                   ->sin6_addr;
-    } else {
-        return false;
-    }
-    for (size_t i = 0; i < set->n; i++) {
-        if (km_cidr_contains(&set->v[i], family, addr)) {
-            return true;
-        }
-    }
-    return false;
-}
-
-void
-smtp_server_cidr_set_fini(struct smtp_server_cidr_set *set)
-{
-    free(set->v);
-    set->v = NULL;
-    set->n = 0;
-}
-
 int
-smtp_server_cidr_set_from_json(json_t *arr, struct smtp_server_cidr_set *set,
-                               const char *what, char *err, size_t errlen)
+smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
+                         const char *what, char *err, size_t errlen)
 {
     size_t i;
     json_t *v;
 
-    set->v = NULL;
-    set->n = 0;
+    memset(set, 0, sizeof(*set));
     if (json_is_string(arr)) {
         /* A single string is accepted as a one-element list. */
-        set->v = km_calloc(1, sizeof(*set->v));
-        if (km_cidr_parse(json_string_value(arr), &set->v[0]) != 0) {
-            smtp_server_cidr_set_fini(set);
-            if (err != NULL && errlen > 0) {
-                snprintf(err, errlen, "%s: invalid CIDR '%s'", what,
-                         json_string_value(arr));
-            }
-            return KM_ECONFIG;
+        if (km_cidr_list_add(set, json_string_value(arr)) != 0) {
+            return smtp_server_config_fail(err, errlen,
+                                           "%s: invalid CIDR '%s'", what,
+                                           json_string_value(arr));
         }
-        set->n = 1;
         return 0;
     }
     if (!json_is_array(arr)) {
         return smtp_server_config_fail(
             err, errlen, "%s: expected a list of CIDR strings", what);
     }
-    set->v = km_calloc(json_array_size(arr) + 1, sizeof(*set->v));
     json_array_foreach(arr, i, v)
     {
         if (!json_is_string(v) ||
-            km_cidr_parse(json_string_value(v), &set->v[set->n]) != 0) {
-            if (err != NULL && errlen > 0) {
-                snprintf(err, errlen, "%s: invalid CIDR '%s'", what,
-                         json_is_string(v) ? json_string_value(v)
-                                           : "(not a string)");
-            }
-            smtp_server_cidr_set_fini(set);
-            return KM_ECONFIG;
+            km_cidr_list_add(set, json_string_value(v)) != 0) {
+            km_cidr_list_fini(set);
+            return smtp_server_config_fail(
+                err, errlen, "%s: invalid CIDR '%s'", what,
+                json_is_string(v) ? json_string_value(v) : "(not a string)");
         }
-        set->n++;
     }
     return 0;
 }
@@ -332,10 +289,8 @@ smtp_server_config_defaults(struct smtp_server_config *cfg)
     cfg->listen = km_strdup(SMTP_SERVER_DEFAULT_LISTEN);
     cfg->hostname = km_strdup(km_hostname());
     cfg->banner = km_strdup("KumoMTA");
-    cfg->relay_hosts.v = km_calloc(2, sizeof(*cfg->relay_hosts.v));
-    KM_ASSERT(km_cidr_parse("127.0.0.1", &cfg->relay_hosts.v[0]) == 0);
-    KM_ASSERT(km_cidr_parse("::1", &cfg->relay_hosts.v[1]) == 0);
-    cfg->relay_hosts.n = 2;
+    KM_ASSERT(km_cidr_list_add(&cfg->relay_hosts, "127.0.0.1") == 0);
+    KM_ASSERT(km_cidr_list_add(&cfg->relay_hosts, "::1") == 0);
     cfg->max_connections = 32 * 1024;
     cfg->max_message_size = 20 * 1024 * 1024;
     cfg->max_recipients_per_message = 1024;
@@ -459,13 +414,13 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
     }
     relay = json_object_get(params, "relay_hosts");
     if (relay != NULL) {
-        struct smtp_server_cidr_set set;
-        rv = smtp_server_cidr_set_from_json(relay, &set, "relay_hosts", err,
+        struct km_cidr_list set;
+        rv = smtp_server_config_cidrs(relay, &set, "relay_hosts", err,
                                             errlen);
         if (rv != 0) {
             goto err_after_defaults;
         }
-        smtp_server_cidr_set_fini(&cfg->relay_hosts);
+        km_cidr_list_fini(&cfg->relay_hosts);
         cfg->relay_hosts = set;
     }
     if ((cfg->tls_certificate == NULL) != (cfg->tls_private_key == NULL)) {
@@ -502,7 +457,7 @@ smtp_server_config_fini(struct smtp_server_config *cfg)
     free(cfg->listen);
     free(cfg->hostname);
     free(cfg->banner);
-    smtp_server_cidr_set_fini(&cfg->relay_hosts);
+    km_cidr_list_fini(&cfg->relay_hosts);
     free(cfg->tls_certificate);
     free(cfg->tls_private_key);
     free(cfg->trace_header_name);

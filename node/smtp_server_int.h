@@ -75,16 +75,12 @@ enum smtp_server_line_endings {
 /* One CIDR block; family is AF_INET or AF_INET6, addr in network order
  * with the bits beyond prefix cleared. */
 
-struct smtp_server_cidr_set {
-    struct km_cidr *v;
-    size_t n;
-};
 
 struct smtp_server_config {
     char *listen;
     char *hostname;
     char *banner;
-    struct smtp_server_cidr_set relay_hosts;
+    struct km_cidr_list relay_hosts;
     size_t max_connections;
     uint64_t max_message_size;
     size_t max_recipients_per_message;
@@ -114,15 +110,11 @@ void smtp_server_config_fini(struct smtp_server_config *cfg);
  * or KM_EINVAL. */
 int smtp_server_parse_listen(const char *listen, struct sockaddr_storage *out);
 
-bool smtp_server_cidr_set_contains(const struct smtp_server_cidr_set *set,
-                                   const struct sockaddr *sa);
 /* Parse a JSON array of CIDR strings into set (which the caller
  * finalises). KM_ECONFIG with the bad entry named in err. */
-int smtp_server_cidr_set_from_json(json_t *arr,
-                                   struct smtp_server_cidr_set *set,
+int smtp_server_config_cidrs(json_t *arr,
+                                   struct km_cidr_list *set,
                                    const char *what, char *err, size_t errlen);
-void smtp_server_cidr_set_fini(struct smtp_server_cidr_set *set);
-
 /* ---- Command parsing (smtp_server_parse.c) ---- */
 
 enum smtp_server_verb {

@@ -237,7 +237,7 @@ smtp_server_session_check_relay(struct smtp_server_session *s,
     json_t *dom;
     int rv;
 
-    hosts_ok = smtp_server_cidr_set_contains(
+    hosts_ok = km_cidr_list_contains_sa(
         &cfg->relay_hosts, (const struct sockaddr *)&s->peer_sa);
     if (sdom[0] != '\0') {
         rv = smtp_server_lookup_domain(s, sdom, command, &dom);
@@ -245,13 +245,13 @@ smtp_server_session_check_relay(struct smtp_server_session *s,
             return rv;
         }
         if (dom != NULL && json_object_get(dom, "relay_from") != NULL) {
-            struct smtp_server_cidr_set set;
-            if (smtp_server_cidr_set_from_json(
+            struct km_cidr_list set;
+            if (smtp_server_config_cidrs(
                     json_object_get(dom, "relay_from"), &set, "relay_from",
                     NULL, 0) == 0) {
-                from_ok = smtp_server_cidr_set_contains(
+                from_ok = km_cidr_list_contains_sa(
                     &set, (const struct sockaddr *)&s->peer_sa);
-                smtp_server_cidr_set_fini(&set);
+                km_cidr_list_fini(&set);
             }
         }
     }

@@ -72,7 +72,7 @@ relays(struct fixture *f, const char *ip)
         assert_int_equal(
             inet_pton(AF_INET, ip, &((struct sockaddr_in *)&ss)->sin_addr), 1);
     }
-    return smtp_server_cidr_set_contains(&f->cfg.relay_hosts,
+    return km_cidr_list_contains_sa(&f->cfg.relay_hosts,
                                          (struct sockaddr *)&ss);
 }
 
