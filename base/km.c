@@ -112,6 +112,19 @@ km_memdup(const void *p, size_t n)
     return q;
 }
 
+int
+km_config_fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err != NULL && errlen > 0) {
+        va_start(ap, fmt);
+        (void)vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return KM_ECONFIG;
+}
+
 char *
 km_asprintf(const char *fmt, ...)
 {

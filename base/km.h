@@ -33,6 +33,12 @@
 /* Name of an error code, for log lines. Never NULL. */
 const char *km_strerror(int err);
 
+/* A configuration error: the reason, printf-style, into err (when err is
+ * not NULL; a truncated reason is still a reason). Always KM_ECONFIG, so
+ * parsers end with `return km_config_fail(err, errlen, ...)`. */
+int km_config_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Allocation: log and abort on failure, never return NULL. */
 void *km_malloc(size_t n);
 void *km_calloc(size_t nmemb, size_t size);

@@ -44,23 +44,6 @@ static const char *const egress_default_prohibited[] = {"127.0.0.0/8", "::1",
 
 /* ---- Errors and JSON accessors ---- */
 
-static int egress_config_fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* Write the reason into err; always returns KM_ECONFIG. */
-static int
-egress_config_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return KM_ECONFIG;
-}
-
 /* j must be NULL or an object whose "__kind", if any, is `kind`. */
 static int
 egress_config_check_kind(json_t *j, const char *kind, char *err, size_t errlen)
@@ -71,12 +54,12 @@ egress_config_check_kind(json_t *j, const char *kind, char *err, size_t errlen)
         return 0;
     }
     if (!json_is_object(j)) {
-        return egress_config_fail(err, errlen, "%s: expected an object", kind);
+        return km_config_fail(err, errlen, "%s: expected an object", kind);
     }
     k = json_object_get(j, "__kind");
     if (k != NULL &&
         (!json_is_string(k) || strcmp(json_string_value(k), kind) != 0)) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: expected a %s object, got %s", kind, kind,
             json_is_string(k) ? json_string_value(k) : "(not a string)");
     }
@@ -106,7 +89,7 @@ egress_config_uint(json_t *j, const char *kind, const char *key, uint64_t min,
     n = json_is_integer(v) ? json_integer_value(v) : -1;
     if (!json_is_integer(v) || n < 0 || (uint64_t)n < min ||
         (uint64_t)n > max) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: %s: must be an integer from %llu to %llu", kind,
             key, (unsigned long long)min, (unsigned long long)max);
     }
@@ -137,12 +120,12 @@ egress_config_ms(json_t *j, const char *kind, const char *key, bool nonzero,
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < 0) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: %s: must be a non-negative duration in ms", kind,
             key);
     }
     if (nonzero && json_integer_value(v) == 0) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: %s: must be greater than zero", kind, key);
     }
     *out = (uint64_t)json_integer_value(v);
@@ -159,7 +142,7 @@ egress_config_bool(json_t *j, const char *kind, const char *key, bool *out,
         return 0;
     }
     if (!json_is_boolean(v)) {
-        return egress_config_fail(err, errlen, "%s: %s: must be a boolean",
+        return km_config_fail(err, errlen, "%s: %s: must be a boolean",
                                   kind, key);
     }
     *out = json_is_true(v);
@@ -178,7 +161,7 @@ egress_config_str(json_t *j, const char *kind, const char *key, char **out,
     }
     if (!json_is_string(v) || json_string_length(v) == 0 ||
         strlen(json_string_value(v)) != json_string_length(v)) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: %s: must be a non-empty string", kind, key);
     }
     free(*out);
@@ -201,20 +184,20 @@ egress_config_cidrs(json_t *j, const char *kind, const char *key,
     km_cidr_list_fini(l);
     if (json_is_string(v)) {
         if (km_cidr_list_add(l, json_string_value(v)) != 0) {
-            return egress_config_fail(err, errlen, "%s: %s: invalid CIDR '%s'",
+            return km_config_fail(err, errlen, "%s: %s: invalid CIDR '%s'",
                                       kind, key, json_string_value(v));
         }
         return 0;
     }
     if (!json_is_array(v)) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: %s: must be a list of CIDR blocks", kind, key);
     }
     json_array_foreach(v, i, item)
     {
         if (!json_is_string(item) ||
             km_cidr_list_add(l, json_string_value(item)) != 0) {
-            return egress_config_fail(
+            return km_config_fail(
                 err, errlen, "%s: %s[%zu]: invalid CIDR '%s'", kind, key, i + 1,
                 json_is_string(item) ? json_string_value(item)
                                      : "(not a string)");
@@ -380,7 +363,7 @@ egress_queue_mx_entry(json_t *item, size_t idx, struct egress_mx_entry *e,
     if (json_is_string(item)) {
         if (egress_parse_mx_list_entry(json_string_value(item), &e->host,
                                        &e->port, &e->is_literal) != 0) {
-            return egress_config_fail(
+            return km_config_fail(
                 err, errlen,
                 "%s: protocol.smtp.mx_list[%zu]: '%s' is not a host, "
                 "host:port, [address] or [address]:port",
@@ -394,7 +377,7 @@ egress_queue_mx_entry(json_t *item, size_t idx, struct egress_mx_entry *e,
     if (!json_is_string(name) || !json_is_string(addr) ||
         !egress_config_is_hostname(json_string_value(name),
                                    strlen(json_string_value(name)))) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen,
             "%s: protocol.smtp.mx_list[%zu]: must be a string or "
             "{name=host, addr=ip}",
@@ -405,7 +388,7 @@ egress_queue_mx_entry(json_t *item, size_t idx, struct egress_mx_entry *e,
         !e->is_literal) {
         free(e->host);
         e->host = NULL;
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen,
             "%s: protocol.smtp.mx_list[%zu].addr: '%s' is not an "
             "IP address",
@@ -429,7 +412,7 @@ egress_queue_mx_list(json_t *mx, struct queue_config *qc, char *err,
         return egress_queue_mx_entry(mx, 0, &qc->mx_list[0], err, errlen);
     }
     if (!json_is_array(mx) || json_array_size(mx) == 0) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen,
             "queue_config: protocol.smtp.mx_list: must be a non-empty list");
     }
@@ -460,19 +443,19 @@ egress_queue_protocol(json_t *proto, struct queue_config *qc, char *err,
         return 0;
     }
     if (!json_is_object(proto)) {
-        return egress_config_fail(err, errlen, "%s: protocol: must be a table",
+        return km_config_fail(err, errlen, "%s: protocol: must be a table",
                                   kind);
     }
     smtp = egress_config_get(proto, "smtp");
     maildir = egress_config_get(proto, "maildir_path");
     if (smtp != NULL && maildir != NULL) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "%s: protocol: give either smtp or maildir_path",
             kind);
     }
     if (smtp != NULL) {
         if (!json_is_object(smtp)) {
-            return egress_config_fail(
+            return km_config_fail(
                 err, errlen, "%s: protocol.smtp: must be a table", kind);
         }
         mx = egress_config_get(smtp, "mx_list");
@@ -488,7 +471,7 @@ egress_queue_protocol(json_t *proto, struct queue_config *qc, char *err,
     rv = egress_config_str(proto, kind, "maildir_path", &qc->maildir_path, err,
                            errlen);
     if (rv != 0) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen,
             "%s: protocol.maildir_path: must be a non-empty string", kind);
     }
@@ -522,7 +505,7 @@ egress_queue_strategy(json_t *j, char *err, size_t errlen)
             return 0;
         }
     }
-    return egress_config_fail(err, errlen,
+    return km_config_fail(err, errlen,
                               "queue_config: strategy: must be one of: "
                               "TimerWheel, SkipList, SingletonTimerWheel");
 }
@@ -624,13 +607,13 @@ egress_source_parse(json_t *j, struct egress_source *out, char *err,
     }
     out->remote_port = (uint16_t)port;
     if (out->name == NULL) {
-        rv = egress_config_fail(err, errlen, "%s: name: is required", kind);
+        rv = km_config_fail(err, errlen, "%s: name: is required", kind);
         goto err_after_defaults;
     }
     if (out->source_address != NULL &&
         inet_pton(AF_INET, out->source_address, bin) != 1 &&
         inet_pton(AF_INET6, out->source_address, bin) != 1) {
-        rv = egress_config_fail(err, errlen,
+        rv = km_config_fail(err, errlen,
                                 "%s: source_address: '%s' is not an IP address",
                                 kind, out->source_address);
         goto err_after_defaults;
@@ -679,7 +662,7 @@ egress_pool_entries(json_t *arr, struct egress_pool *p, char *err,
         return 0;
     }
     if (!json_is_array(arr)) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "egress_pool: entries: must be a list of tables");
     }
     p->entries = km_calloc(json_array_size(arr) + 1, sizeof(*p->entries));
@@ -690,13 +673,13 @@ egress_pool_entries(json_t *arr, struct egress_pool *p, char *err,
 
         snprintf(what, sizeof(what), "egress_pool: entries[%zu]", i + 1);
         if (!json_is_object(item)) {
-            return egress_config_fail(err, errlen, "%s: must be a table", what);
+            return km_config_fail(err, errlen, "%s: must be a table", what);
         }
         e->weight = 1;
         p->n_entries = i + 1;
         if (egress_config_str(item, what, "name", &e->name, err, errlen) != 0 ||
             e->name == NULL) {
-            return egress_config_fail(
+            return km_config_fail(
                 err, errlen, "%s.name: must be a non-empty string", what);
         }
         rv =
@@ -729,7 +712,7 @@ egress_pool_parse(json_t *j, struct egress_pool *out, char *err, size_t errlen)
         goto err_after_defaults;
     }
     if (out->name == NULL) {
-        rv = egress_config_fail(err, errlen, "%s: name: is required", kind);
+        rv = km_config_fail(err, errlen, "%s: name: is required", kind);
         goto err_after_defaults;
     }
     return 0;
@@ -867,14 +850,14 @@ egress_path_connection_limit(json_t *j, struct egress_path_config *c, char *err,
     } else if (!json_is_string(v) ||
                egress_path_parse_limit(json_string_value(v), &limit, &local) !=
                    0) {
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen,
             "egress_path: connection_limit: must be a number such as 32, "
             "\"1,000\" or \"local:20\"");
     }
     if (limit == 0) {
         /* Zero would park every message in the ready queue forever. */
-        return egress_config_fail(
+        return km_config_fail(
             err, errlen, "egress_path: connection_limit: must be at least 1");
     }
     c->connection_limit = limit;
@@ -898,7 +881,7 @@ egress_path_tls(json_t *j, struct egress_path_config *c, char *err,
             return 0;
         }
     }
-    return egress_config_fail(
+    return km_config_fail(
         err, errlen,
         "egress_path: enable_tls: must be one of: Disabled, Opportunistic, "
         "OpportunisticInsecure, Required, RequiredInsecure");

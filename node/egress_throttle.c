@@ -27,23 +27,6 @@ static const struct egress_throttle_unit egress_throttle_units[] = {
     {"day", 86400}, {"days", 86400},
 };
 
-static void egress_throttle_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
-egress_throttle_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0) {
-        return;
-    }
-    va_start(ap, fmt);
-    /* A truncated reason is still a reason: the result is not checked. */
-    (void)vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* Parse the decimal number in p[0..n), skipping ',' and '_' separators as
  * KumoMTA does ("1,000", "1_0,0"). At least one digit is required; signs,
  * spaces and overflow are errors. */
@@ -85,19 +68,19 @@ egress_throttle_parse_period(const char *p, size_t n, uint64_t *period_ms,
         count = 0;
         for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
             if (count > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10) {
-                egress_throttle_err(err, errlen, "period count too big: %.*s",
+                (void)km_config_fail(err, errlen, "period count too big: %.*s",
                                     (int)n, p);
                 return KM_EINVAL;
             }
             count = count * 10 + (uint64_t)(p[i] - '0');
         }
         if (i == n) {
-            egress_throttle_err(err, errlen, "invalid period quantity %.*s",
+            (void)km_config_fail(err, errlen, "invalid period quantity %.*s",
                                 (int)n, p);
             return KM_EINVAL;
         }
         if (count == 0) {
-            egress_throttle_err(err, errlen, "period count must be > 0: %.*s",
+            (void)km_config_fail(err, errlen, "period count must be > 0: %.*s",
                                 (int)n, p);
             return KM_EINVAL;
         }
@@ -111,14 +94,14 @@ egress_throttle_parse_period(const char *p, size_t n, uint64_t *period_ms,
             continue;
         }
         if (count > EGRESS_THROTTLE_MAX_PERIOD_MS / 1000 / unit->seconds) {
-            egress_throttle_err(err, errlen, "period too long: %.*s", (int)n,
+            (void)km_config_fail(err, errlen, "period too long: %.*s", (int)n,
                                 p);
             return KM_EINVAL;
         }
         *period_ms = count * unit->seconds * 1000;
         return 0;
     }
-    egress_throttle_err(err, errlen, "unknown period quantity %.*s",
+    (void)km_config_fail(err, errlen, "unknown period quantity %.*s",
                         (int)(n - i), p + i);
     return KM_EINVAL;
 }
@@ -136,7 +119,7 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
     int rv;
 
     if (spec == NULL) {
-        egress_throttle_err(err, errlen, "missing throttle spec");
+        (void)km_config_fail(err, errlen, "missing throttle spec");
         return KM_EINVAL;
     }
     if (strncmp(p, "local:", 6) == 0) {
@@ -150,7 +133,7 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
 
         rv = egress_throttle_parse_number(b, (size_t)(end - b), &s.max_burst);
         if (rv != 0) {
-            egress_throttle_err(err, errlen, "invalid max_burst '%s'", b);
+            (void)km_config_fail(err, errlen, "invalid max_burst '%s'", b);
             return rv;
         }
         s.has_max_burst = true;
@@ -158,7 +141,7 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
     }
     slash = memchr(p, '/', (size_t)(end - p));
     if (slash == NULL) {
-        egress_throttle_err(err, errlen, "expected 'limit/period', got %.*s",
+        (void)km_config_fail(err, errlen, "expected 'limit/period', got %.*s",
                             (int)(end - p), p);
         return KM_EINVAL;
     }
@@ -169,12 +152,12 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
     }
     rv = egress_throttle_parse_number(p, (size_t)(slash - p), &s.limit);
     if (rv != 0) {
-        egress_throttle_err(err, errlen, "invalid limit '%.*s'",
+        (void)km_config_fail(err, errlen, "invalid limit '%.*s'",
                             (int)(slash - p), p);
         return rv;
     }
     if (s.limit == 0) {
-        egress_throttle_err(err, errlen,
+        (void)km_config_fail(err, errlen,
                             "invalid throttle spec '%s': limit must be "
                             "greater than 0",
                             spec);

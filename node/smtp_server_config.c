@@ -18,22 +18,6 @@
 
 #define SMTP_SERVER_DEFAULT_LISTEN "127.0.0.1:2025"
 
-static int smtp_server_config_fail(char *err, size_t errlen, const char *fmt,
-                                   ...) __attribute__((format(printf, 3, 4)));
-
-static int
-smtp_server_config_fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err != NULL && errlen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return KM_ECONFIG;
-}
-
 int
 smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
                          const char *what, char *err, size_t errlen)
@@ -45,14 +29,14 @@ smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
     if (json_is_string(arr)) {
         /* A single string is accepted as a one-element list. */
         if (km_cidr_list_add(set, json_string_value(arr)) != 0) {
-            return smtp_server_config_fail(err, errlen,
+            return km_config_fail(err, errlen,
                                            "%s: invalid CIDR '%s'", what,
                                            json_string_value(arr));
         }
         return 0;
     }
     if (!json_is_array(arr)) {
-        return smtp_server_config_fail(
+        return km_config_fail(
             err, errlen, "%s: expected a list of CIDR strings", what);
     }
     json_array_foreach(arr, i, v)
@@ -60,7 +44,7 @@ smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
         if (!json_is_string(v) ||
             km_cidr_list_add(set, json_string_value(v)) != 0) {
             km_cidr_list_fini(set);
-            return smtp_server_config_fail(
+            return km_config_fail(
                 err, errlen, "%s: invalid CIDR '%s'", what,
                 json_is_string(v) ? json_string_value(v) : "(not a string)");
         }
@@ -150,7 +134,7 @@ smtp_server_config_duration(json_t *v, const char *key, uint64_t *out,
         km_parse_duration_ms(json_string_value(v), out) == 0) {
         return 0;
     }
-    return smtp_server_config_fail(err, errlen, "%s: invalid duration", key);
+    return km_config_fail(err, errlen, "%s: invalid duration", key);
 }
 
 /* Integer bytes or counts, or a size string for leniency. */
@@ -168,7 +152,7 @@ smtp_server_config_size(json_t *v, const char *key, uint64_t *out, char *err,
     if (json_is_string(v) && km_parse_size(json_string_value(v), out) == 0) {
         return 0;
     }
-    return smtp_server_config_fail(err, errlen, "%s: invalid number", key);
+    return km_config_fail(err, errlen, "%s: invalid number", key);
 }
 
 static int
@@ -179,7 +163,7 @@ smtp_server_config_string(json_t *v, const char *key, char **out, char *err,
         return 0;
     }
     if (!json_is_string(v)) {
-        return smtp_server_config_fail(err, errlen, "%s: expected a string",
+        return km_config_fail(err, errlen, "%s: expected a string",
                                        key);
     }
     free(*out);
@@ -195,7 +179,7 @@ smtp_server_config_bool(json_t *v, const char *key, bool *out, char *err,
         return 0;
     }
     if (!json_is_boolean(v)) {
-        return smtp_server_config_fail(err, errlen, "%s: expected a boolean",
+        return km_config_fail(err, errlen, "%s: expected a boolean",
                                        key);
     }
     *out = json_is_true(v);
@@ -215,7 +199,7 @@ smtp_server_config_trace(json_t *th, struct smtp_server_config *cfg, char *err,
         return 0;
     }
     if (!json_is_object(th)) {
-        return smtp_server_config_fail(err, errlen, "%s: expected a table",
+        return km_config_fail(err, errlen, "%s: expected a table",
                                        "trace_headers");
     }
     rv = smtp_server_config_bool(json_object_get(th, "received_header"),
@@ -239,7 +223,7 @@ smtp_server_config_trace(json_t *th, struct smtp_server_config *cfg, char *err,
         return 0;
     }
     if (!json_is_array(names)) {
-        return smtp_server_config_fail(err, errlen,
+        return km_config_fail(err, errlen,
                                        "%s: expected a list of strings",
                                        "trace_headers.include_meta_names");
     }
@@ -248,7 +232,7 @@ smtp_server_config_trace(json_t *th, struct smtp_server_config *cfg, char *err,
     json_array_foreach(names, i, v)
     {
         if (!json_is_string(v)) {
-            return smtp_server_config_fail(err, errlen,
+            return km_config_fail(err, errlen,
                                            "%s: expected a list of strings",
                                            "trace_headers.include_meta_names");
         }
@@ -275,7 +259,7 @@ smtp_server_config_line_endings(json_t *v, struct smtp_server_config *cfg,
     } else if (s != NULL && strcmp(s, "Fix") == 0) {
         cfg->invalid_line_endings = SMTP_SERVER_LE_FIX;
     } else {
-        return smtp_server_config_fail(err, errlen,
+        return km_config_fail(err, errlen,
                                        "%s: expected 'Deny', 'Allow' or 'Fix'",
                                        "invalid_line_endings");
     }
@@ -366,7 +350,7 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
 
     smtp_server_config_defaults(cfg);
     if (params != NULL && !json_is_object(params)) {
-        rv = smtp_server_config_fail(err, errlen, "%s: expected a table",
+        rv = km_config_fail(err, errlen, "%s: expected a table",
                                      "start_esmtp_listener");
         goto err_after_defaults;
     }
@@ -408,7 +392,7 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
         goto err_after_defaults;
     }
     if (smtp_server_parse_listen(cfg->listen, &ss) != 0) {
-        rv = smtp_server_config_fail(
+        rv = km_config_fail(
             err, errlen, "listen: invalid address '%s'", cfg->listen);
         goto err_after_defaults;
     }
@@ -424,13 +408,13 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
         cfg->relay_hosts = set;
     }
     if ((cfg->tls_certificate == NULL) != (cfg->tls_private_key == NULL)) {
-        rv = smtp_server_config_fail(
+        rv = km_config_fail(
             err, errlen, "%s",
             "tls_certificate and tls_private_key must be given together");
         goto err_after_defaults;
     }
     if (cfg->line_length_hard_limit == 0 || cfg->max_connections == 0) {
-        rv = smtp_server_config_fail(err, errlen, "%s",
+        rv = km_config_fail(err, errlen, "%s",
                                      "line_length_hard_limit and "
                                      "max_connections must be positive");
         goto err_after_defaults;
@@ -438,7 +422,7 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
     meta = json_object_get(params, "meta");
     if (meta != NULL) {
         if (!json_is_object(meta)) {
-            rv = smtp_server_config_fail(err, errlen, "%s: expected a table",
+            rv = km_config_fail(err, errlen, "%s: expected a table",
                                          "meta");
             goto err_after_defaults;
         }
