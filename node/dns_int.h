@@ -8,6 +8,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <ares.h>
+#include <uv.h>
+
 #include "dns.h"
 
 struct buf;
@@ -126,4 +129,120 @@ enum dns_mx_parsed dns_mx_parse(const unsigned char *abuf, int alen,
 /* Append one server spec ("ip", "ip:port", "[ipv6]:port", bare IPv6) to
  * csv in c-ares's "host:port" CSV syntax. 0 or KM_ECONFIG. */
 int dns_server_to_csv(const char *spec, struct buf *csv);
+/* Shared by dns.c and dns_lookup.c. */
+#define DNS_NEG_TTL_DEFAULT_S  300
+#define DNS_TIMEOUT_DEFAULT_MS 2000
+#define DNS_ATTEMPTS_DEFAULT   2
+#define DNS_ADDRS_PER_FAMILY   64
+#define DNS_CACHE_SWEEP_MIN    1024
+
+struct dns_poll {
+    struct dns_poll *next;
+    struct dns *d;
+    uv_poll_t handle;
+    ares_socket_t fd;
+};
+
+enum dns_waiter_kind {
+    DNS_WAIT_MX,      /* a dns_resolve_mx() caller */
+    DNS_WAIT_ADDR,    /* a dns_resolve_addr() caller */
+    DNS_WAIT_MX_HOST, /* an MX lookup waiting for one host's addresses */
+};
+
+struct dns_waiter {
+    struct dns_waiter *next;
+    enum dns_waiter_kind kind;
+    dns_mx_cb mx_cb;
+    dns_addr_cb addr_cb;
+    void *arg;
+    struct dns_mx_lookup *parent; /* DNS_WAIT_MX_HOST */
+    size_t host_idx;
+    int status;            /* set once the waiter is ready */
+    struct dns_mx_rec *mx; /* a reference, DNS_OK only */
+    struct dns_addr_rec *addr;
+};
+
+struct dns_cache_entry {
+    int status;
+    uint32_t ttl_s;
+    uint64_t expires_ms;       /* uv_now() time */
+    struct dns_mx_rec *mx;     /* DNS_OK in the MX cache */
+    struct dns_addr_rec *addr; /* DNS_OK in the address cache */
+};
+
+struct dns_mx_lookup {
+    struct dns *d;
+    char *key;
+    struct dns_waiter *waiters;
+    struct dns_waiter **waiters_tail;
+    size_t n_hosts;
+    struct dns_mx_tmp *hosts;
+    size_t pending; /* host lookups outstanding, plus one while starting */
+    uint32_t ttl_s;
+    bool implicit;
+    bool any_tempfail;
+    bool canceled;
+};
+
+struct dns_addr_lookup;
+
+/* One of the two queries (A, AAAA) of an address lookup. */
+struct dns_addr_fam {
+    struct dns_addr_lookup *lk;
+    int family;
+    int status; /* DNS_OK, DNS_NO_ADDRESSES (NODATA), DNS_NXDOMAIN, ... */
+    uint32_t ttl_s;
+    size_t n_addrs;
+    struct dns_addr *addrs;
+};
+
+struct dns_addr_lookup {
+    struct dns *d;
+    char *key;
+    struct dns_waiter *waiters;
+    struct dns_waiter **waiters_tail;
+    int pending; /* queries outstanding, plus one while starting */
+    struct dns_addr_fam fam[2];
+};
+
+struct dns {
+    uv_loop_t *loop;
+    ares_channel channel;
+    uv_timer_t timer;
+    uv_idle_t idle; /* delivers the ready queue */
+    struct dns_poll *polls;
+    struct km_map *mx_cache;      /* key -> struct dns_cache_entry */
+    struct km_map *addr_cache;    /* key -> struct dns_cache_entry */
+    struct km_map *mx_inflight;   /* key -> struct dns_mx_lookup */
+    struct km_map *addr_inflight; /* key -> struct dns_addr_lookup */
+    size_t mx_sweep_at;
+    size_t addr_sweep_at;
+    struct dns_waiter *ready;
+    struct dns_waiter **ready_tail;
+    uint64_t rng;
+    bool shuffle;
+    bool closing;
+    unsigned open_handles; /* timer, idle and polls not yet closed */
+    dns_close_cb close_cb;
+    void *close_arg;
+};
+
+void dns_query(struct dns *d, const char *name, int type, ares_callback cb,
+               void *arg);
+void dns_ready_push(struct dns *d, struct dns_waiter *w);
+void dns_ready_mx(struct dns *d, struct dns_waiter *w, int status,
+                  struct dns_mx_rec *r);
+struct dns_waiter *dns_waiter_new(enum dns_waiter_kind kind);
+struct dns_cache_entry *dns_cache_get(struct dns *d, struct km_map *cache,
+                                      const char *key);
+void dns_cache_put(struct dns *d, struct km_map *cache, size_t *sweep_at,
+                   const char *key, int status, uint32_t ttl_s,
+                   struct dns_mx_rec *mx, struct dns_addr_rec *addr);
+void dns_addr_want(struct dns *d, char *key, struct dns_waiter *w);
+void dns_addr_notify(struct dns *d, struct dns_waiter *w, int status,
+                     struct dns_addr_rec *r, uint32_t ttl_s);
+void dns_mx_on_answer(void *arg, int status, int timeouts, unsigned char *abuf,
+                      int alen);
+uint32_t dns_negative_ttl(const unsigned char *abuf, int alen);
+int dns_ares_status(int status);
 #endif /* KUMO_DNS_INT_H */
