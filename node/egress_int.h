@@ -147,4 +147,19 @@ void egress_readyq_stop(struct readyq *rq);
 /* Close connections and handles; the queued items are dropped. Calls
  * egress_close_step() once everything is closed, then frees rq. */
 void egress_readyq_close(struct readyq *rq);
+struct smtp_client_response;
+/* Shared by egress_readyq.c and egress_readyq_conn.c. */
+
+void egress_readyq_release(struct readyq *rq);
+struct egress_item *egress_readyq_pop(struct readyq *rq);
+int egress_readyq_load(struct readyq *rq, struct egress_item *it);
+void egress_readyq_conn_release(struct readyq *rq);
+void egress_readyq_content(const struct smtp_client_response *r,
+                           struct buf *out);
+enum egress_outcome_kind egress_readyq_kind(int code);
+void egress_readyq_dispatch(struct readyq *rq);
+void egress_conn_end(struct egress_conn *conn, bool quit);
+void egress_conn_send(struct egress_conn *conn, struct egress_item *it);
+void egress_conn_open(struct readyq *rq, bool slot);
+void egress_readyq_maildir(struct readyq *rq, struct egress_item *it);
 #endif /* KUMO_EGRESS_INT_H */
