@@ -111,6 +111,11 @@ void policy_result_fini(struct policy_result *res);
 
 bool policy_has_handler(struct policy *p, const char *event);
 
+/* kumo.on() refuses, at the line of the call, every event name kumod does
+ * not fire. Declare `event` as one more name the host fires (or a test
+ * calls), before policy_load(). The string is copied. */
+void policy_declare_event(struct policy *p, const char *event);
+
 /* Called after init returns: globals become read-only, and kumo.* calls
  * that are only valid inside init (listeners, spools, logs) fail with a
  * clear error from then on. */

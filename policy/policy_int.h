@@ -50,6 +50,11 @@ struct policy *policy_from_lua(lua_State *L);
  * other event keeps only the last registration. */
 bool policy_event_is_multi(const char *event);
 
+/* [-0, +0] Return 0 if kumo.on() may register `event`; otherwise raise a
+ * Lua error naming it and saying why (not supported yet, another daemon's
+ * event, or unknown) (policy_events.c). */
+int policy_events_check(lua_State *L, const char *event);
+
 /* [-0, +1] Build the `kumo` table with every area's functions and push it
  * (policy_kumo.c). */
 void policy_open_kumo(lua_State *L);

@@ -20,6 +20,7 @@ l_kumo_on(lua_State *L)
     const char *event = luaL_checkstring(L, 1);
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    policy_events_check(L, event);
     lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_HANDLERS);
     if (policy_event_is_multi(event)) {
         if (lua_getfield(L, -1, event) != LUA_TTABLE) {
