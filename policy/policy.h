@@ -116,6 +116,10 @@ bool policy_has_handler(struct policy *p, const char *event);
  * calls), before policy_load(). The string is copied. */
 void policy_declare_event(struct policy *p, const char *event);
 
+/* Whether the policy called kumo.validation_failed() (which KumoMTA's
+ * --validate turns into a failed run). */
+bool policy_validation_failed(struct policy *p);
+
 /* Called after init returns: globals become read-only, and kumo.* calls
  * that are only valid inside init (listeners, spools, logs) fail with a
  * clear error from then on. */

@@ -96,8 +96,7 @@ policy_events_declared(lua_State *L, const char *event)
 {
     bool is;
 
-    if (lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_DECLARED) !=
-        LUA_TTABLE) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_DECLARED) != LUA_TTABLE) {
         lua_pop(L, 1);
         return false;
     }
@@ -142,7 +141,8 @@ policy_events_check(lua_State *L, const char *event)
     }
     for (size_t i = 0; policy_events_foreign[i].name != NULL; i++) {
         if (strcmp(policy_events_foreign[i].name, event) == 0) {
-            return luaL_error(L, "kumo.on: event '%s' belongs to KumoMTA's %s: %s",
+            return luaL_error(L,
+                              "kumo.on: event '%s' belongs to KumoMTA's %s: %s",
                               event, policy_events_foreign[i].daemon,
                               policy_events_foreign[i].instead);
         }

@@ -145,8 +145,8 @@ fake_config(void *ctx, const char *fn, json_t *params, char *err, size_t errlen)
 }
 
 static const char *const fx_test_events[] = {
-    "check", "custom_event", "calls", "bump", "leak", "new", "later",
-    "bad",   "bad_tls",      "rewrite", "rt", "cycle", NULL,
+    "check", "custom_event", "calls",   "bump", "leak",  "new", "later",
+    "bad",   "bad_tls",      "rewrite", "rt",   "cycle", NULL,
 };
 
 static int

@@ -11,17 +11,18 @@ on_accepts_every_fired_event(void **state)
 {
     struct pfx *fx = *state;
 
-    pfx_ok(fx, "local f = function() end\n"
-               "for _, e in ipairs { 'pre_init', 'init',\n"
-               "  'smtp_server_connection_accepted', 'smtp_server_ehlo',\n"
-               "  'smtp_server_auth_plain', 'smtp_server_mail_from',\n"
-               "  'smtp_server_rcpt_to', 'get_listener_domain',\n"
-               "  'smtp_server_message_received', 'http_message_generated',\n"
-               "  'http_server_validate_auth_basic', 'spool_message_enumerated',\n"
-               "  'get_queue_config', 'get_egress_pool', 'get_egress_source',\n"
-               "  'get_egress_path_config', 'rebind_message' } do\n"
-               "  kumo.on(e, f)\n"
-               "end\n");
+    pfx_ok(fx,
+           "local f = function() end\n"
+           "for _, e in ipairs { 'pre_init', 'init',\n"
+           "  'smtp_server_connection_accepted', 'smtp_server_ehlo',\n"
+           "  'smtp_server_auth_plain', 'smtp_server_mail_from',\n"
+           "  'smtp_server_rcpt_to', 'get_listener_domain',\n"
+           "  'smtp_server_message_received', 'http_message_generated',\n"
+           "  'http_server_validate_auth_basic', 'spool_message_enumerated',\n"
+           "  'get_queue_config', 'get_egress_pool', 'get_egress_source',\n"
+           "  'get_egress_path_config', 'rebind_message' } do\n"
+           "  kumo.on(e, f)\n"
+           "end\n");
     assert_true(policy_has_handler(fx->p, "get_egress_path_config"));
 }
 
@@ -54,11 +55,9 @@ on_unsupported_kumod_events_fail_by_name(void **state)
     for (size_t i = 0; names[i] != NULL; i++) {
         char src[256], want[256];
 
-        snprintf(src, sizeof(src), "kumo.on('%s', function() end)\n",
-                 names[i]);
+        snprintf(src, sizeof(src), "kumo.on('%s', function() end)\n", names[i]);
         snprintf(want, sizeof(want),
-                 "kumo.on: event '%s' is not supported by kumod yet",
-                 names[i]);
+                 "kumo.on: event '%s' is not supported by kumod yet", names[i]);
         pfx_fails(fx, src, want);
     }
     pfx_fails(fx, "kumo.on('log_disposition_bounce', function() end)\n",
@@ -109,13 +108,13 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(on_accepts_every_fired_event,
-                                        pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(on_accepts_every_fired_event, pfx_setup,
+                                        pfx_teardown),
         cmocka_unit_test_setup_teardown(
             on_unknown_event_fails_at_the_call_naming_it, pfx_setup,
             pfx_teardown),
-        cmocka_unit_test_setup_teardown(on_unsupported_kumod_events_fail_by_name,
-                                        pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(
+            on_unsupported_kumod_events_fail_by_name, pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(on_other_daemons_events_point_to_kumod,
                                         pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(on_declared_event_is_accepted,
