@@ -2,8 +2,9 @@
  * kumo.secrets.load (KumoMTA's keysources: a file path, or a table with
  * key_data; HashiCorp Vault sources are refused by name), kumo.traceback
  * (the call stack as a list of frame tables) and kumo.validation_failed
- * (marks a --validate run as failed). policy_open_lib() adds every
- * library module (serde, memoize, maps, regex, ...) to the kumo table.
+ * (marks a --validate run as failed), and the named refusals of
+ * kumo.sleep, kumo.spawn_task and kumo.dns.lookup_*. policy_open_lib() adds
+ * every library module (serde, memoize, maps, regex, ...) to the kumo table.
  * Loop thread only. */
 #include "policy_int.h"
 
@@ -134,6 +135,35 @@ policy_validation_failed(struct policy *p)
     return failed;
 }
 
+/* A documented KumoMTA function kumod refuses: raises its upvalue. */
+static int
+l_kumo_refused(lua_State *L)
+{
+    return luaL_error(L, "%s", lua_tostring(L, lua_upvalueindex(1)));
+}
+
+/* Handlers run to completion inside policy_call() on the loop thread (no
+ * coroutine, no continuation): nothing can wait for DNS or a timer. */
+#define POLICY_NO_YIELD                                                        \
+    "is not supported by kumod: policy handlers run to completion on the "     \
+    "event loop and cannot yield"
+
+static const struct {
+    const char *table; /* NULL: kumo itself */
+    const char *name;
+    const char *why;
+} policy_lib_refused[] = {
+    {NULL, "sleep", "kumo.sleep " POLICY_NO_YIELD},
+    {NULL, "spawn_task",
+     "kumo.spawn_task is not supported by kumod: it has no background Lua "
+     "tasks (policy handlers cannot yield)"},
+    {"dns", "lookup_mx", "kumo.dns.lookup_mx " POLICY_NO_YIELD},
+    {"dns", "lookup_addr", "kumo.dns.lookup_addr " POLICY_NO_YIELD},
+    {"dns", "lookup_ptr", "kumo.dns.lookup_ptr " POLICY_NO_YIELD},
+    {"dns", "lookup_txt", "kumo.dns.lookup_txt " POLICY_NO_YIELD},
+    {NULL, NULL, NULL},
+};
+
 void
 policy_open_lib(lua_State *L, int kumo)
 {
@@ -147,6 +177,17 @@ policy_open_lib(lua_State *L, int kumo)
     lua_pushcfunction(L, l_secrets_load);
     lua_setfield(L, -2, "load");
     lua_pop(L, 1);
+    for (size_t i = 0; policy_lib_refused[i].name != NULL; i++) {
+        if (policy_lib_refused[i].table != NULL) {
+            luaL_getsubtable(L, kumo, policy_lib_refused[i].table);
+        } else {
+            lua_pushvalue(L, kumo);
+        }
+        lua_pushstring(L, policy_lib_refused[i].why);
+        lua_pushcclosure(L, l_kumo_refused, 1);
+        lua_setfield(L, -2, policy_lib_refused[i].name);
+        lua_pop(L, 1);
+    }
     policy_open_serde(L, kumo);
     policy_open_memoize(L, kumo);
     policy_open_maps(L, kumo);

@@ -1,6 +1,7 @@
 /* test_policy_lib.c - kumo.secrets.load (file and key_data keysources,
  * Vault refused by name, bad shapes named), kumo.traceback (frames of the
- * caller's stack) and kumo.validation_failed (seen by the host). */
+ * caller's stack), kumo.validation_failed (seen by the host), and the
+ * named refusals of kumo.sleep, kumo.spawn_task and kumo.dns.lookup_*. */
 #include "test_policy_fx.h"
 
 /* ---- Tests ---- */
@@ -74,6 +75,28 @@ validation_failed_is_seen_by_the_host(void **state)
     assert_true(policy_validation_failed(fx->p));
 }
 
+static void
+waiting_functions_are_refused_by_name(void **state)
+{
+    struct pfx *fx = *state;
+
+    pfx_fails(fx, "kumo.sleep(1)\n",
+              "kumo.sleep is not supported by kumod: policy handlers run to "
+              "completion on the event loop and cannot yield");
+    pfx_fails(fx, "kumo.spawn_task { event_name = 'x', args = {} }\n",
+              "kumo.spawn_task is not supported by kumod");
+    for (size_t i = 0; i < 4; i++) {
+        static const char *const fns[] = {"lookup_mx", "lookup_addr",
+                                          "lookup_ptr", "lookup_txt"};
+        char src[128], want[128];
+
+        snprintf(src, sizeof(src), "kumo.dns.%s 'example.test'\n", fns[i]);
+        snprintf(want, sizeof(want), "kumo.dns.%s is not supported by kumod",
+                 fns[i]);
+        pfx_fails(fx, src, want);
+    }
+}
+
 int
 main(void)
 {
@@ -86,6 +109,8 @@ main(void)
         cmocka_unit_test_setup_teardown(traceback_lists_the_callers_frames,
                                         pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(validation_failed_is_seen_by_the_host,
+                                        pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(waiting_functions_are_refused_by_name,
                                         pfx_setup, pfx_teardown),
     };
 
