@@ -120,6 +120,13 @@ void policy_declare_event(struct policy *p, const char *event);
  * --validate turns into a failed run). */
 bool policy_validation_failed(struct policy *p);
 
+/* For --validate, after init: call the validate_config handlers, then fail
+ * if any part of the policy called kumo.validation_failed(). Returns 0,
+ * KM_EPOLICY (a handler raised; the message in err) or KM_ECONFIG. A host
+ * that calls this declares "validate_config" (policy_declare_event) before
+ * policy_load(), or kumo.on refuses the event as not supported. */
+int policy_validate(struct policy *p, char *err, size_t errlen);
+
 /* Called after init returns: globals become read-only, and kumo.* calls
  * that are only valid inside init (listeners, spools, logs) fail with a
  * clear error from then on. */

@@ -8,6 +8,7 @@
  * Loop thread only. */
 #include "policy_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -163,6 +164,28 @@ static const struct {
     {"dns", "lookup_txt", "kumo.dns.lookup_txt " POLICY_NO_YIELD},
     {NULL, NULL, NULL},
 };
+
+int
+policy_validate(struct policy *p, char *err, size_t errlen)
+{
+    struct policy_result res;
+    int rv = policy_call(p, "validate_config", NULL, 0, &res, err, errlen);
+
+    policy_result_fini(&res);
+    if (rv == KM_EREJECT) {
+        snprintf(err, errlen,
+                 "validate_config: kumo.reject() is not valid "
+                 "here");
+        return KM_EPOLICY;
+    }
+    if (rv == 0 && policy_validation_failed(p)) {
+        snprintf(err, errlen,
+                 "validation failed: the policy called "
+                 "kumo.validation_failed()");
+        return KM_ECONFIG;
+    }
+    return rv;
+}
 
 void
 policy_open_lib(lua_State *L, int kumo)

@@ -24,7 +24,7 @@ int policy_toml_parse(const char *text, size_t len, const char *source,
 /* Encode the JSON object `obj` (borrowed) as TOML text. Returns 0 with
  * *out, a NUL-terminated string the caller frees with free(), or
  * KM_EINVAL with the reason in err (not an object, a null anywhere, a
- * non-finite number). `pretty` puts each array element on its own line. */
+ * non-finite number). `pretty` indents nested tables and long arrays. */
 int policy_toml_encode(const json_t *obj, bool pretty, char **out, char *err,
                        size_t errlen);
 

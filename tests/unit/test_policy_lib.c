@@ -76,6 +76,31 @@ validation_failed_is_seen_by_the_host(void **state)
 }
 
 static void
+validate_runs_validate_config_when_the_host_declares_it(void **state)
+{
+    struct pfx *fx = *state;
+    char err[512] = "";
+
+    policy_declare_event(fx->p, "validate_config");
+    pfx_ok(fx, "kumo.on('validate_config', function() ran = 1 end)\n"
+               "kumo.on('validate_config', function()\n"
+               "  if ran == 1 then kumo.validation_failed() end\n"
+               "end)\n");
+    assert_int_equal(policy_validate(fx->p, err, sizeof(err)), KM_ECONFIG);
+    assert_non_null(strstr(err, "kumo.validation_failed()"));
+}
+
+static void
+validate_without_handlers_or_failure_passes(void **state)
+{
+    struct pfx *fx = *state;
+    char err[512] = "";
+
+    pfx_ok(fx, "local x = 1\n");
+    assert_int_equal(policy_validate(fx->p, err, sizeof(err)), 0);
+}
+
+static void
 waiting_functions_are_refused_by_name(void **state)
 {
     struct pfx *fx = *state;
@@ -110,6 +135,12 @@ main(void)
                                         pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(validation_failed_is_seen_by_the_host,
                                         pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(
+            validate_runs_validate_config_when_the_host_declares_it, pfx_setup,
+            pfx_teardown),
+        cmocka_unit_test_setup_teardown(
+            validate_without_handlers_or_failure_passes, pfx_setup,
+            pfx_teardown),
         cmocka_unit_test_setup_teardown(waiting_functions_are_refused_by_name,
                                         pfx_setup, pfx_teardown),
     };
