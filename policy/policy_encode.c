@@ -2,13 +2,16 @@
  * each with a _nopad form, and hex: <name>_encode(bytes) and
  * <name>_decode(text)) and kumo.digest.* (sha1, sha224, sha256, sha384,
  * sha512, sha512_256, sha3_256, sha3_384, sha3_512 over all their
- * arguments; hmac_sha1 ... hmac_sha512 with a keysource key). A digest is
+ * arguments, and crc32; hmac_sha1 ... hmac_sha512 with a keysource key),
+ * plus kumo.encode.charset_encode/charset_decode through iconv. A digest is
  * a "kumo.Digest" whose fields give the bytes in each encoding (bytes,
  * hex, base64, ...) and whose tostring() is its hex. Digests go through
  * OpenSSL's EVP interface. Loop thread only. */
 #include "policy_int.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <iconv.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -313,6 +316,158 @@ l_digest_hmac(lua_State *L)
     return 1;
 }
 
+/* kumo.digest.crc32(...): CRC-32 (IEEE 802.3, as zlib), 4 bytes, most
+ * significant first. Arguments as for the other digests. */
+static int
+l_digest_crc32(lua_State *L)
+{
+    int nargs = lua_gettop(L);
+    uint32_t crc = 0xffffffffu;
+    unsigned char out[4];
+
+    for (int a = 1; a <= nargs; a++) {
+        size_t n;
+        const char *s;
+
+        if (lua_type(L, a) != LUA_TSTRING) {
+            char err[256];
+            json_t *j;
+            char *t;
+
+            if (policy_json_from_lua(L, a, &j, err, sizeof(err)) != 0) {
+                return luaL_error(L, "kumo.digest.crc32: argument #%d: %s", a,
+                                  err);
+            }
+            t = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+            json_decref(j);
+            lua_pushstring(L, t != NULL ? t : "null");
+            free(t);
+            lua_replace(L, a);
+        }
+        s = lua_tolstring(L, a, &n);
+        for (size_t i = 0; i < n; i++) {
+            crc ^= (unsigned char)s[i];
+            for (int k = 0; k < 8; k++) {
+                crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+            }
+        }
+    }
+    crc ^= 0xffffffffu;
+    for (int i = 0; i < 4; i++) {
+        out[i] = (unsigned char)(crc >> (24 - 8 * i));
+    }
+    policy_digest_push(L, out, sizeof(out));
+    return 1;
+}
+
+/* The length of the UTF-8 sequence starting with byte c (1 if invalid). */
+static size_t
+policy_utf8_len(unsigned char c)
+{
+    return c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+}
+
+/* An iconv descriptor owned by a userdata, so that a raised error (out of
+ * memory in the buffer) cannot leak it. */
+struct policy_iconv_box {
+    iconv_t cd;
+};
+
+static int
+l_iconv_box_gc(lua_State *L)
+{
+    struct policy_iconv_box *bx = lua_touserdata(L, 1);
+
+    if (bx->cd != (iconv_t)-1) {
+        iconv_close(bx->cd);
+        bx->cd = (iconv_t)-1;
+    }
+    return 0;
+}
+
+/* [-0, +1] Convert s from `from` to `to` with iconv; with `skip`, input that
+ * cannot be converted is dropped (one UTF-8 sequence at a time), else it
+ * raises naming fn. */
+static int
+policy_charset_convert(lua_State *L, const char *fn, const char *to,
+                       const char *from, const char *s, size_t n, bool skip)
+{
+    struct policy_iconv_box *bx = lua_newuserdatauv(L, sizeof(*bx), 0);
+    char *in = (char *)(uintptr_t)s;
+    char chunk[4096], *out;
+    size_t left = n, room;
+    luaL_Buffer b;
+
+    bx->cd = (iconv_t)-1;
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_iconv_box_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    bx->cd = iconv_open(to, from);
+    if (bx->cd == (iconv_t)-1) {
+        return luaL_error(L, "%s: unknown charset '%s'", fn,
+                          strcmp(to, "UTF-8") == 0 ? from : to);
+    }
+    luaL_buffinit(L, &b);
+    while (left > 0) {
+        size_t rc;
+        int e;
+
+        out = chunk;
+        room = sizeof(chunk);
+        rc = iconv(bx->cd, &in, &left, &out, &room);
+        e = errno;
+        luaL_addlstring(&b, chunk, sizeof(chunk) - room);
+        if (rc != (size_t)-1 || e == E2BIG) {
+            continue;
+        }
+        if (skip && (e == EILSEQ || e == EINVAL)) {
+            size_t k = policy_utf8_len((unsigned char)*in);
+            k = k > left ? left : k;
+            in += k;
+            left -= k;
+            continue;
+        }
+        return luaL_error(L,
+                          "%s: the input cannot be converted at byte %d "
+                          "(%s)",
+                          fn, (int)(n - left),
+                          e == EINVAL ? "incomplete sequence" : "invalid");
+    }
+    /* Return to the initial shift state (ISO-2022-JP and friends). */
+    out = chunk;
+    room = sizeof(chunk);
+    (void)iconv(bx->cd, NULL, NULL, &out, &room);
+    luaL_addlstring(&b, chunk, sizeof(chunk) - room);
+    luaL_pushresult(&b);
+    return 1;
+}
+
+/* kumo.encode.charset_decode(charset, bytes) -> UTF-8 */
+static int
+l_encode_charset_decode(lua_State *L)
+{
+    const char *cs = luaL_checkstring(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+
+    return policy_charset_convert(L, "kumo.encode.charset_decode", "UTF-8", cs,
+                                  s, n, false);
+}
+
+/* kumo.encode.charset_encode(charset, utf8 [, ignore_errors = true]) */
+static int
+l_encode_charset_encode(lua_State *L)
+{
+    const char *cs = luaL_checkstring(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    bool skip = lua_isnoneornil(L, 3) || lua_toboolean(L, 3);
+
+    return policy_charset_convert(L, "kumo.encode.charset_encode", cs, "UTF-8",
+                                  s, n, skip);
+}
+
 void
 policy_open_encode(lua_State *L, int kumo)
 {
@@ -331,6 +486,10 @@ policy_open_encode(lua_State *L, int kumo)
         snprintf(name, sizeof(name), "%s_decode", policy_codecs[i].name);
         lua_setfield(L, -2, name);
     }
+    lua_pushcfunction(L, l_encode_charset_encode);
+    lua_setfield(L, -2, "charset_encode");
+    lua_pushcfunction(L, l_encode_charset_decode);
+    lua_setfield(L, -2, "charset_decode");
     lua_pop(L, 1);
 
     luaL_newmetatable(L, POLICY_MT_DIGEST);
@@ -340,6 +499,8 @@ policy_open_encode(lua_State *L, int kumo)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
     luaL_getsubtable(L, kumo, "digest");
+    lua_pushcfunction(L, l_digest_crc32);
+    lua_setfield(L, -2, "crc32");
     for (size_t i = 0; i < POLICY_NDIGESTS; i++) {
         lua_pushinteger(L, (lua_Integer)i);
         lua_pushcclosure(L, l_digest_hash, 1);

@@ -103,6 +103,52 @@ hmac_takes_a_keysource(void **state)
               "bad argument #2 to 'hmac_sha1' (string expected, got no value)");
 }
 
+static void
+crc32_is_zlibs_crc(void **state)
+{
+    struct pfx *fx = *state;
+
+    pfx_ok(fx,
+           "local c = kumo.digest.crc32 'hello'\n"
+           "assert(c.hex == '3610a686', c.hex)\n"
+           "assert(#c.bytes == 4)\n"
+           "assert(kumo.digest.crc32('123456789').hex == 'cbf43926')\n"
+           "assert(kumo.digest.crc32('1234', '56789').hex == 'cbf43926')\n");
+}
+
+static void
+charsets_convert_both_ways(void **state)
+{
+    struct pfx *fx = *state;
+
+    pfx_ok(
+        fx,
+        "local E = kumo.encode\n"
+        "assert(E.charset_decode('ISO-8859-1', 'caf\\xe9') == "
+        "'caf\\xc3\\xa9')\n"
+        "assert(E.charset_encode('ISO-8859-1', 'caf\\xc3\\xa9') == "
+        "'caf\\xe9')\n"
+        "-- the euro sign is not in Latin-1: dropped unless errors are wanted\n"
+        "assert(E.charset_encode('ISO-8859-1', 'a\\xe2\\x82\\xacb') == 'ab')\n"
+        "local jp = '\\xe3\\x83\\x86\\xe3\\x82\\xb9\\xe3\\x83\\x88'\n"
+        "for _, cs in ipairs { 'ISO-2022-JP', 'Shift_JIS', 'EUC-KR', 'KOI8-R' "
+        "} do\n"
+        "  local ok, enc = pcall(E.charset_encode, cs, jp, false)\n"
+        "  if ok then assert(E.charset_decode(cs, enc) == jp, cs) end\n"
+        "end\n"
+        "local enc = E.charset_encode('ISO-2022-JP', jp)\n"
+        "assert(enc:sub(-3) == '\\x1b(B', 'back to ASCII at the end')\n");
+    pfx_fails(
+        fx,
+        "kumo.encode.charset_encode('ISO-8859-1', '\\xe2\\x82\\xac', false)\n",
+        "kumo.encode.charset_encode: the input cannot be converted at "
+        "byte 0 (invalid)");
+    pfx_fails(fx, "kumo.encode.charset_decode('no-such-charset', 'x')\n",
+              "kumo.encode.charset_decode: unknown charset 'no-such-charset'");
+    pfx_fails(fx, "kumo.encode.charset_decode('UTF-8', '\\xff')\n",
+              "kumo.encode.charset_decode: the input cannot be converted");
+}
+
 int
 main(void)
 {
@@ -114,6 +160,10 @@ main(void)
         cmocka_unit_test_setup_teardown(digest_objects_give_each_encoding,
                                         pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(hmac_takes_a_keysource, pfx_setup,
+                                        pfx_teardown),
+        cmocka_unit_test_setup_teardown(crc32_is_zlibs_crc, pfx_setup,
+                                        pfx_teardown),
+        cmocka_unit_test_setup_teardown(charsets_convert_both_ways, pfx_setup,
                                         pfx_teardown),
     };
 
