@@ -60,10 +60,11 @@ int policy_events_check(lua_State *L, const char *event);
 void policy_open_kumo(lua_State *L);
 
 /* [-0, +0] Add the runtime library (policy_lib.c and the modules it
- * opens: serde, memoize, maps, regex, encode, string, time) to the kumo table
+ * opens: serde, yaml, memoize, maps, regex, encode, string, time) to the kumo table
  * at idx. */
 void policy_open_lib(lua_State *L, int idx);
 void policy_open_serde(lua_State *L, int idx);
+void policy_open_yaml(lua_State *L, int idx);
 void policy_open_memoize(lua_State *L, int idx);
 void policy_open_maps(lua_State *L, int idx);
 void policy_open_regex(lua_State *L, int idx);

@@ -212,6 +212,7 @@ policy_open_lib(lua_State *L, int kumo)
         lua_pop(L, 1);
     }
     policy_open_serde(L, kumo);
+    policy_open_yaml(L, kumo);
     policy_open_memoize(L, kumo);
     policy_open_maps(L, kumo);
     policy_open_regex(L, kumo);
