@@ -60,7 +60,7 @@ int policy_events_check(lua_State *L, const char *event);
 void policy_open_kumo(lua_State *L);
 
 /* [-0, +0] Add the runtime library (policy_lib.c and the modules it
- * opens: serde, yaml, memoize, maps, regex, encode, string, time) to the kumo table
+ * opens: serde, yaml, memoize, maps, regex, encode, string, psl, time) to the kumo table
  * at idx. */
 void policy_open_lib(lua_State *L, int idx);
 void policy_open_serde(lua_State *L, int idx);
@@ -70,6 +70,7 @@ void policy_open_maps(lua_State *L, int idx);
 void policy_open_regex(lua_State *L, int idx);
 void policy_open_encode(lua_State *L, int idx);
 void policy_open_string(lua_State *L, int idx);
+void policy_open_psl(lua_State *L, int idx);
 void policy_open_time(lua_State *L, int idx);
 
 /* Read the whole file at path into out (appended; at most 64 MiB).

@@ -218,6 +218,7 @@ policy_open_lib(lua_State *L, int kumo)
     policy_open_regex(L, kumo);
     policy_open_encode(L, kumo);
     policy_open_string(L, kumo);
+    policy_open_psl(L, kumo);
     policy_open_time(L, kumo);
     POLICY_STACK_LEAVE(L, 0);
 }
