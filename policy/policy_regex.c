@@ -18,50 +18,22 @@
 
 #define POLICY_MT_REGEX "kumo.Regex"
 
+/* A compiled pattern and the match data its methods reuse: a method call
+ * runs to its end without calling back into Lua, so one is enough. */
 struct policy_regex {
     pcre2_code *code;
-};
-
-/* One search's match data, freed by its box even if Lua raises. */
-struct policy_regex_md {
     pcre2_match_data *md;
 };
 
-static int
-l_regex_md_gc(lua_State *L)
-{
-    struct policy_regex_md *m = lua_touserdata(L, 1);
-
-    pcre2_match_data_free(m->md);
-    m->md = NULL;
-    return 0;
-}
-
+/* The regex at 1; *md gets its match data. */
 static pcre2_code *
-policy_regex_check(lua_State *L)
+policy_regex_check_md(lua_State *L, pcre2_match_data **md)
 {
     struct policy_regex *r = luaL_checkudata(L, 1, POLICY_MT_REGEX);
 
     luaL_argcheck(L, r->code != NULL, 1, "regex was freed");
+    *md = r->md;
     return r->code;
-}
-
-/* [-0, +1] Match data for code, owned by a box on the stack. */
-static pcre2_match_data *
-policy_regex_push_md(lua_State *L, pcre2_code *code)
-{
-    struct policy_regex_md *m = lua_newuserdatauv(L, sizeof(*m), 0);
-
-    m->md = NULL;
-    lua_createtable(L, 0, 1);
-    lua_pushcfunction(L, l_regex_md_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_setmetatable(L, -2);
-    m->md = pcre2_match_data_create_from_pattern(code, NULL);
-    if (m->md == NULL) {
-        luaL_error(L, "kumo.regex: out of memory");
-    }
-    return m->md;
 }
 
 /* Search s[0..n) from offset; returns true with the ovector on a match,
@@ -109,6 +81,7 @@ l_regex_compile(lua_State *L)
     int errcode;
 
     r->code = NULL;
+    r->md = NULL;
     luaL_setmetatable(L, POLICY_MT_REGEX);
     r->code = pcre2_compile((PCRE2_SPTR)pat, n,
                             PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_UCP |
@@ -120,6 +93,10 @@ l_regex_compile(lua_State *L)
         return luaL_error(L, "kumo.regex.compile: bad pattern at offset %d: %s",
                           (int)erroff, (const char *)msg);
     }
+    r->md = pcre2_match_data_create_from_pattern(r->code, NULL);
+    if (r->md == NULL) {
+        return luaL_error(L, "kumo.regex.compile: out of memory");
+    }
     return 1;
 }
 
@@ -128,6 +105,8 @@ l_regex_gc(lua_State *L)
 {
     struct policy_regex *r = luaL_checkudata(L, 1, POLICY_MT_REGEX);
 
+    pcre2_match_data_free(r->md);
+    r->md = NULL;
     pcre2_code_free(r->code);
     r->code = NULL;
     return 0;
@@ -137,10 +116,10 @@ l_regex_gc(lua_State *L)
 static int
 l_regex_is_match(lua_State *L)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
 
     lua_pushboolean(L, policy_regex_exec(L, code, md, s, n, 0));
     return 1;
@@ -150,10 +129,10 @@ l_regex_is_match(lua_State *L)
 static int
 l_regex_find(lua_State *L)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
 
     if (!policy_regex_exec(L, code, md, s, n, 0)) {
         lua_pushnil(L);
@@ -168,10 +147,10 @@ l_regex_find(lua_State *L)
 static int
 l_regex_find_all(lua_State *L)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n, off = 0;
     const char *s = luaL_checklstring(L, 2, &n);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
     lua_Integer i = 0;
 
     lua_newtable(L);
@@ -188,10 +167,10 @@ l_regex_find_all(lua_State *L)
 static int
 l_regex_captures(lua_State *L)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
     uint32_t ngroups, namecount, entry;
     PCRE2_SPTR table;
     PCRE2_SIZE *ov;
@@ -283,11 +262,11 @@ policy_regex_expand(luaL_Buffer *b, pcre2_code *code, const char *s,
 static int
 policy_regex_replace(lua_State *L, int text_idx, lua_Integer limit, int rep_idx)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n, rn, off = 0, copied = 0;
     const char *s = luaL_checklstring(L, text_idx, &n);
     const char *rep = luaL_checklstring(L, rep_idx, &rn);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
     lua_Integer done = 0;
     luaL_Buffer b;
 
@@ -334,10 +313,10 @@ l_regex_replacen(lua_State *L)
 static int
 l_regex_split(lua_State *L)
 {
-    pcre2_code *code = policy_regex_check(L);
+    pcre2_match_data *md;
+    pcre2_code *code = policy_regex_check_md(L, &md);
     size_t n, off = 0, last = 0;
     const char *s = luaL_checklstring(L, 2, &n);
-    pcre2_match_data *md = policy_regex_push_md(L, code);
     lua_Integer i = 0;
 
     lua_newtable(L);
