@@ -101,7 +101,7 @@ l_serde_toml_load(lua_State *L)
 
 /* [-0, +1] kumo.serde.toml_encode* of the value at 1. */
 static int
-policy_serde_toml_encode(lua_State *L, const char *fn, bool pretty)
+policy_serde_toml_encode(lua_State *L, const char *fn, unsigned flags)
 {
     char err[256];
     json_t *j;
@@ -112,7 +112,7 @@ policy_serde_toml_encode(lua_State *L, const char *fn, bool pretty)
     if (policy_json_from_lua(L, 1, &j, err, sizeof(err)) != 0) {
         return luaL_error(L, "%s: %s", fn, err);
     }
-    rv = policy_toml_encode(j, pretty, &s, err, sizeof(err));
+    rv = policy_toml_encode(j, flags, &s, err, sizeof(err));
     json_decref(j);
     if (rv != 0) {
         return luaL_error(L, "%s: %s", fn, err);
@@ -125,13 +125,22 @@ policy_serde_toml_encode(lua_State *L, const char *fn, bool pretty)
 static int
 l_serde_toml_encode(lua_State *L)
 {
-    return policy_serde_toml_encode(L, "kumo.serde.toml_encode", false);
+    return policy_serde_toml_encode(L, "kumo.serde.toml_encode", 0);
 }
 
 static int
 l_serde_toml_encode_pretty(lua_State *L)
 {
-    return policy_serde_toml_encode(L, "kumo.serde.toml_encode_pretty", true);
+    return policy_serde_toml_encode(L, "kumo.serde.toml_encode_pretty",
+                                    POLICY_TOML_PRETTY);
+}
+
+static int
+l_serde_toml_encode_pretty_compact(lua_State *L)
+{
+    return policy_serde_toml_encode(L, "kumo.serde.toml_encode_pretty_compact",
+                                    POLICY_TOML_PRETTY |
+                                        POLICY_TOML_INLINE_EMPTY);
 }
 
 /* Blank out C block comments, C++ line comments and shell line comments
@@ -206,6 +215,7 @@ static const luaL_Reg policy_serde_funcs[] = {
     {"toml_load", l_serde_toml_load},
     {"toml_encode", l_serde_toml_encode},
     {"toml_encode_pretty", l_serde_toml_encode_pretty},
+    {"toml_encode_pretty_compact", l_serde_toml_encode_pretty_compact},
     {"json_load", l_serde_json_load},
     {NULL, NULL},
 };

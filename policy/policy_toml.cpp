@@ -84,14 +84,16 @@ policy_toml_to_json(const toml::node &n, int depth)
     throw EncodeError{"unsupported TOML value"};
 }
 
-void policy_toml_fill_table(toml::table &t, const json_t *obj, int depth);
+void policy_toml_fill_table(toml::table &t, const json_t *obj, int depth,
+                            unsigned flags);
 
-void policy_toml_fill_array(toml::array &a, const json_t *arr, int depth);
+void policy_toml_fill_array(toml::array &a, const json_t *arr, int depth,
+                            unsigned flags);
 
 // Append the JSON value j to whatever `put` inserts into.
 template <typename Put>
 void
-policy_toml_put(const json_t *j, int depth, Put put)
+policy_toml_put(const json_t *j, int depth, unsigned flags, Put put)
 {
     if (depth > kMaxDepth) {
         throw EncodeError{"nested too deeply"};
@@ -99,13 +101,16 @@ policy_toml_put(const json_t *j, int depth, Put put)
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         toml::table t;
-        policy_toml_fill_table(t, j, depth + 1);
+        policy_toml_fill_table(t, j, depth + 1, flags);
+        if (t.empty() && (flags & POLICY_TOML_INLINE_EMPTY) != 0) {
+            t.is_inline(true);
+        }
         put(std::move(t));
         break;
     }
     case JSON_ARRAY: {
         toml::array a;
-        policy_toml_fill_array(a, j, depth + 1);
+        policy_toml_fill_array(a, j, depth + 1, flags);
         put(std::move(a));
         break;
     }
@@ -133,7 +138,8 @@ policy_toml_put(const json_t *j, int depth, Put put)
 }
 
 void
-policy_toml_fill_table(toml::table &t, const json_t *obj, int depth)
+policy_toml_fill_table(toml::table &t, const json_t *obj, int depth,
+                       unsigned flags)
 {
     const char *k;
     json_t *v;
@@ -141,21 +147,22 @@ policy_toml_fill_table(toml::table &t, const json_t *obj, int depth)
     json_object_foreach(const_cast<json_t *>(obj), k, v)
     {
         std::string key(k);
-        policy_toml_put(v, depth, [&](auto &&x) {
+        policy_toml_put(v, depth, flags, [&](auto &&x) {
             t.insert_or_assign(key, std::forward<decltype(x)>(x));
         });
     }
 }
 
 void
-policy_toml_fill_array(toml::array &a, const json_t *arr, int depth)
+policy_toml_fill_array(toml::array &a, const json_t *arr, int depth,
+                       unsigned flags)
 {
     size_t i;
     json_t *v;
 
     json_array_foreach(arr, i, v)
     {
-        policy_toml_put(v, depth, [&](auto &&x) {
+        policy_toml_put(v, depth, flags, [&](auto &&x) {
             a.push_back(std::forward<decltype(x)>(x));
         });
     }
@@ -198,7 +205,7 @@ policy_toml_parse(const char *text, size_t len, const char *source,
 }
 
 extern "C" int
-policy_toml_encode(const json_t *obj, bool pretty, char **out, char *err,
+policy_toml_encode(const json_t *obj, unsigned flags, char **out, char *err,
                    size_t errlen)
 {
     if (!json_is_object(obj)) {
@@ -209,8 +216,8 @@ policy_toml_encode(const json_t *obj, bool pretty, char **out, char *err,
     try {
         toml::table t;
         std::ostringstream os;
-        policy_toml_fill_table(t, obj, 0);
-        if (pretty) {
+        policy_toml_fill_table(t, obj, 0, flags);
+        if ((flags & POLICY_TOML_PRETTY) != 0) {
             os << toml::toml_formatter(
                 t, toml::format_flags::indentation |
                        toml::format_flags::allow_multi_line_strings);

@@ -24,8 +24,13 @@ int policy_toml_parse(const char *text, size_t len, const char *source,
 /* Encode the JSON object `obj` (borrowed) as TOML text. Returns 0 with
  * *out, a NUL-terminated string the caller frees with free(), or
  * KM_EINVAL with the reason in err (not an object, a null anywhere, a
- * non-finite number). `pretty` indents nested tables and long arrays. */
-int policy_toml_encode(const json_t *obj, bool pretty, char **out, char *err,
+ * non-finite number). Keys come out sorted (toml++ tables are ordered).
+ * POLICY_TOML_PRETTY indents nested tables and long arrays;
+ * POLICY_TOML_INLINE_EMPTY writes an empty table as `key = {}` instead of
+ * a `[key]` section. */
+#define POLICY_TOML_PRETTY       1u
+#define POLICY_TOML_INLINE_EMPTY 2u
+int policy_toml_encode(const json_t *obj, unsigned flags, char **out, char *err,
                        size_t errlen);
 
 #ifdef __cplusplus

@@ -1,4 +1,5 @@
-/* test_policy_serde.c - kumo.serde.toml_parse/toml_load/toml_encode(_pretty)
+/* test_policy_serde.c - kumo.serde.toml_parse/toml_load/toml_encode
+ * (_pretty, _pretty_compact)
  * and json_load (with comments), and their older names under kumo; errors
  * name the function, the file and the line. */
 #include "test_policy_fx.h"
@@ -67,6 +68,16 @@ toml_encode_round_trips_through_parse(void **state)
            "  assert(back.name == 'x' and back.n == 2 and #back.list == 3)\n"
            "  assert(back.sub.deep.ok == true)\n"
            "end\n");
+    pfx_ok(
+        fx,
+        "local t = kumo.serde.toml_encode_pretty_compact {\n"
+        "  zeta = 1, alpha = 2, empty = {}, sub = { b = 1, a = 2 } }\n"
+        "assert(t:find('empty = {}', 1, true), t)\n"
+        "assert(not t:find('[empty]', 1, true), t)\n"
+        "assert(t:find('alpha') < t:find('zeta'), t)\n"
+        "local s = t:find('[sub]', 1, true)\n"
+        "assert(s and t:find('a = 2', s, true) < t:find('b = 1', s, true), t)\n"
+        "assert(kumo.serde.toml_parse(t).sub.a == 2)\n");
     pfx_fails(fx, "kumo.serde.toml_encode(42)\n",
               "kumo.serde.toml_encode: the top level of a TOML document "
               "must be a table");
