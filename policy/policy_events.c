@@ -4,8 +4,8 @@
  * would be silently ignored, so it is an error), or owned by another
  * KumoMTA daemon (tsa-daemon, proxy-server). A name in none of these lists
  * is an error too, unless the host declared it (policy_declare_event()).
- * Pure lookups over static tables, plus the registry set of declared
- * names. Loop thread only. */
+ * Also remembers where each kumo.on call came from, for
+ * kumo.get_event_registrars(name). Loop thread only. */
 #include "policy_int.h"
 
 #include <string.h>
@@ -14,6 +14,9 @@
 
 /* The registry set of names the host declared (name -> true). */
 #define POLICY_REG_DECLARED "kumo.declared_events"
+/* The registry table event -> list of the call stacks of its kumo.on
+ * calls, each a list of "short_src:line" strings, innermost first. */
+#define POLICY_REG_REGISTRARS "kumo.event_registrars"
 
 /* Events the daemon fires (node/: kumod.c, smtp_server_*.c, queue.c,
  * egress*.c, http_api*.c, admin.c). */
@@ -151,4 +154,65 @@ policy_events_check(lua_State *L, const char *event)
                       "kumo.on: unknown event '%s': kumod fires no event of "
                       "that name (see docs/policy.md, Events)",
                       event);
+}
+
+void
+policy_events_record(lua_State *L, const char *event)
+{
+    lua_Debug ar;
+    lua_Integer n = 0;
+
+    POLICY_STACK_ENTER(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, POLICY_REG_REGISTRARS);
+    luaL_getsubtable(L, -1, event);
+    lua_newtable(L);
+    /* Level 0 is kumo.on itself; 1 is the code that called it. */
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        lua_getinfo(L, "Sl", &ar);
+        lua_pushfstring(L, "%s:%d", ar.short_src, ar.currentline);
+        lua_rawseti(L, -2, ++n);
+    }
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    lua_pop(L, 2);
+    POLICY_STACK_LEAVE(L, 0);
+}
+
+/* kumo.get_event_registrars(name) -> { stack, ... } in registration order */
+static int
+l_kumo_get_event_registrars(lua_State *L)
+{
+    const char *event = luaL_checkstring(L, 1);
+
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, POLICY_REG_REGISTRARS);
+    if (lua_getfield(L, -1, event) != LUA_TTABLE) {
+        lua_newtable(L);
+        return 1;
+    }
+    /* A copy, so that the policy cannot rewrite the record. */
+    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+    lua_createtable(L, (int)n, 0);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_Integer m;
+
+        lua_rawgeti(L, -2, i);
+        m = (lua_Integer)lua_rawlen(L, -1);
+        lua_createtable(L, (int)m, 0);
+        for (lua_Integer k = 1; k <= m; k++) {
+            lua_rawgeti(L, -2, k);
+            lua_rawseti(L, -2, k);
+        }
+        lua_rawseti(L, -3, i);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+void
+policy_open_events(lua_State *L, int kumo)
+{
+    POLICY_STACK_ENTER(L);
+    kumo = lua_absindex(L, kumo);
+    lua_pushcfunction(L, l_kumo_get_event_registrars);
+    lua_setfield(L, kumo, "get_event_registrars");
+    POLICY_STACK_LEAVE(L, 0);
 }

@@ -55,13 +55,18 @@ bool policy_event_is_multi(const char *event);
  * event, or unknown) (policy_events.c). */
 int policy_events_check(lua_State *L, const char *event);
 
+/* [-0, +0] Remember the call stack of the kumo.on(event) call running now,
+ * for kumo.get_event_registrars (policy_events.c). */
+void policy_events_record(lua_State *L, const char *event);
+void policy_open_events(lua_State *L, int idx);
+
 /* [-0, +1] Build the `kumo` table with every area's functions and push it
  * (policy_kumo.c). */
 void policy_open_kumo(lua_State *L);
 
 /* [-0, +0] Add the runtime library (policy_lib.c and the modules it
- * opens: serde, yaml, memoize, maps, regex, encode, string, psl, time) to the kumo table
- * at idx. */
+ * opens: serde, yaml, memoize, maps, regex, encode, string, psl, time) to the
+ * kumo table at idx. */
 void policy_open_lib(lua_State *L, int idx);
 void policy_open_serde(lua_State *L, int idx);
 void policy_open_yaml(lua_State *L, int idx);

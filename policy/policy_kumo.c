@@ -21,6 +21,7 @@ l_kumo_on(lua_State *L)
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
     policy_events_check(L, event);
+    policy_events_record(L, event);
     lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_HANDLERS);
     if (policy_event_is_multi(event)) {
         if (lua_getfield(L, -1, event) != LUA_TTABLE) {

@@ -211,6 +211,7 @@ policy_open_lib(lua_State *L, int kumo)
         lua_setfield(L, -2, policy_lib_refused[i].name);
         lua_pop(L, 1);
     }
+    policy_open_events(L, kumo);
     policy_open_serde(L, kumo);
     policy_open_yaml(L, kumo);
     policy_open_memoize(L, kumo);

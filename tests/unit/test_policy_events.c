@@ -104,6 +104,27 @@ on_bad_arguments_name_the_function(void **state)
               "bad argument #1 to 'on' (string expected, got table)");
 }
 
+static void
+get_event_registrars_lists_each_registration_with_its_stack(void **state)
+{
+    struct pfx *fx = *state;
+
+    pfx_ok(fx, "local function helper()\n"
+               "  kumo.on('get_queue_config', function() end)\n"
+               "end\n"
+               "helper()\n"
+               "kumo.on('get_queue_config', function() end)\n"
+               "local reg = kumo.get_event_registrars 'get_queue_config'\n"
+               "assert(#reg == 2, #reg)\n"
+               "assert(reg[1][1]:match('policy%.lua:2$'), reg[1][1])\n"
+               "assert(reg[1][2]:match('policy%.lua:4$'), reg[1][2])\n"
+               "assert(reg[2][1]:match('policy%.lua:5$'), reg[2][1])\n"
+               "reg[1][1] = 'changed'\n"
+               "assert(kumo.get_event_registrars('get_queue_config')[1][1] ~= "
+               "'changed')\n"
+               "assert(#kumo.get_event_registrars 'init' == 0)\n");
+}
+
 int
 main(void)
 {
@@ -121,6 +142,9 @@ main(void)
                                         pfx_setup, pfx_teardown),
         cmocka_unit_test_setup_teardown(on_bad_arguments_name_the_function,
                                         pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(
+            get_event_registrars_lists_each_registration_with_its_stack,
+            pfx_setup, pfx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
