@@ -29,8 +29,10 @@ policy_read_file(const char *path, struct buf *out, char *err, size_t errlen)
     size_t n;
 
     if (f == NULL) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -errno;
+        int e = errno;
+
+        snprintf(err, errlen, "%s: %s", path, strerror(e));
+        return -e;
     }
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
         if (out->len + n > POLICY_SERDE_MAX_FILE) {
