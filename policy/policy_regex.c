@@ -5,16 +5,21 @@
  * expands $N, $name, ${N} and ${name} to capture groups (empty if there is
  * no such group, the longest name wins) and $$ to "$". KumoMTA uses Rust's
  * regex and fancy-regex syntax; PCRE2's is a superset for the common
- * cases ((?P<name>...) and (?<name>...) both name a group). Loop thread
- * only. */
+ * cases ((?P<name>...) and (?<name>...) both name a group). Also
+ * kumo.regex_set_map.new(map): a fixed set of patterns whose lookup gives
+ * the value of the first one (in sorted pattern order) that matches. Loop
+ * thread only. */
 #include "policy_int.h"
 
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <lauxlib.h>
 #include <pcre2.h>
+
+#include "base/km.h"
 
 #define POLICY_MT_REGEX "kumo.Regex"
 
@@ -356,6 +361,136 @@ l_regex_escape(lua_State *L)
     return 1;
 }
 
+/* ---- kumo.regex_set_map ---- */
+
+#define POLICY_MT_REGEX_SET "kumo.RegexSetMap"
+
+/* The compiled patterns; user value 1 holds { [i] = value }. */
+struct policy_regex_set {
+    struct policy_regex *v;
+    size_t n;
+};
+
+static int
+l_regex_set_gc(lua_State *L)
+{
+    struct policy_regex_set *rs = luaL_checkudata(L, 1, POLICY_MT_REGEX_SET);
+
+    for (size_t i = 0; i < rs->n; i++) {
+        pcre2_match_data_free(rs->v[i].md);
+        pcre2_code_free(rs->v[i].code);
+    }
+    free(rs->v);
+    rs->v = NULL;
+    rs->n = 0;
+    return 0;
+}
+
+static int
+policy_regex_set_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* kumo.regex_set_map.new(map): keys are patterns, tried in sorted order. */
+static int
+l_regex_set_map_new(lua_State *L)
+{
+    struct policy_regex_set *rs;
+    const char **keys;
+    size_t n = 0, cap = 8;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    rs = lua_newuserdatauv(L, sizeof(*rs), 1);
+    rs->v = NULL;
+    rs->n = 0;
+    luaL_setmetatable(L, POLICY_MT_REGEX_SET);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
+    /* The keys stay alive in the argument table while we sort them. */
+    keys = lua_newuserdatauv(L, cap * sizeof(*keys), 0);
+    lua_pushnil(L);
+    while (lua_next(L, 1) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING) {
+            return luaL_error(L,
+                              "kumo.regex_set_map.new: keys are patterns "
+                              "(strings), got %s",
+                              luaL_typename(L, -2));
+        }
+        if (n == cap) {
+            const char **bigger;
+
+            cap *= 2;
+            bigger = lua_newuserdatauv(L, cap * sizeof(*keys), 0);
+            memcpy(bigger, keys, n * sizeof(*keys));
+            lua_replace(L, -4); /* below key and value */
+            keys = bigger;
+        }
+        keys[n++] = lua_tostring(L, -2);
+        lua_pop(L, 1);
+    }
+    qsort(keys, n, sizeof(*keys), policy_regex_set_cmp);
+    rs->v = km_calloc(n > 0 ? n : 1, sizeof(*rs->v));
+    lua_getiuservalue(L, -2, 1);
+    for (size_t i = 0; i < n; i++) {
+        PCRE2_SIZE erroff;
+        int errcode;
+
+        rs->v[i].code =
+            pcre2_compile((PCRE2_SPTR)keys[i], PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_MATCH_INVALID_UTF | PCRE2_UCP,
+                          &errcode, &erroff, NULL);
+        if (rs->v[i].code == NULL) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(errcode, msg, sizeof(msg));
+            return luaL_error(L,
+                              "kumo.regex_set_map.new: bad pattern '%s' at "
+                              "offset %d: %s",
+                              keys[i], (int)erroff, (const char *)msg);
+        }
+        rs->n = i + 1;
+        rs->v[i].md = pcre2_match_data_create_from_pattern(rs->v[i].code, NULL);
+        if (rs->v[i].md == NULL) {
+            return luaL_error(L, "kumo.regex_set_map.new: out of memory");
+        }
+        lua_getfield(L, 1, keys[i]);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_pop(L, 2); /* the values table and the keys */
+    return 1;
+}
+
+/* __index(map, haystack): the value of the first pattern that matches */
+static int
+l_regex_set_index(lua_State *L)
+{
+    struct policy_regex_set *rs = luaL_checkudata(L, 1, POLICY_MT_REGEX_SET);
+    size_t n;
+    const char *s;
+
+    if (lua_type(L, 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        return 1;
+    }
+    s = lua_tolstring(L, 2, &n);
+    for (size_t i = 0; i < rs->n; i++) {
+        if (policy_regex_exec(L, rs->v[i].code, rs->v[i].md, s, n, 0)) {
+            lua_getiuservalue(L, 1, 1);
+            lua_rawgeti(L, -1, (lua_Integer)i + 1);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int
+l_regex_set_newindex(lua_State *L)
+{
+    return luaL_error(L, "kumo.regex_set_map: the map cannot be changed "
+                         "after kumo.regex_set_map.new");
+}
+
 void
 policy_open_regex(lua_State *L, int kumo)
 {
@@ -378,6 +513,18 @@ policy_open_regex(lua_State *L, int kumo)
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_regex_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, POLICY_MT_REGEX_SET);
+    lua_pushcfunction(L, l_regex_set_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_regex_set_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, l_regex_set_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_getsubtable(L, kumo, "regex_set_map");
+    lua_pushcfunction(L, l_regex_set_map_new);
+    lua_setfield(L, -2, "new");
     lua_pop(L, 1);
     luaL_getsubtable(L, kumo, "regex");
     lua_pushcfunction(L, l_regex_compile);

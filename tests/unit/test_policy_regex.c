@@ -92,6 +92,36 @@ regex_bad_pattern_and_arguments_are_named(void **state)
               "bad argument #1 to 'find' (string expected, got table)");
 }
 
+static void
+regex_set_map_gives_the_value_of_a_matching_pattern(void **state)
+{
+    struct pfx *fx = *state;
+
+    pfx_ok(fx, "local map = kumo.regex_set_map.new {\n"
+               "  hello = 'hello', bye = 'bye', later = 'bye',\n"
+               "  ['Good day'] = 'hello',\n"
+               "  ['4\\\\.2\\\\.2 .* over quota'] = 500,\n"
+               "}\n"
+               "assert(map['hello there'] == 'hello')\n"
+               "assert(map['goodbye'] == 'bye')\n"
+               "assert(map['see you later'] == 'bye')\n"
+               "assert(map['Good day to you'] == 'hello')\n"
+               "assert(map['452 4.2.2 mailbox over quota'] == 500)\n"
+               "assert(map['not.set'] == nil)\n"
+               "assert(map[42] == nil)\n"
+               "local many = {}\n"
+               "for i = 1, 40 do many['^k' .. i .. '$'] = i end\n"
+               "local big = kumo.regex_set_map.new(many)\n"
+               "assert(big.k17 == 17 and big.k40 == 40)\n");
+    pfx_fails(fx, "local m = kumo.regex_set_map.new { a = 1 }\nm.b = 2\n",
+              "kumo.regex_set_map: the map cannot be changed");
+    pfx_fails(fx, "kumo.regex_set_map.new { ['('] = 1 }\n",
+              "kumo.regex_set_map.new: bad pattern '(' at offset 1");
+    pfx_fails(
+        fx, "kumo.regex_set_map.new { 'x' }\n",
+        "kumo.regex_set_map.new: keys are patterns (strings), got number");
+}
+
 int
 main(void)
 {
@@ -106,6 +136,9 @@ main(void)
                                         pfx_teardown),
         cmocka_unit_test_setup_teardown(
             regex_bad_pattern_and_arguments_are_named, pfx_setup, pfx_teardown),
+        cmocka_unit_test_setup_teardown(
+            regex_set_map_gives_the_value_of_a_matching_pattern, pfx_setup,
+            pfx_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
