@@ -87,6 +87,29 @@ policy_toml_to_json(const toml::node &n, int depth)
 void policy_toml_fill_table(toml::table &t, const json_t *obj, int depth,
                             unsigned flags);
 
+// toml++ 3.3.0 writes a key made of bare-key characters plus a quote, tab
+// or line break without quotes, which no parser reads back. Such keys are
+// refused rather than written wrong.
+void
+policy_toml_check_key(const std::string &key)
+{
+    bool special = false;
+
+    for (char c : key) {
+        if (c == '\'' || c == '\n' || c == '\t') {
+            special = true;
+        } else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                     (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+            return; // quoted anyway
+        }
+    }
+    if (special) {
+        throw EncodeError{"the key \"" + key +
+                          "\" cannot be written: toml++ 3.3 leaves a key with "
+                          "a quote, tab or line break unquoted"};
+    }
+}
+
 void policy_toml_fill_array(toml::array &a, const json_t *arr, int depth,
                             unsigned flags);
 
@@ -147,6 +170,7 @@ policy_toml_fill_table(toml::table &t, const json_t *obj, int depth,
     json_object_foreach(const_cast<json_t *>(obj), k, v)
     {
         std::string key(k);
+        policy_toml_check_key(key);
         policy_toml_put(v, depth, flags, [&](auto &&x) {
             t.insert_or_assign(key, std::forward<decltype(x)>(x));
         });

@@ -78,6 +78,14 @@ toml_encode_round_trips_through_parse(void **state)
         "local s = t:find('[sub]', 1, true)\n"
         "assert(s and t:find('a = 2', s, true) < t:find('b = 1', s, true), t)\n"
         "assert(kumo.serde.toml_parse(t).sub.a == 2)\n");
+    pfx_ok(fx, "for _, k in ipairs { 'a b', 'a\\\"b', '#', 'a\\\\b', "
+               "'caf\\xc3\\xa9', \"it's ok\" } do\n"
+               "  local back = kumo.serde.toml_parse(kumo.serde.toml_encode { "
+               "[k] = 1 })\n"
+               "  assert(back[k] == 1, k)\n"
+               "end\n");
+    pfx_fails(fx, "kumo.serde.toml_encode { [\"it's\"] = 1 }\n",
+              "kumo.serde.toml_encode: the key \"it's\" cannot be written");
     pfx_fails(fx, "kumo.serde.toml_encode(42)\n",
               "kumo.serde.toml_encode: the top level of a TOML document "
               "must be a table");
