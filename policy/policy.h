@@ -111,6 +111,22 @@ void policy_result_fini(struct policy_result *res);
 
 bool policy_has_handler(struct policy *p, const char *event);
 
+/* kumo.on() refuses, at the line of the call, every event name kumod does
+ * not fire. Declare `event` as one more name the host fires (or a test
+ * calls), before policy_load(). The string is copied. */
+void policy_declare_event(struct policy *p, const char *event);
+
+/* Whether the policy called kumo.validation_failed() (which KumoMTA's
+ * --validate turns into a failed run). */
+bool policy_validation_failed(struct policy *p);
+
+/* For --validate, after init: call the validate_config handlers, then fail
+ * if any part of the policy called kumo.validation_failed(). Returns 0,
+ * KM_EPOLICY (a handler raised; the message in err) or KM_ECONFIG. A host
+ * that calls this declares "validate_config" (policy_declare_event) before
+ * policy_load(), or kumo.on refuses the event as not supported. */
+int policy_validate(struct policy *p, char *err, size_t errlen);
+
 /* Called after init returns: globals become read-only, and kumo.* calls
  * that are only valid inside init (listeners, spools, logs) fail with a
  * clear error from then on. */

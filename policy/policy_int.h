@@ -50,9 +50,44 @@ struct policy *policy_from_lua(lua_State *L);
  * other event keeps only the last registration. */
 bool policy_event_is_multi(const char *event);
 
+/* [-0, +0] Return 0 if kumo.on() may register `event`; otherwise raise a
+ * Lua error naming it and saying why (not supported yet, another daemon's
+ * event, or unknown) (policy_events.c). */
+int policy_events_check(lua_State *L, const char *event);
+
+/* [-0, +0] Remember the call stack of the kumo.on(event) call running now,
+ * for kumo.get_event_registrars (policy_events.c). */
+void policy_events_record(lua_State *L, const char *event);
+void policy_open_events(lua_State *L, int idx);
+
 /* [-0, +1] Build the `kumo` table with every area's functions and push it
  * (policy_kumo.c). */
 void policy_open_kumo(lua_State *L);
+
+/* [-0, +0] Add the runtime library (policy_lib.c and the modules it
+ * opens: serde, yaml, memoize, maps, regex, encode, string, psl, time) to the
+ * kumo table at idx. */
+void policy_open_lib(lua_State *L, int idx);
+void policy_open_serde(lua_State *L, int idx);
+void policy_open_yaml(lua_State *L, int idx);
+void policy_open_memoize(lua_State *L, int idx);
+void policy_open_maps(lua_State *L, int idx);
+void policy_open_regex(lua_State *L, int idx);
+void policy_open_encode(lua_State *L, int idx);
+void policy_open_string(lua_State *L, int idx);
+void policy_open_psl(lua_State *L, int idx);
+void policy_open_time(lua_State *L, int idx);
+
+/* Read the whole file at path into out (appended; at most 64 MiB).
+ * Returns 0, or a KM_E* code with "path: why" in err (policy_serde.c). */
+struct buf;
+int policy_read_file(const char *path, struct buf *out, char *err,
+                     size_t errlen);
+
+/* [-0, +1] Push the bytes of the KumoMTA keysource at idx: a file path,
+ * or { key_data = "..." }. Raises an error naming fn for anything else,
+ * and refuses HashiCorp Vault sources by name (policy_lib.c). */
+int policy_keysource_load(lua_State *L, int idx, const char *fn);
 
 /* [-0, +0] Add the schema-validated config and make_* functions to the
  * kumo table at `idx` (policy_config.c). */

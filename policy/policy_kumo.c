@@ -20,6 +20,8 @@ l_kumo_on(lua_State *L)
     const char *event = luaL_checkstring(L, 1);
 
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    policy_events_check(L, event);
+    policy_events_record(L, event);
     lua_getfield(L, LUA_REGISTRYINDEX, POLICY_REG_HANDLERS);
     if (policy_event_is_multi(event)) {
         if (lua_getfield(L, -1, event) != LUA_TTABLE) {
@@ -221,5 +223,6 @@ policy_open_kumo(lua_State *L)
     lua_newtable(L);
     lua_setfield(L, -2, "dns");
     policy_open_config(L, lua_gettop(L));
+    policy_open_lib(L, lua_gettop(L));
     POLICY_STACK_LEAVE(L, 1);
 }

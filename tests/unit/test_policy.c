@@ -144,6 +144,11 @@ fake_config(void *ctx, const char *fn, json_t *params, char *err, size_t errlen)
     return 0;
 }
 
+static const char *const fx_test_events[] = {
+    "check", "custom_event", "calls",   "bump", "leak",  "new", "later",
+    "bad",   "bad_tls",      "rewrite", "rt",   "cycle", NULL,
+};
+
 static int
 setup(void **state)
 {
@@ -177,6 +182,10 @@ setup(void **state)
     snprintf(fx->path, sizeof(fx->path), "%s/policy.lua", fx->dir);
     fx->calls = json_array();
     assert_int_equal(policy_new(&host, &fx->p), 0);
+    /* The tests call handlers under names of their own. */
+    for (size_t i = 0; fx_test_events[i] != NULL; i++) {
+        policy_declare_event(fx->p, fx_test_events[i]);
+    }
 
     fx->msg = km_calloc(1, sizeof(*fx->msg));
     fx->msg->refs = 1;
