@@ -86,6 +86,8 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
                  km_strerror(rv));
         return rv;
     }
+    /* KumoMTA's --validate runs the validate_config handlers after init. */
+    policy_declare_event(kd->policy, "validate_config");
     rv = policy_load(kd->policy, kd->policy_path, err, errlen);
     if (rv != 0) {
         return rv;
@@ -107,6 +109,12 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
             rv = KM_ECONFIG;
         }
         policy_result_fini(&res);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (kd->validate_only) {
+        rv = policy_validate(kd->policy, err, errlen);
         if (rv != 0) {
             return rv;
         }

@@ -170,3 +170,26 @@ def test_default_policy_writes_only_under_var_run(fakedns, tmp_root):
         assert {"spool", "logs", "maildir"} <= set(run), run
     finally:
         k.cleanup()
+
+
+def test_validate_runs_validate_config_handlers(fakedns, tmp_path):
+    """--validate runs validate_config after init (KumoMTA's order); a
+    handler calling kumo.validation_failed() fails the run, naming it."""
+    marker = tmp_path / "validate_config_ran"
+    ok, _ = policy_file(fakedns, tmp_path, extra=(
+        "kumo.on('validate_config', function()\n"
+        f"  local f = io.open({H.lua_str(str(marker))}, 'w'); f:write('yes'); f:close()\n"
+        "end)\n"))
+    r = H.run_kumod(["--policy", str(ok), "--validate", *H.user_args()])
+    assert r.returncode == 0, output(r)
+    assert marker.read_text() == "yes"
+
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad, _ = policy_file(fakedns, bad_dir, extra=(
+        "kumo.on('validate_config', function()\n"
+        "  kumo.validation_failed()\n"
+        "end)\n"))
+    r = H.run_kumod(["--policy", str(bad), "--validate", *H.user_args()])
+    assert r.returncode != 0, output(r)
+    assert "validation" in output(r).lower(), output(r)
