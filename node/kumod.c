@@ -45,7 +45,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     kd->policy_path = policy_path;
     kd->validate_only = validate_only;
     kd->state = KUMOD_LOADING;
-    kd->log_configs = json_array();
+    kd->cfg.log_configs = json_array();
     metrics_new(&kd->metrics);
     admin_rules_new(&kd->rules);
     ingest_new(&kd->ingest);
@@ -120,7 +120,7 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
         }
     }
     policy_seal(kd->policy);
-    if (kd->data_spool_path == NULL || kd->meta_spool_path == NULL) {
+    if (kd->cfg.data_spool_path == NULL || kd->cfg.meta_spool_path == NULL) {
         snprintf(err, errlen,
                  "No spools have been defined: init must call "
                  "kumo.define_spool{} for both 'data' and 'meta'");
@@ -132,12 +132,12 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
 static int
 kumod_open_logs(struct kumod *kd, char *err, size_t errlen)
 {
-    size_t n = json_array_size(kd->log_configs);
+    size_t n = json_array_size(kd->cfg.log_configs);
 
     kd->logs.logs = km_calloc(n ? n : 1, sizeof(*kd->logs.logs));
     kd->logs.nodeid = kd->nodeid;
     for (size_t i = 0; i < n; i++) {
-        json_t *p = json_array_get(kd->log_configs, i);
+        json_t *p = json_array_get(kd->cfg.log_configs, i);
         struct logrec_config cfg;
         const char *meta[64], *headers[64];
         json_t *v;
@@ -475,10 +475,10 @@ kumod_open_pipeline(struct kumod *kd)
         .cluster = kd->cluster,
         .data = kd->data_spool,
         .rules = kd->rules,
-        .dns_servers = (const char *const *)kd->dns_servers,
-        .n_dns_servers = kd->n_dns_servers,
-        .dns_timeout_ms = kd->dns_timeout_ms,
-        .dns_attempts = kd->dns_attempts,
+        .dns_servers = (const char *const *)kd->cfg.dns_servers,
+        .n_dns_servers = kd->cfg.n_dns_servers,
+        .dns_timeout_ms = kd->cfg.dns_timeout_ms,
+        .dns_attempts = kd->cfg.dns_attempts,
         .done = kumod_on_egress_done,
         .done_arg = kd,
     };
@@ -526,8 +526,8 @@ kumod_open_pipeline(struct kumod *kd)
         .data = kd->data_spool,
         .meta = kd->meta_spool,
         .nodeid = kd->nodeid,
-        .raft_node_id = kd->cluster_node_id != 0 ? kd->cluster_node_id : 1,
-        .cluster_id = kd->cluster_id != NULL ? kd->cluster_id : "",
+        .raft_node_id = kd->cfg.cluster_node_id != 0 ? kd->cfg.cluster_node_id : 1,
+        .cluster_id = kd->cfg.cluster_id != NULL ? kd->cfg.cluster_id : "",
     };
     for (size_t i = 0; i < kd->n_http_listeners; i++) {
         http_api_attach(kd->http_listeners[i], &hn);
@@ -560,11 +560,11 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         free(state_dir);
         return rv;
     }
-    if ((rv = kumod_dirs_mkdirs(kd->data_spool_path)) != 0 ||
-        (rv = spool_open(kd->loop, "data", kd->data_spool_path,
+    if ((rv = kumod_dirs_mkdirs(kd->cfg.data_spool_path)) != 0 ||
+        (rv = spool_open(kd->loop, "data", kd->cfg.data_spool_path,
                          &kd->data_spool)) != 0 ||
-        (rv = kumod_dirs_mkdirs(kd->meta_spool_path)) != 0 ||
-        (rv = spool_open(kd->loop, "meta", kd->meta_spool_path,
+        (rv = kumod_dirs_mkdirs(kd->cfg.meta_spool_path)) != 0 ||
+        (rv = spool_open(kd->loop, "meta", kd->cfg.meta_spool_path,
                          &kd->meta_spool)) != 0) {
         snprintf(err, errlen, "cannot open the spool: %s", km_strerror(rv));
         free(state_dir);
@@ -575,14 +575,14 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     struct cluster_host ch;
     memset(&cc, 0, sizeof(cc));
     memset(&ch, 0, sizeof(ch));
-    if (kd->cluster_node_id != 0) {
+    if (kd->cfg.cluster_node_id != 0) {
         const char *data_dir =
-            kd->cluster_data_dir != NULL ? kd->cluster_data_dir : state_dir;
+            kd->cfg.cluster_data_dir != NULL ? kd->cfg.cluster_data_dir : state_dir;
         rv = kumod_dirs_mkdirs(data_dir);
         if (rv != 0) {
             snprintf(err, errlen, "%s: %s", data_dir, km_strerror(rv));
         } else {
-            rv = kumod_dirs_check_cluster_id(data_dir, kd->cluster_id, err,
+            rv = kumod_dirs_check_cluster_id(data_dir, kd->cfg.cluster_id, err,
                                             errlen);
         }
         if (rv != 0) {
@@ -590,17 +590,17 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
             return rv;
         }
         kd->raft_dir = km_asprintf("%s/raft", data_dir);
-        cc.node_id = kd->cluster_node_id;
-        cc.raft_addr = kd->raft_listen;
-        cc.peers = kd->cluster_peers;
-        cc.n_peers = kd->n_cluster_peers;
+        cc.node_id = kd->cfg.cluster_node_id;
+        cc.raft_addr = kd->cfg.raft_listen;
+        cc.peers = kd->cfg.cluster_peers;
+        cc.n_peers = kd->cfg.n_cluster_peers;
         /* A group listing only this node bootstraps it alone. */
-        cc.bootstrap = kd->cluster_bootstrap || kd->n_cluster_peers == 1;
-        cc.link_listen = kd->link_listen;
-        cc.cluster_id = kd->cluster_id;
-        cc.settings = kd->cluster_settings;
-        cc.election_timeout_ms = kd->election_timeout_ms;
-        cc.heartbeat_ms = kd->heartbeat_ms;
+        cc.bootstrap = kd->cfg.cluster_bootstrap || kd->cfg.n_cluster_peers == 1;
+        cc.link_listen = kd->cfg.link_listen;
+        cc.cluster_id = kd->cfg.cluster_id;
+        cc.settings = kd->cfg.cluster_settings;
+        cc.election_timeout_ms = kd->cfg.election_timeout_ms;
+        cc.heartbeat_ms = kd->cfg.heartbeat_ms;
     } else {
         kd->raft_dir = km_asprintf("%s/raft", state_dir);
         cc.node_id = 1;
@@ -631,7 +631,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         .loop = kd->loop,
         .data = kd->data_spool,
         .cluster = kd->cluster,
-        .mark = kd->disk_mark,
+        .mark = kd->cfg.disk_mark,
         .on_low = kumod_on_disk_low,
         .on_critical = kumod_on_disk_critical,
         .arg = kd,
@@ -644,7 +644,7 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         return rv;
     }
     LOG_INFO("kumod: node %s: spool %s and %s, raft in %s", kd->nodeid,
-             kd->data_spool_path, kd->meta_spool_path, kd->raft_dir);
+             kd->cfg.data_spool_path, kd->cfg.meta_spool_path, kd->raft_dir);
     return 0;
 }
 
@@ -858,23 +858,8 @@ kumod_fini(struct kumod *kd)
     free(kd->listeners);
     free(kd->http_listeners);
     free(kd->logs.logs);
-    json_decref(kd->log_configs);
-    free(kd->data_spool_path);
-    free(kd->meta_spool_path);
     free(kd->raft_dir);
-    free(kd->cluster_id);
-    free(kd->raft_listen);
-    free(kd->cluster_data_dir);
-    free(kd->link_listen);
-    for (size_t i = 0; i < kd->n_cluster_peers; i++) {
-        free((char *)(uintptr_t)kd->cluster_peers[i].raft_addr);
-        free((char *)(uintptr_t)kd->cluster_peers[i].link_url);
-    }
-    free(kd->cluster_peers);
-    for (size_t i = 0; i < kd->n_dns_servers; i++) {
-        free(kd->dns_servers[i]);
-    }
-    free(kd->dns_servers);
+    kumod_config_fini(&kd->cfg);
 }
 
 /* This node's load for StatusReport and Ping (cluster.h get_load): queued
@@ -890,10 +875,10 @@ kumod_cluster_get_load(void *ctx, struct cluster_load *out)
     out->queued = kd->queues != NULL ? queue_mgr_count(kd->queues) : 0;
     out->inflight = kd->egress != NULL ? egress_inflight(kd->egress) : 0;
     out->policy_checksum = kd->policy_checksum;
-    if (kd->data_spool_path == NULL) {
+    if (kd->cfg.data_spool_path == NULL) {
         return;
     }
-    if (uv_fs_statfs(NULL, &req, kd->data_spool_path, NULL) == 0) {
+    if (uv_fs_statfs(NULL, &req, kd->cfg.data_spool_path, NULL) == 0) {
         const uv_statfs_t *st = req.ptr;
         out->free_bytes = (uint64_t)st->f_bavail * st->f_bsize;
     }

@@ -17,6 +17,7 @@
 #include "base/km_id.h"
 #include "cluster.h"
 #include "disk_guard.h"
+#include "kumod_config.h"
 #include "logrec.h"
 
 struct admin;
@@ -52,43 +53,20 @@ struct kumod {
     char policy_checksum[24]; /* first 16 hex digits of the file's SHA-256 */
     char nodeid[37]; /* UUID of this node, persisted beside the spool */
     struct km_idgen idgen;
+    struct kumod_config cfg; /* what init configured (policy_glue.c) */
 
-    /* From kumo.define_spool{} (both required). */
-    char *data_spool_path;
-    char *meta_spool_path;
     struct spool *data_spool;
     struct spool *meta_spool;
 
     struct cluster *cluster;
     char *raft_dir;
 
-    /* kumo.configure_cluster{}; cluster_node_id 0: not called, the node
-     * is a one-voter group. Peers' addresses are owned (char *). */
-    uint64_t cluster_node_id;
-    char *cluster_id;
-    char *raft_listen;
-    char *cluster_data_dir; /* NULL: the state dir beside the meta spool */
-    struct cluster_peer *cluster_peers; /* this node included */
-    size_t n_cluster_peers;
-    bool cluster_bootstrap;
-    char *link_listen; /* NULL: no node traffic (one node) */
-    struct cluster_settings cluster_settings;   /* configure_cluster.settings */
-    uint32_t election_timeout_ms, heartbeat_ms; /* 0: defaults */
-
-    json_t *log_configs;   /* configure_local_logs params, opened later */
     struct logrec_set logs; /* one logger per configure_local_logs call */
 
     struct smtp_server **listeners;
     size_t n_listeners;
     struct http_api **http_listeners;
     size_t n_http_listeners;
-
-    /* kumo.dns.configure_resolver{} name servers ("ip:port"), for the
-     * resolver. */
-    char **dns_servers;
-    size_t n_dns_servers;
-    uint32_t dns_timeout_ms; /* options.timeout; 0 = the resolver's */
-    uint32_t dns_attempts;   /* options.attempts; 0 = the resolver's */
 
     struct queue_mgr *queues;
     struct egress_mgr *egress;
@@ -101,7 +79,6 @@ struct kumod {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
 
-    struct disk_mark disk_mark;  /* data spool's min_free_space */
     struct disk_guard *guard;    /* watches the data spool's free space */
     uint64_t shutdown_started_ms;
     size_t closing; /* objects whose close callback is still to come */

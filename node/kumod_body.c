@@ -28,7 +28,7 @@
 bool
 kumod_body_in_group(const struct kumod *kd)
 {
-    return kd->n_cluster_peers > 1 && kd->link_listen != NULL &&
+    return kd->cfg.n_cluster_peers > 1 && kd->cfg.link_listen != NULL &&
            kd->cluster != NULL;
 }
 
@@ -339,8 +339,8 @@ kumod_body_fetch_plan(struct kumod_body_fetch *f, const struct cluster_msg *cm)
     for (size_t i = 0; i < cm->n_replicas; i++) {
         kumod_body_fetch_add(f, self, cm->replicas[i]);
     }
-    for (size_t i = 0; i < kd->n_cluster_peers; i++) {
-        kumod_body_fetch_add(f, self, kd->cluster_peers[i].id);
+    for (size_t i = 0; i < kd->cfg.n_cluster_peers; i++) {
+        kumod_body_fetch_add(f, self, kd->cfg.cluster_peers[i].id);
     }
 }
 

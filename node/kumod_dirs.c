@@ -31,7 +31,7 @@ kumod_dirs_mkdirs(const char *path)
 char *
 kumod_dirs_state(const struct kumod *kd)
 {
-    char *copy = km_strdup(kd->meta_spool_path);
+    char *copy = km_strdup(kd->cfg.meta_spool_path);
     char *dir = km_strdup(dirname(copy));
 
     free(copy);
@@ -134,7 +134,7 @@ kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
                    size_t errlen)
 {
     char *state_dir = kumod_dirs_state(kd);
-    const char *dirs[3] = {state_dir, kd->data_spool_path, kd->meta_spool_path};
+    const char *dirs[3] = {state_dir, kd->cfg.data_spool_path, kd->cfg.meta_spool_path};
     int rv = 0;
 
     for (size_t i = 0; i < 3 && rv == 0; i++) {
@@ -143,9 +143,9 @@ kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
             snprintf(err, errlen, "%s: %s", dirs[i], km_strerror(rv));
         }
     }
-    for (size_t i = 0; i < json_array_size(kd->log_configs) && rv == 0; i++) {
+    for (size_t i = 0; i < json_array_size(kd->cfg.log_configs) && rv == 0; i++) {
         const char *dir = json_string_value(
-            json_object_get(json_array_get(kd->log_configs, i), "log_dir"));
+            json_object_get(json_array_get(kd->cfg.log_configs, i), "log_dir"));
         rv = kumod_dirs_prepare(dir, uid, gid);
         if (rv != 0) {
             snprintf(err, errlen, "%s: %s", dir, km_strerror(rv));

@@ -310,8 +310,8 @@ kumod_repl_start(struct kumod *kd)
 {
     struct kumod_repl *r;
 
-    if (kd->repl != NULL || kd->n_cluster_peers <= 1 ||
-        kd->link_listen == NULL || kd->cluster == NULL) {
+    if (kd->repl != NULL || kd->cfg.n_cluster_peers <= 1 ||
+        kd->cfg.link_listen == NULL || kd->cluster == NULL) {
         return;
     }
     r = km_calloc(1, sizeof(*r));

@@ -58,9 +58,9 @@ policy_glue_spool(struct kumod *kd, json_t *params, char *err, size_t errlen)
         return KM_ECONFIG;
     }
     if (strcmp(name, "data") == 0) {
-        slot = &kd->data_spool_path;
+        slot = &kd->cfg.data_spool_path;
     } else if (strcmp(name, "meta") == 0) {
-        slot = &kd->meta_spool_path;
+        slot = &kd->cfg.meta_spool_path;
     } else {
         snprintf(err, errlen,
                  "spool '%s': kumod uses exactly two spools, named 'data' "
@@ -80,7 +80,7 @@ policy_glue_spool(struct kumod *kd, json_t *params, char *err, size_t errlen)
     const char *mfs =
         json_string_value(json_object_get(params, "min_free_space"));
     if (mfs != NULL && strcmp(name, "data") == 0) {
-        int rv = disk_guard_parse_mark(mfs, &kd->disk_mark, err, errlen);
+        int rv = disk_guard_parse_mark(mfs, &kd->cfg.disk_mark, err, errlen);
         if (rv != 0) {
             return rv;
         }
@@ -98,7 +98,7 @@ policy_glue_logs(struct kumod *kd, json_t *params, char *err, size_t errlen)
         snprintf(err, errlen, "log_dir is required");
         return KM_ECONFIG;
     }
-    json_array_append(kd->log_configs, params);
+    json_array_append(kd->cfg.log_configs, params);
     return 0;
 }
 
@@ -113,31 +113,31 @@ policy_glue_resolver(struct kumod *kd, json_t *params, char *err, size_t errlen)
         snprintf(err, errlen, "name_servers must list at least one server");
         return KM_ECONFIG;
     }
-    for (i = 0; i < kd->n_dns_servers; i++) {
-        free(kd->dns_servers[i]);
+    for (i = 0; i < kd->cfg.n_dns_servers; i++) {
+        free(kd->cfg.dns_servers[i]);
     }
-    free(kd->dns_servers);
-    kd->n_dns_servers = 0;
-    kd->dns_servers = km_calloc(json_array_size(servers), sizeof(char *));
+    free(kd->cfg.dns_servers);
+    kd->cfg.n_dns_servers = 0;
+    kd->cfg.dns_servers = km_calloc(json_array_size(servers), sizeof(char *));
     json_array_foreach(servers, i, v)
     {
-        kd->dns_servers[kd->n_dns_servers++] = km_strdup(json_string_value(v));
+        kd->cfg.dns_servers[kd->cfg.n_dns_servers++] = km_strdup(json_string_value(v));
     }
     size_t bad = 0;
-    if (dns_check_servers((const char *const *)kd->dns_servers,
-                          kd->n_dns_servers, &bad) != 0) {
+    if (dns_check_servers((const char *const *)kd->cfg.dns_servers,
+                          kd->cfg.n_dns_servers, &bad) != 0) {
         snprintf(err, errlen, "name_servers[%zu]: '%s' is not ip[:port]",
-                 bad + 1, kd->dns_servers[bad]);
+                 bad + 1, kd->cfg.dns_servers[bad]);
         return KM_ECONFIG;
     }
     json_t *opts = json_object_get(params, "options");
     json_t *t = json_object_get(opts, "timeout");
     json_t *a = json_object_get(opts, "attempts");
     if (json_is_integer(t)) {
-        kd->dns_timeout_ms = (uint32_t)json_integer_value(t);
+        kd->cfg.dns_timeout_ms = (uint32_t)json_integer_value(t);
     }
     if (json_is_integer(a)) {
-        kd->dns_attempts = (uint32_t)json_integer_value(a);
+        kd->cfg.dns_attempts = (uint32_t)json_integer_value(a);
     }
     return 0;
 }
@@ -188,14 +188,14 @@ static void
 policy_glue_add_peer(struct kumod *kd, uint64_t id, const char *raft,
                      const char *link)
 {
-    kd->cluster_peers =
-        km_realloc(kd->cluster_peers,
-                   (kd->n_cluster_peers + 1) * sizeof(*kd->cluster_peers));
-    kd->cluster_peers[kd->n_cluster_peers].id = id;
-    kd->cluster_peers[kd->n_cluster_peers].raft_addr = km_strdup(raft);
-    kd->cluster_peers[kd->n_cluster_peers].link_url =
+    kd->cfg.cluster_peers =
+        km_realloc(kd->cfg.cluster_peers,
+                   (kd->cfg.n_cluster_peers + 1) * sizeof(*kd->cfg.cluster_peers));
+    kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].id = id;
+    kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].raft_addr = km_strdup(raft);
+    kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].link_url =
         link != NULL ? km_strdup(link) : NULL;
-    kd->n_cluster_peers++;
+    kd->cfg.n_cluster_peers++;
 }
 
 /* A link URL NNG can dial or listen on: tcp://a.b.c.d:port. */
@@ -233,7 +233,7 @@ policy_glue_cluster_settings(struct kumod *kd, json_t *st, char *err,
         {"rebalance_after",
          offsetof(struct cluster_settings, rebalance_after_ms), 0, 86400000},
     };
-    struct cluster_settings *cs = &kd->cluster_settings;
+    struct cluster_settings *cs = &kd->cfg.cluster_settings;
 
     if (st == NULL) {
         return 0;
@@ -289,24 +289,24 @@ policy_glue_check_peer(struct kumod *kd, size_t i, json_int_t id,
                  i + 1, raft != NULL ? raft : "");
         return KM_ECONFIG;
     }
-    for (size_t k = 0; k < kd->n_cluster_peers; k++) {
-        if (kd->cluster_peers[k].id == (uint64_t)id) {
+    for (size_t k = 0; k < kd->cfg.n_cluster_peers; k++) {
+        if (kd->cfg.cluster_peers[k].id == (uint64_t)id) {
             snprintf(err, errlen, "peers[%zu].id: %lld is listed twice", i + 1,
                      (long long)id);
             return KM_ECONFIG;
         }
-        if (strcmp(kd->cluster_peers[k].raft_addr, raft) == 0) {
+        if (strcmp(kd->cfg.cluster_peers[k].raft_addr, raft) == 0) {
             snprintf(err, errlen, "peers[%zu].raft: %s is listed twice", i + 1,
                      raft);
             return KM_ECONFIG;
         }
     }
-    if ((uint64_t)id == kd->cluster_node_id &&
-        strcmp(raft, kd->raft_listen) != 0) {
+    if ((uint64_t)id == kd->cfg.cluster_node_id &&
+        strcmp(raft, kd->cfg.raft_listen) != 0) {
         snprintf(err, errlen,
                  "peers[%zu].raft: node %lld is this node, but raft_listen "
                  "is %s",
-                 i + 1, (long long)id, kd->raft_listen);
+                 i + 1, (long long)id, kd->cfg.raft_listen);
         return KM_ECONFIG;
     }
     return 0;
@@ -328,7 +328,7 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
     json_t *p;
     int rv;
 
-    if (kd->cluster_node_id != 0) {
+    if (kd->cfg.cluster_node_id != 0) {
         snprintf(err, errlen, "configure_cluster may be called only once");
         return KM_ECONFIG;
     }
@@ -351,11 +351,11 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
         snprintf(err, errlen, "data_dir must not be empty");
         return KM_ECONFIG;
     }
-    kd->cluster_node_id = (uint64_t)json_integer_value(jid);
-    kd->cluster_id = km_strdup(cid);
-    kd->raft_listen = km_strdup(listen);
-    kd->cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
-    kd->cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
+    kd->cfg.cluster_node_id = (uint64_t)json_integer_value(jid);
+    kd->cfg.cluster_id = km_strdup(cid);
+    kd->cfg.raft_listen = km_strdup(listen);
+    kd->cfg.cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
+    kd->cfg.cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
     if (json_object_get(params, "tls") != NULL) {
         snprintf(err, errlen,
                  "tls: TLS between nodes is not supported by this version "
@@ -369,15 +369,15 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
                  link_listen);
         return KM_ECONFIG;
     }
-    kd->link_listen = link_listen != NULL ? km_strdup(link_listen) : NULL;
+    kd->cfg.link_listen = link_listen != NULL ? km_strdup(link_listen) : NULL;
     rv = policy_glue_cluster_settings(kd, json_object_get(params, "settings"),
                                       err, errlen);
     if (rv != 0) {
         return rv;
     }
-    kd->election_timeout_ms = (uint32_t)json_integer_value(
+    kd->cfg.election_timeout_ms = (uint32_t)json_integer_value(
         json_object_get(params, "election_timeout"));
-    kd->heartbeat_ms =
+    kd->cfg.heartbeat_ms =
         (uint32_t)json_integer_value(json_object_get(params, "heartbeat"));
     json_array_foreach(peers, i, p)
     {
@@ -397,7 +397,7 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
             return KM_ECONFIG;
         }
         if (link_listen != NULL && link == NULL &&
-            (uint64_t)id != kd->cluster_node_id) {
+            (uint64_t)id != kd->cfg.cluster_node_id) {
             snprintf(err, errlen,
                      "peers[%zu].link is required with link_listen (how "
                      "this node reaches node %lld)",
@@ -405,18 +405,18 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
             return KM_ECONFIG;
         }
         policy_glue_add_peer(kd, (uint64_t)id, raft, link);
-        self_listed |= (uint64_t)id == kd->cluster_node_id;
+        self_listed |= (uint64_t)id == kd->cfg.cluster_node_id;
     }
     if (!self_listed) {
-        for (size_t k = 0; k < kd->n_cluster_peers; k++) {
-            if (strcmp(kd->cluster_peers[k].raft_addr, listen) == 0) {
+        for (size_t k = 0; k < kd->cfg.n_cluster_peers; k++) {
+            if (strcmp(kd->cfg.cluster_peers[k].raft_addr, listen) == 0) {
                 snprintf(err, errlen, "raft_listen: %s is peer %llu's address",
-                         listen, (unsigned long long)kd->cluster_peers[k].id);
+                         listen, (unsigned long long)kd->cfg.cluster_peers[k].id);
                 return KM_ECONFIG;
             }
         }
         /* This node is an initial voter even if peers leaves it out. */
-        policy_glue_add_peer(kd, kd->cluster_node_id, listen, link_listen);
+        policy_glue_add_peer(kd, kd->cfg.cluster_node_id, listen, link_listen);
     }
     return 0;
 }
