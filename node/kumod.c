@@ -78,7 +78,7 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
 
     memset(&host, 0, sizeof(host));
     host.ctx = kd;
-    message_policy_ops(&host.msg);
+    policy_glue_msg_ops(&host.msg);
     host.config = policy_glue_config;
     rv = policy_new(&host, &kd->policy);
     if (rv != 0) {

@@ -1,6 +1,6 @@
 /* message.c - one message: envelope, JSON metadata and RFC 5322 bytes,
- * reference counted. Also its spool record format and the policy_msg_ops
- * table through which Lua reaches it. Loop thread only. */
+ * reference counted. Also its spool record format. The policy reaches it
+ * through node/policy_glue_msg.c. Loop thread only. */
 #include "message.h"
 
 #include <ctype.h>
@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "base/km.h"
-#include "policy.h"
 
 struct message {
     unsigned refs;
@@ -327,87 +326,4 @@ message_from_spool(const char *id, const char *meta, size_t meta_len,
     buf_append(&m->data, data, data_len);
     *out = m;
     return 0;
-}
-
-/* policy_msg_ops adapters: the policy sees messages as void pointers. */
-static void
-message_op_ref(void *msg)
-{
-    message_ref(msg);
-}
-
-static void
-message_op_unref(void *msg)
-{
-    message_unref(msg);
-}
-
-static const char *
-message_op_id(void *msg)
-{
-    return message_id(msg);
-}
-
-static const char *
-message_op_sender(void *msg)
-{
-    return message_sender(msg);
-}
-
-static const char *
-message_op_recipient(void *msg)
-{
-    return message_recipient(msg);
-}
-
-static int
-message_op_set_sender(void *msg, const char *addr)
-{
-    return message_set_sender(msg, addr);
-}
-
-static int
-message_op_set_recipient(void *msg, const char *addr)
-{
-    return message_set_recipient(msg, addr);
-}
-
-static json_t *
-message_op_meta(void *msg)
-{
-    return message_meta(msg);
-}
-
-static struct buf *
-message_op_data(void *msg)
-{
-    return message_data(msg);
-}
-
-static uint32_t
-message_op_num_attempts(void *msg)
-{
-    return message_num_attempts(msg);
-}
-
-static const char *
-message_op_queue_name(void *msg)
-{
-    return message_queue_name(msg);
-}
-
-void
-message_policy_ops(struct policy_msg_ops *ops)
-{
-    ops->ref = message_op_ref;
-    ops->unref = message_op_unref;
-    ops->id = message_op_id;
-    ops->sender = message_op_sender;
-    ops->recipient = message_op_recipient;
-    ops->set_sender = message_op_set_sender;
-    ops->set_recipient = message_op_set_recipient;
-    ops->meta = message_op_meta;
-    ops->data = message_op_data;
-    ops->num_attempts = message_op_num_attempts;
-    ops->queue_name = message_op_queue_name;
 }

@@ -67,7 +67,4 @@ void message_meta_record(const struct message *m, struct buf *out);
 int message_from_spool(const char *id, const char *meta, size_t meta_len,
                        const char *data, size_t data_len, struct message **out);
 
-/* The policy_msg_ops table for these messages (policy.h). */
-struct policy_msg_ops;
-void message_policy_ops(struct policy_msg_ops *ops);
 #endif /* KUMO_MESSAGE_H */

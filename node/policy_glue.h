@@ -7,6 +7,11 @@
 
 #include <jansson.h>
 
+struct policy_msg_ops;
+
+/* Fill the policy's message operations (struct policy_host.msg). */
+void policy_glue_msg_ops(struct policy_msg_ops *ops);
+
 /* See policy_config_cb in policy.h. */
 int policy_glue_config(void *ctx, const char *fn, json_t *params, char *err,
                        size_t errlen);
