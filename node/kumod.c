@@ -22,6 +22,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "dkim.h"
 #include "egress.h"
 #include "http_api.h"
 #include "kumod_body.h"
@@ -50,6 +51,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     kd->state = KUMOD_LOADING;
     kd->log_configs = json_array();
     metrics_new(&kd->metrics);
+    dkim_ctx_new(loop, kd->metrics, &kd->dkim);
 }
 
 bool
@@ -90,6 +92,7 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
     host.ctx = kd;
     message_policy_ops(&host.msg);
     host.config = policy_glue_config;
+    dkim_policy_ops(kd->dkim, &host.dkim);
     rv = policy_new(&host, &kd->policy);
     if (rv != 0) {
         snprintf(err, errlen, "cannot create the Lua state: %s",
@@ -902,6 +905,7 @@ kumod_fini(struct kumod *kd)
     admin_free_all(kd);
     metrics_free(kd->metrics);
     policy_free(kd->policy);
+    dkim_ctx_free(kd->dkim);
     free(kd->listeners);
     free(kd->http_listeners);
     free(kd->logs);

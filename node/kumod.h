@@ -21,6 +21,7 @@ struct admin_state;
 struct metrics;
 struct cluster;
 struct cluster_peer;
+struct dkim_ctx;
 struct http_api;
 struct egress_mgr;
 struct kumod_repl;
@@ -91,6 +92,7 @@ struct kumod {
     struct egress_mgr *egress;
     struct admin_state *admin; /* active admin rules (admin.c) */
     struct metrics *metrics;   /* counters for /metrics */
+    struct dkim_ctx *dkim;     /* DKIM signer caches (dkim.c) */
     struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
 
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -18,6 +18,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "dkim.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -529,6 +530,28 @@ kumod_ingest_spool(struct kumod_ingest *in)
     buf_fini(&rec);
 }
 
+/* Phase 0: every message is DKIM signed as its policy asked (dkim.h). A
+ * message that cannot be signed is not accepted: never sent unsigned. */
+static void
+kumod_ingest_on_signed(void *arg, int status)
+{
+    struct kumod_ingest_slot *s = arg;
+    struct kumod_ingest *in = s->in;
+
+    if (status != 0 && in->status == 0) {
+        in->status = status;
+    }
+    KM_ASSERT(in->pending > 0);
+    if (--in->pending > 0) {
+        return;
+    }
+    if (in->status != 0) {
+        kumod_ingest_finish(in, in->status);
+        return;
+    }
+    kumod_ingest_spool(in);
+}
+
 /* Deferred start, so that cb never runs before kumod_ingest() returns. */
 static void
 kumod_ingest_on_start(uv_timer_t *t)
@@ -540,7 +563,12 @@ kumod_ingest_on_start(uv_timer_t *t)
         return;
     }
     uv_timer_start(&in->timer, kumod_ingest_on_timeout, in->timeout_ms, 0);
-    kumod_ingest_spool(in);
+    in->pending = in->n;
+    in->status = 0;
+    for (size_t i = 0, n = in->n; i < n; i++) {
+        dkim_sign_message(in->kd->dkim, in->slots[i].msg,
+                          kumod_ingest_on_signed, &in->slots[i]);
+    }
 }
 
 void

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/km.h"
+#include "dkim.h"
 #include "policy.h"
 
 struct message {
@@ -23,6 +24,8 @@ struct message {
     uint32_t num_attempts;
     struct buf scratch_queue;  /* message_queue_name() result */
     struct buf scratch_domain; /* message_recipient_domain() result */
+    struct dkim_signer **dkim; /* msg:dkim_sign() requests (dkim.h) */
+    size_t n_dkim;
 };
 
 int
@@ -73,7 +76,34 @@ message_unref(struct message *m)
     buf_fini(&m->data);
     buf_fini(&m->scratch_queue);
     buf_fini(&m->scratch_domain);
+    message_clear_dkim_signers(m);
     free(m);
+}
+
+void
+message_add_dkim_signer(struct message *m, struct dkim_signer *s)
+{
+    m->dkim = km_realloc(m->dkim, (m->n_dkim + 1) * sizeof(*m->dkim));
+    dkim_signer_ref(s);
+    m->dkim[m->n_dkim++] = s;
+}
+
+size_t
+message_dkim_signers(const struct message *m, struct dkim_signer *const **out)
+{
+    *out = m->dkim;
+    return m->n_dkim;
+}
+
+void
+message_clear_dkim_signers(struct message *m)
+{
+    for (size_t i = 0; i < m->n_dkim; i++) {
+        dkim_signer_unref(m->dkim[i]);
+    }
+    free(m->dkim);
+    m->dkim = NULL;
+    m->n_dkim = 0;
 }
 
 const char *

@@ -67,6 +67,15 @@ void message_meta_record(const struct message *m, struct buf *out);
 int message_from_spool(const char *id, const char *meta, size_t meta_len,
                        const char *data, size_t data_len, struct message **out);
 
+/* msg:dkim_sign(): the signers whose signatures dkim_sign_message()
+ * makes at ingest, in call order. add takes a reference; the list is
+ * borrowed (valid until the next add or clear); clear drops them. */
+struct dkim_signer;
+void message_add_dkim_signer(struct message *m, struct dkim_signer *s);
+size_t message_dkim_signers(const struct message *m,
+                            struct dkim_signer *const **out);
+void message_clear_dkim_signers(struct message *m);
+
 /* The policy_msg_ops table for these messages (policy.h). */
 struct policy_msg_ops;
 void message_policy_ops(struct policy_msg_ops *ops);

@@ -58,6 +58,14 @@ void policy_open_kumo(lua_State *L);
  * kumo table at `idx` (policy_config.c). */
 void policy_open_config(lua_State *L, int idx);
 
+/* [-0, +0] Add the kumo.dkim table to the kumo table at `idx` and create
+ * the "kumo.DkimSigner" metatable (policy_dkim.c). */
+void policy_open_dkim(lua_State *L, int idx);
+
+/* [-0, +0] msg:dkim_sign(signer): the signer is the value at `idx`;
+ * `msg` is the host handle of the message (policy_dkim.c). */
+int policy_dkim_sign(lua_State *L, void *msg, int idx);
+
 /* [-0, +0] Create the metatables of each userdata type. */
 void policy_open_message(lua_State *L);
 void policy_open_address(lua_State *L);
