@@ -6,7 +6,7 @@ set -eu
 PKGS="build-essential cmake pkg-config libuv1-dev libssl-dev openssl liblua5.4-dev
 lua5.4 libnng-dev libprotobuf-c-dev protobuf-c-compiler librocksdb-dev libraft-dev
 libc-ares-dev libjansson-dev libzstd-dev zstd libcurl4-openssl-dev curl libedit-dev
-libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks
+libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim swaks
 libnet-ssleay-perl libio-socket-ssl-perl postfix
 iproute2 tmux util-linux ansible-core ansible-lint"
 missing=""
