@@ -70,6 +70,121 @@ dkim_on_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
+/* One DER element at *p (below end): its tag, and its contents in
+ * [*c, *c + *n). Short and one- or two-byte long lengths only. */
+static bool
+dkim_der_next(const unsigned char **p, const unsigned char *end,
+              unsigned char *tag, const unsigned char **c, size_t *n)
+{
+    const unsigned char *q = *p;
+    size_t len;
+
+    if (end - q < 2) {
+        return false;
+    }
+    *tag = *q++;
+    len = *q++;
+    if (len == 0x81 || len == 0x82) {
+        size_t k = len - 0x80;
+        if ((size_t)(end - q) < k) {
+            return false;
+        }
+        len = k == 1 ? q[0] : ((size_t)q[0] << 8) | q[1];
+        q += k;
+    } else if (len > 0x7f) {
+        return false;
+    }
+    if ((size_t)(end - q) < len) {
+        return false;
+    }
+    *c = q;
+    *n = len;
+    *p = q + len;
+    return true;
+}
+
+/* An Ed25519 PKCS#8 v2 key (RFC 5958 OneAsymmetricKey, RFC 8410 7, with
+ * the public key), which OpenSSL 3.0 does not read: the seed is taken
+ * and the public key checked against it. NULL if it is not one. */
+static EVP_PKEY *
+dkim_ed25519_v2(const unsigned char *der, size_t len, bool *mismatch)
+{
+    static const unsigned char alg[] = {0x06, 0x03, 0x2b, 0x65, 0x70};
+    const unsigned char *p = der, *end = der + len, *c, *seq_end;
+    const unsigned char *seed = NULL, *pub = NULL;
+    unsigned char tag, derived[32];
+    size_t n, dlen = sizeof(derived);
+    EVP_PKEY *pk;
+
+    *mismatch = false;
+    if (!dkim_der_next(&p, end, &tag, &c, &n) || tag != 0x30) {
+        return NULL;
+    }
+    p = c;
+    seq_end = c + n;
+    if (!dkim_der_next(&p, seq_end, &tag, &c, &n) || tag != 0x02 || n != 1 ||
+        c[0] != 1) {
+        return NULL;
+    }
+    if (!dkim_der_next(&p, seq_end, &tag, &c, &n) || tag != 0x30 ||
+        n != sizeof(alg) || memcmp(c, alg, sizeof(alg)) != 0) {
+        return NULL;
+    }
+    if (!dkim_der_next(&p, seq_end, &tag, &c, &n) || tag != 0x04 || n != 34 ||
+        c[0] != 0x04 || c[1] != 32) {
+        return NULL;
+    }
+    seed = c + 2;
+    while (p < seq_end) {
+        if (!dkim_der_next(&p, seq_end, &tag, &c, &n)) {
+            return NULL;
+        }
+        /* [0] attributes are skipped; [1] is the public key (a BIT
+         * STRING with no unused bits). */
+        if (tag == 0x81 && n == 33 && c[0] == 0) {
+            pub = c + 1;
+        }
+    }
+    if (pub == NULL) {
+        return NULL;
+    }
+    pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+    if (pk == NULL) {
+        return NULL;
+    }
+    if (EVP_PKEY_get_raw_public_key(pk, derived, &dlen) != 1 || dlen != 32 ||
+        memcmp(derived, pub, 32) != 0) {
+        *mismatch = true;
+        EVP_PKEY_free(pk);
+        return NULL;
+    }
+    return pk;
+}
+
+/* The DER inside a PEM block (any label), into out. */
+static bool
+dkim_pem_der(const char *data, size_t len, struct buf *out)
+{
+    BIO *bio = BIO_new_mem_buf(data, (int)len);
+    char *name = NULL, *header = NULL;
+    unsigned char *der = NULL;
+    long n = 0;
+    bool ok;
+
+    if (bio == NULL) {
+        return false;
+    }
+    ok = PEM_read_bio(bio, &name, &header, &der, &n) == 1;
+    if (ok) {
+        buf_append(out, der, (size_t)n);
+    }
+    OPENSSL_free(name);
+    OPENSSL_free(header);
+    OPENSSL_free(der);
+    BIO_free(bio);
+    return ok;
+}
+
 void
 dkim_key_free(void *key)
 {
@@ -107,6 +222,28 @@ dkim_key_parse(const char *data, size_t len, bool ed25519, const char *what,
     }
     BIO_free(bio);
     ERR_clear_error();
+    if (pk == NULL && ed25519) {
+        /* KumoMTA reads v2 (with the public key) first, then v1. */
+        struct buf der = BUF_INIT;
+        bool pem = memmem(data, len, "-----BEGIN", 10) != NULL;
+        bool mismatch = false;
+        if (!pem) {
+            buf_append(&der, data, len);
+        }
+        if (!pem || dkim_pem_der(data, len, &der)) {
+            pk = dkim_ed25519_v2((const unsigned char *)der.data, der.len,
+                                 &mismatch);
+        }
+        buf_fini(&der);
+        ERR_clear_error();
+        if (mismatch) {
+            snprintf(err, errlen,
+                     "key %s: the public key in this PKCS#8 v2 key does not "
+                     "match its private key",
+                     what);
+            return KM_EINVAL;
+        }
+    }
     if (pk == NULL) {
         snprintf(err, errlen,
                  "key %s: is not a %s private key (PEM or DER, PKCS#%s)", what,

@@ -46,6 +46,14 @@ static const unsigned char test_ed_seed[32] = {
     0x69, 0x19, 0x70, 0x3b, 0xac, 0x03, 0x1c, 0xae, 0x7f, 0x60,
 };
 
+/* RFC 8410 10.3: an Ed25519 PKCS#8 v2 key with its public key. */
+static const char test_v2_pem[] =
+    "-----BEGIN PRIVATE KEY-----\n"
+    "MHICAQEwBQYDK2VwBCIEINTuctv5E1hK1bbY8fdp+K06/nwoy/HU++CXqI9EdVhC\n"
+    "oB8wHQYKKoZIhvcNAQkJFDEPDA1DdXJkbGUgQ2hhaXJzgSEAGb9ECWmEzf6FQbrB\n"
+    "Z9w7lshQhqowtrbLDFw4rXAxZuE=\n"
+    "-----END PRIVATE KEY-----\n";
+
 static const char *const test_rfc_names[] = {
     "from", "to", "subject", "date", "message-id", "from", "subject", "date",
 };
@@ -598,6 +606,23 @@ key_data_and_der_keys_load(void **state)
     json_object_set_new(p, "key", json_pack("{s:s}", "data", pem.data));
     s = test_signer(fx, p);
     dkim_signer_unref(s);
+    /* PKCS#8 v2 with the public key (RFC 8410 10.3), which OpenSSL 3.0
+     * does not read itself; and one whose public key does not match. */
+    p = test_params("ed25519-sha256", "unused", false);
+    json_object_set_new(p, "key", json_pack("{s:s}", "data", test_v2_pem));
+    s = test_signer(fx, p);
+    dkim_signer_unref(s);
+    {
+        char *bad = strdup(test_v2_pem);
+        char *z = strstr(bad, "rXAxZuE=");
+        assert_non_null(z);
+        z[3] = 'y';
+        p = test_params("ed25519-sha256", "unused", false);
+        json_object_set_new(p, "key", json_pack("{s:s}", "data", bad));
+        assert_int_equal(test_signer_err(fx, p, err, sizeof(err)), KM_EINVAL);
+        assert_non_null(strstr(err, "does not match"));
+        free(bad);
+    }
     p = test_params("rsa-sha256", "unused", false);
     json_object_set_new(p, "key", json_pack("{s:s}", "data", "not a key"));
     assert_int_equal(test_signer_err(fx, p, err, sizeof(err)), KM_EINVAL);
