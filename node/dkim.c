@@ -70,6 +70,22 @@ dkim_on_passphrase(char *buf, int size, int rwflag, void *u)
     return -1;
 }
 
+/* "an RSA", "an Ed25519", "a <name>": for the wrong-type errors. */
+static const char *
+dkim_key_kind(int id)
+{
+    switch (id) {
+    case EVP_PKEY_RSA:
+        return "an RSA";
+    case EVP_PKEY_ED25519:
+        return "an Ed25519";
+    case EVP_PKEY_EC:
+        return "an EC";
+    default:
+        return "another kind of";
+    }
+}
+
 /* One DER element at *p (below end): its tag, and its contents in
  * [*c, *c + *n). Short and one- or two-byte long lengths only. */
 static bool
@@ -246,22 +262,22 @@ dkim_key_parse(const char *data, size_t len, bool ed25519, const char *what,
     }
     if (pk == NULL) {
         snprintf(err, errlen,
-                 "key %s: is not a %s private key (PEM or DER, PKCS#%s)", what,
+                 "key %s: is not an %s private key (PEM or DER, PKCS#%s)", what,
                  ed25519 ? "Ed25519" : "RSA", ed25519 ? "8" : "1 or 8");
         return KM_EINVAL;
     }
     id = EVP_PKEY_get_base_id(pk);
     if (ed25519 && id != EVP_PKEY_ED25519) {
         snprintf(err, errlen,
-                 "key %s: is a %s key, ed25519_signer needs an Ed25519 key",
-                 what, OBJ_nid2sn(id));
+                 "key %s: is %s key, ed25519_signer needs an Ed25519 key",
+                 what, dkim_key_kind(id));
         EVP_PKEY_free(pk);
         return KM_EINVAL;
     }
     if (!ed25519 && id != EVP_PKEY_RSA) {
         snprintf(err, errlen,
-                 "key %s: is a %s key, rsa_sha256_signer needs an RSA key",
-                 what, OBJ_nid2sn(id));
+                 "key %s: is %s key, rsa_sha256_signer needs an RSA key",
+                 what, dkim_key_kind(id));
         EVP_PKEY_free(pk);
         return KM_EINVAL;
     }

@@ -303,7 +303,7 @@ def validate(fakedns, tmp_path, extra):
 @pytest.mark.parametrize("params,needle", [
     ("key = '/nonexistent/dkim.pem'", "key file '/nonexistent/dkim.pem'"),
     ("key = ED_KEY", "needs an RSA key"),
-    ("key = { key_data = 'junk' }", "key key_data: is not a RSA private key"),
+    ("key = { key_data = 'junk' }", "key key_data: is not an RSA private key"),
     ("key = { vault_mount = 'secret', vault_path = 'dkim' }",
      "kumod does not read keys from HashiCorp Vault"),
     ("key = RSA_KEY, body_length = true", "parameter 'body_length': not supported"),

@@ -556,7 +556,7 @@ key_errors_name_the_file_and_the_problem(void **state)
     assert_int_equal(test_signer_err(fx, test_params("rsa-sha256", path, false),
                                      err, sizeof(err)),
                      KM_EINVAL);
-    assert_non_null(strstr(err, "is not a RSA private key"));
+    assert_non_null(strstr(err, "is not an RSA private key"));
     /* RFC 8301: too small. */
     snprintf(path, sizeof(path), "%s/small.pem", fx->dir);
     small = EVP_RSA_gen(512);
