@@ -371,3 +371,47 @@ def test_key_missing_at_run_time_gives_4xx_and_logs_why(make_kumod, fakedns, sin
     # Nothing was accepted, so nothing is sent unsigned.
     assert k.records("Reception") == []
     assert sink.transactions() == []
+
+
+def test_a_slow_signature_does_not_stall_other_sessions(make_kumod, fakedns, sink, keys):
+    """Signing runs on the thread pool: while a large message is being
+    signed, another session's NOOPs are answered at once."""
+    import threading
+    import time
+    fakedns.add_mx("dest.test", "mx1.dest.test")
+    fakedns.add_a("mx1.dest.test", "127.0.0.1")
+    port = H.free_port()
+    pol = signing_policy(keys, sink, body=DUAL, http=port)
+    k = make_kumod(listener={"max_message_size": "128MiB", "data_processing_timeout": "5 min"},
+                   **pol)
+    line = "w  o  r  d  s " * 5 + "\r\n"
+    big = H.make_message(subject="big", body=line * (40_000_000 // len(line)))
+    other = smtplib.SMTP("127.0.0.1", k.port, timeout=60)
+    other.ehlo("other.test")
+    done = threading.Event()
+    lat = []
+
+    def probe():
+        while not done.is_set():
+            t0 = time.monotonic()
+            assert other.noop()[0] == 250
+            lat.append(time.monotonic() - t0)
+            time.sleep(0.01)
+
+    th = threading.Thread(target=probe)
+    th.start()
+    try:
+        t0 = time.monotonic()
+        send_raw(k, "bob@dest.test", big.encode())
+        total = time.monotonic() - t0
+    finally:
+        done.set()
+        th.join()
+        other.quit()
+    sign = metric(k, port, "dkim_signer_sign_sum")
+    print(f"sign={sign:.3f}s send={total:.3f}s noops={len(lat)} max_noop={max(lat):.3f}s")
+    assert sign > 0.3, f"signing took only {sign:.3f}s: the test proves nothing"
+    # On the loop, some NOOP would wait for the whole signature.
+    assert max(lat) < sign / 2, (sign, sorted(lat)[-5:])
+    (t,) = sink.wait_transactions(1, timeout=120)
+    verify_all(t.data, keys["records"], 2)
