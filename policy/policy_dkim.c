@@ -481,8 +481,21 @@ policy_dkim_sign(lua_State *L, void *msg, int idx)
     struct policy_dkim_signer *u =
         luaL_checkudata(L, idx, POLICY_MT_DKIM_SIGNER);
 
+    const char *event = policy_from_lua(L)->event;
+
     if (u->signer == NULL) {
         return luaL_error(L, "dkim_sign: the signer was not built");
+    }
+    /* The signatures are made as the message is accepted: asked for any
+     * later, they would never be made and the message would go out
+     * unsigned. */
+    if (event == NULL || (strcmp(event, "smtp_server_message_received") != 0 &&
+                          strcmp(event, "http_message_generated") != 0)) {
+        return luaL_error(L,
+                          "msg:dkim_sign: only in smtp_server_message_received "
+                          "or http_message_generated, where kumod accepts the "
+                          "message (called in '%s')",
+                          event != NULL ? event : "the policy's top level");
     }
     u->ops->sign(u->ops->ctx, msg, u->signer);
     return 0;

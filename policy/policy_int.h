@@ -32,6 +32,7 @@ struct policy {
     lua_State *L;
     struct policy_host host;
     bool sealed; /* init has run: init-only functions now fail */
+    const char *event; /* the event being called (NULL outside calls) */
 };
 
 /* Debug-build check of a function's documented stack effect. */

@@ -415,3 +415,25 @@ def test_a_slow_signature_does_not_stall_other_sessions(make_kumod, fakedns, sin
     assert max(lat) < sign / 2, (sign, sorted(lat)[-5:])
     (t,) = sink.wait_transactions(1, timeout=120)
     verify_all(t.data, keys["records"], 2)
+
+
+def test_dkim_sign_outside_the_reception_events_is_an_error(make_kumod, fakedns, sink, keys):
+    """A signature asked for after the message was accepted would never
+    be made; kumod refuses it instead of sending the message unsigned."""
+    extra = f"""
+kumo.on('spool_message_enumerated', function(msg)
+  msg:dkim_sign(kumo.dkim.ed25519_signer {{ domain = 'example.test', selector = 'ed1',
+    headers = {{ 'From' }}, key = {lua_path(keys['ed'])} }})
+end)
+"""
+    pol = H.delivery_policy(path=H.sink_path(sink.port), extra=extra)
+    k = make_kumod(**pol)
+    # No MX and no A for nowhere.test: the message stays in the spool.
+    (mid,) = k.send(rcpts=("bob@nowhere.test",))
+    k.wait_for_records("TransientFailure", id=mid)
+    k.stop()
+    with pytest.raises(H.KumodStartError):
+        k.start()
+    assert ("msg:dkim_sign: only in smtp_server_message_received or "
+            "http_message_generated") in k.log_text(), k.log_tail()
+    assert "'spool_message_enumerated'" in k.log_text()
