@@ -608,6 +608,10 @@ dkim_signer_get(struct dkim_ctx *ctx, const json_t *params,
                "how many dkim signer requests missed the cache", NULL, NULL);
     rv = dkim_signer_build(ctx, params, ttl_ms, &s, err, errlen);
     if (rv != 0) {
+        dkim_count(ctx, "dkim_signer_creation_failed",
+                   "dkim signers that could not be built (key missing, "
+                   "unreadable or invalid): no signature was made",
+                   NULL, NULL);
         return rv;
     }
     if (ttl_ms > 0) {

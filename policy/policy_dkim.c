@@ -488,9 +488,11 @@ policy_dkim_sign(lua_State *L, void *msg, int idx)
     }
     /* The signatures are made as the message is accepted: asked for any
      * later, they would never be made and the message would go out
-     * unsigned. */
+     * unsigned. validate_config is KumoMTA's dry run (its dkim_sign
+     * helper signs a made-up message there), which nothing delivers. */
     if (event == NULL || (strcmp(event, "smtp_server_message_received") != 0 &&
-                          strcmp(event, "http_message_generated") != 0)) {
+                          strcmp(event, "http_message_generated") != 0 &&
+                          strcmp(event, "validate_config") != 0)) {
         return luaL_error(L,
                           "msg:dkim_sign: only in smtp_server_message_received "
                           "or http_message_generated, where kumod accepts the "

@@ -360,7 +360,8 @@ def test_key_missing_at_run_time_gives_4xx_and_logs_why(make_kumod, fakedns, sin
     domain = 'example.test', selector = 'rsa1', headers = {{ 'From' }},
     key = {lua_path(missing)} }})
 """
-    k = make_kumod(**signing_policy(keys, sink, body=body))
+    port = H.free_port()
+    k = make_kumod(**signing_policy(keys, sink, body=body, http=port))
     s = smtplib.SMTP("127.0.0.1", k.port, timeout=30)
     s.ehlo("client.test")
     with pytest.raises(smtplib.SMTPDataError) as e:
@@ -371,6 +372,7 @@ def test_key_missing_at_run_time_gives_4xx_and_logs_why(make_kumod, fakedns, sin
     # Nothing was accepted, so nothing is sent unsigned.
     assert k.records("Reception") == []
     assert sink.transactions() == []
+    assert metric(k, port, "dkim_signer_creation_failed") == 1
 
 
 def test_a_slow_signature_does_not_stall_other_sessions(make_kumod, fakedns, sink, keys):
@@ -411,8 +413,10 @@ def test_a_slow_signature_does_not_stall_other_sessions(make_kumod, fakedns, sin
     sign = metric(k, port, "dkim_signer_sign_sum")
     print(f"sign={sign:.3f}s send={total:.3f}s noops={len(lat)} max_noop={max(lat):.3f}s")
     assert sign > 0.3, f"signing took only {sign:.3f}s: the test proves nothing"
-    # On the loop, some NOOP would wait for the whole signature.
-    assert max(lat) < sign / 2, (sign, sorted(lat)[-5:])
+    # On the loop, some NOOP would wait for the whole signature (and the
+    # on-loop work around it: measured 1.66 s for 1.42 s of signing);
+    # on the pool only for the loop's own handling of a 40 MB message.
+    assert max(lat) < 0.75 * sign, (sign, sorted(lat)[-5:])
     (t,) = sink.wait_transactions(1, timeout=120)
     verify_all(t.data, keys["records"], 2)
 
