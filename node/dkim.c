@@ -269,15 +269,15 @@ dkim_key_parse(const char *data, size_t len, bool ed25519, const char *what,
     id = EVP_PKEY_get_base_id(pk);
     if (ed25519 && id != EVP_PKEY_ED25519) {
         snprintf(err, errlen,
-                 "key %s: is %s key, ed25519_signer needs an Ed25519 key",
-                 what, dkim_key_kind(id));
+                 "key %s: is %s key, ed25519_signer needs an Ed25519 key", what,
+                 dkim_key_kind(id));
         EVP_PKEY_free(pk);
         return KM_EINVAL;
     }
     if (!ed25519 && id != EVP_PKEY_RSA) {
         snprintf(err, errlen,
-                 "key %s: is %s key, rsa_sha256_signer needs an RSA key",
-                 what, dkim_key_kind(id));
+                 "key %s: is %s key, rsa_sha256_signer needs an RSA key", what,
+                 dkim_key_kind(id));
         EVP_PKEY_free(pk);
         return KM_EINVAL;
     }
@@ -885,6 +885,43 @@ dkim_sign_data(struct dkim_signer *const *signers, size_t n, const char *data,
 
 /* ---- messages at ingest -------------------------------------------- */
 
+/* Does data have a CR or LF that is not part of a CRLF? */
+static bool
+dkim_has_bare_eol(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n')) {
+            return true;
+        }
+        if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Copy data to out with every bare CR or LF made a CRLF. */
+static void
+dkim_to_crlf(const char *p, size_t n, struct buf *out)
+{
+    size_t start = 0;
+
+    buf_reserve(out, n + n / 32 + 2);
+    for (size_t i = 0; i < n; i++) {
+        bool crlf = p[i] == '\r' && i + 1 < n && p[i + 1] == '\n';
+        if (crlf) {
+            i++;
+            continue;
+        }
+        if (p[i] == '\r' || p[i] == '\n') {
+            buf_append(out, p + start, i - start);
+            buf_append(out, "\r\n", 2);
+            start = i + 1;
+        }
+    }
+    buf_append(out, p + start, n - start);
+}
+
 struct dkim_work {
     uv_work_t req;
     struct dkim_ctx *ctx;
@@ -895,6 +932,8 @@ struct dkim_work {
     size_t len;
     int64_t now;
     struct buf out;
+    struct buf crlf; /* the data with bare CR/LF made CRLF, if it had any */
+    bool fixed;
     int status;
     double seconds;
     char err[256];
@@ -909,6 +948,14 @@ dkim_on_work(uv_work_t *req)
     struct timespec a, b;
 
     clock_gettime(CLOCK_MONOTONIC, &a);
+    /* RFC 6376 5.3: sign the CRLF form, and send that form: a receiver
+     * would turn bare line ends into CRLF and break the signature. */
+    if (dkim_has_bare_eol(w->data, w->len)) {
+        dkim_to_crlf(w->data, w->len, &w->crlf);
+        w->fixed = true;
+        w->data = w->crlf.data;
+        w->len = w->crlf.len;
+    }
     w->status = dkim_sign_data(w->signers, w->n, w->data, w->len, w->now,
                                &w->out, w->err, sizeof(w->err));
     clock_gettime(CLOCK_MONOTONIC, &b);
@@ -940,8 +987,15 @@ dkim_on_work_done(uv_work_t *req, int status)
         }
         dkim_signer_unref(w->signers[i]);
     }
-    if (w->status == 0) {
+    if (w->status == 0 && w->fixed) {
+        struct buf *d = message_data(w->msg);
+        buf_reset(d);
+        buf_append(d, w->out.data, w->out.len);
+        buf_append(d, w->crlf.data, w->crlf.len);
+    } else if (w->status == 0) {
         buf_splice(message_data(w->msg), 0, 0, w->out.data, w->out.len);
+    }
+    if (w->status == 0) {
         if (ctx->metrics != NULL) {
             ctx->sign_seconds += w->seconds;
             metrics_inc(ctx->metrics, "dkim_signer_sign_count",
@@ -959,6 +1013,7 @@ dkim_on_work_done(uv_work_t *req, int status)
     w->cb(w->arg, w->status);
     message_unref(w->msg);
     buf_fini(&w->out);
+    buf_fini(&w->crlf);
     free(w->signers);
     free(w);
 }

@@ -288,8 +288,15 @@ def test_http_injected_message_is_signed(make_kumod, fakedns, sink, keys):
                                  data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     assert urllib.request.urlopen(req, timeout=30).status == 200
-    (t,) = sink.wait_transactions(1)
-    verify_all(t.data, keys["records"], 2)
+    # Bare LF line ends: kumod signs (and sends) the CRLF form.
+    body["content"] = "From: alice@example.test\nSubject: bare LF\n\nline\n.dot\n"
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/inject/v1",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    assert urllib.request.urlopen(req, timeout=30).status == 200
+    for t in sink.wait_transactions(2):
+        verify_all(t.data, keys["records"], 2)
+        assert b"\n" not in t.data.replace(b"\r\n", b"")
 
 
 def validate(fakedns, tmp_path, extra):

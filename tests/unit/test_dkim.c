@@ -725,6 +725,27 @@ message_is_signed_on_the_pool_with_every_requested_signer(void **state)
     assert_non_null(strstr(text.data, "dkim_signer_sign_count 1"));
     assert_non_null(strstr(text.data, "dkim_signer_sign_sum "));
     buf_fini(&text);
+    /* Bare line ends: signed, and kept, as CRLF. */
+    buf_reset(message_data(m));
+    buf_append_str(message_data(m), "From: a@example.test\nSubject: lf\n\n"
+                                    "one\ntwo\r\nthree\r");
+    ed = test_signer(fx, test_params("ed25519-sha256", fx->ed_pem, false));
+    message_add_dkim_signer(m, ed);
+    dkim_signer_unref(ed);
+    status = 1;
+    dkim_sign_message(fx->ctx, m, test_on_signed, &status);
+    while (status == 1) {
+        uv_run(&fx->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(status, 0);
+    d = buf_cstr(message_data(m));
+    assert_non_null(strstr(d, "\r\nFrom: a@example.test\r\nSubject: lf\r\n\r\n"
+                              "one\r\ntwo\r\nthree\r\n"));
+    for (const char *q = d; *q; q++) {
+        if (*q == '\n') {
+            assert_true(q > d && q[-1] == '\r');
+        }
+    }
     /* Nothing asked: cb at once, data unchanged. */
     status = 1;
     size_t len = message_data(m)->len;
