@@ -5,15 +5,19 @@
 # message signed with RSA-2048, every message signed with Ed25519 (a signer
 # built per message, as policies usually do; the signer cache makes that
 # cheap). Loopback only; every kumod it starts is stopped by its PID.
+# Then, as root (POSTFIX=1, the default), the peer: a stock Postfix signing
+# the same traffic with the same RSA key through the OpenDKIM milter
+# (tests/bench/postfix-opendkim.sh).
 # Summary line (last):
 #   BENCH dkim n=.. size=.. sessions=.. unsigned_e2e_mps=.. rsa2048_e2e_mps=..
 #     ed25519_e2e_mps=.. rsa2048_vs_unsigned=.. ed25519_vs_unsigned=..
-#     rsa2048_sign_ms=.. ed25519_sign_ms=..
+#     rsa2048_sign_ms=.. ed25519_sign_ms=.. postfix_opendkim_e2e_mps=..
+#     rsa2048_vs_postfix_opendkim=..
 # (*_sign_ms: mean signing time per message on the pool, from /metrics.)
 #
 # Environment: SHARED_BENCH, KUMOD_BIN (default build-release/bin/kumod),
 # N=20000, SIZE=4096, SESSIONS=20, PORT=2525, SINK_PORT=30025,
-# HTTP_PORT=30080, MODES="unsigned rsa2048 ed25519", KEEP=0.
+# HTTP_PORT=30080, MODES="unsigned rsa2048 ed25519", POSTFIX=1, KEEP=0.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -116,9 +120,22 @@ for mode in $MODES; do
   stop_kumod
 done
 
+# --- the peer: Postfix + OpenDKIM signing the same traffic with the same key ---
+PF_E2E=""
+if [ "${POSTFIX:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  PF_OUT="$KEYS/postfix.out"
+  PF_PORT=$PORT SINK_PORT=$SINK_PORT "$here/postfix-opendkim.sh" "$KEYS/rsa.pem" "$N" "$SIZE" \
+    "$SESSIONS" | tee "$PF_OUT"
+  [ "${PIPESTATUS[0]}" = 0 ] && PF_E2E=$(result "$PF_OUT" e2e_mps)
+elif [ "${POSTFIX:-1}" = 1 ]; then
+  echo "bench: Postfix + OpenDKIM needs root; skipped" >&2
+fi
+
 echo "BENCH dkim n=$N size=$SIZE sessions=$SESSIONS unsigned_e2e_mps=${E2E[unsigned]:-n/a}" \
      "rsa2048_e2e_mps=${E2E[rsa2048]:-n/a} ed25519_e2e_mps=${E2E[ed25519]:-n/a}" \
      "rsa2048_vs_unsigned=$(ratio "${E2E[rsa2048]:-}" "${E2E[unsigned]:-}")" \
      "ed25519_vs_unsigned=$(ratio "${E2E[ed25519]:-}" "${E2E[unsigned]:-}")" \
-     "rsa2048_sign_ms=${SIGN_MS[rsa2048]:-n/a} ed25519_sign_ms=${SIGN_MS[ed25519]:-n/a}"
+     "rsa2048_sign_ms=${SIGN_MS[rsa2048]:-n/a} ed25519_sign_ms=${SIGN_MS[ed25519]:-n/a}" \
+     "postfix_opendkim_e2e_mps=${PF_E2E:-n/a}" \
+     "rsa2048_vs_postfix_opendkim=$(ratio "${E2E[rsa2048]:-}" "$PF_E2E")"
 [ -n "${E2E[unsigned]:-}" ] && [ -n "${E2E[rsa2048]:-}" ] && [ -n "${E2E[ed25519]:-}" ]
