@@ -448,3 +448,57 @@ end)
     assert ("msg:dkim_sign: only in smtp_server_message_received or "
             "http_message_generated") in k.log_text(), k.log_tail()
     assert "'spool_message_enumerated'" in k.log_text()
+
+
+def test_shipped_dkim_example_signs_by_from_domain(make_kumod, fakedns, sink, keys, tmp_path):
+    """policy/examples/dkim-signing.lua, pointed at this test's ports, dirs
+    and keys: mail From example.test is dual-signed and over-signed; mail
+    From a domain without keys is refused."""
+    import shutil
+    fakedns.add_mx("dest.test", "mx1.dest.test")
+    fakedns.add_a("mx1.dest.test", "127.0.0.1")
+    kdir = tmp_path / "dkim" / "example.test"
+    kdir.mkdir(parents=True)
+    shutil.copy(keys["rsa"], kdir / "rsa1.pem")
+    shutil.copy(keys["ed"], kdir / "ed1.pem")
+    port, http = H.free_port(), H.free_port()
+    text = (H.REPO_ROOT / "policy" / "examples" / "dkim-signing.lua").read_text()
+    for old, new in [
+            ("['example.com'] = { rsa = 's2026', ed25519 = 'e2026' }",
+             "['example.test'] = { rsa = 'rsa1', ed25519 = 'ed1' }"),
+            ("'127.0.0.1:25'", f"'127.0.0.1:{port}'"),
+            ("'127.0.0.1:8000'", f"'127.0.0.1:{http}'"),
+            ("/var/spool/kumod", str(tmp_path / "spool")),
+            ("/var/log/kumod", str(tmp_path / "logs")),
+            ("/etc/kumod/dkim/", str(tmp_path / "dkim") + "/"),
+            ("kumo.on('init', function()",
+             "kumo.on('init', function()\n  kumo.dns.configure_resolver "
+             f"{{ name_servers = {{ '127.0.0.1:{fakedns.port}' }} }}\n  delivery_check()")]:
+        assert old in text, old
+        text = text.replace(old, new)
+    pol = H.delivery_policy(path=H.sink_path(sink.port))
+    prelude = ("local TEST_DIR = " + H.lua_str(str(tmp_path)) + "\n"
+               "local function append(name, line) end\n")
+    text = text.replace("local kumo = require 'kumo'\n",
+                        "local kumo = require 'kumo'\n" + prelude + pol["extra"] + "\n", 1)
+    k = H.Kumod(fakedns.port, policy_text=text, tmp_root=tmp_path)
+    k.port = port
+    try:
+        k.start()
+        msg = H.make_message(sender="news@example.test", extra_headers=RFC8058)
+        send_raw(k, "bob@dest.test", msg.encode())
+        (t,) = sink.wait_transactions(1)
+        sigs = [tags(s) for s in verify_all(t.data, keys["records"], 2)]
+        assert [s["a"] for s in sigs] == ["ed25519-sha256", "rsa-sha256"]
+        h = sigs[0]["h"].lower().split(":")
+        assert h.count("list-unsubscribe-post") == 2 and h.count("from") == 2, h
+        s = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        s.ehlo("client.test")
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            s.sendmail("x@nokeys.test", ["bob@dest.test"],
+                       H.make_message(sender="x@nokeys.test"))
+        assert e.value.smtp_code == 550, e.value
+        s.quit()
+    finally:
+        k.cleanup()
+    assert not k.sanitizer_reports(), k.sanitizer_reports()
