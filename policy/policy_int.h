@@ -31,7 +31,7 @@
 struct policy {
     lua_State *L;
     struct policy_host host;
-    bool sealed; /* init has run: init-only functions now fail */
+    bool sealed;       /* init has run: init-only functions now fail */
     const char *event; /* the event being called (NULL outside calls) */
 };
 
