@@ -2,7 +2,8 @@
 kumo.dkim.ed25519_signer, msg:dkim_sign): kumod signs mail it relays to a
 sink, and dkimpy (Debian's python3-dkim, an independent implementation)
 verifies every message it receives, its DNS lookups answered from this
-test's key records. RSA + Ed25519 on one message, two domains, every
+test's key records; OpenDKIM (`opendkim -t`) checks the dual-signed
+bodies and every canonicalization as a second verifier. RSA + Ed25519 on one message, two domains, every
 canonicalization, awkward bodies, the RFC 8058 headers in h=, a tampered
 copy failing, over-signing, the signer cache, HTTP injection, and the
 errors: named at --validate, or a 4xx at run time with the reason logged."""
@@ -85,6 +86,24 @@ def verify_all(data, records, n):
     return sigs
 
 
+def opendkim_results(data, records, tmp):
+    """Debian's OpenDKIM (a second independent verifier, `opendkim -t`
+    in test mode with the key records from a file): its verdict per
+    signature, {selector: 'pass' | 'fail'}."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "keys.txt").write_text(
+        "".join(f"{n.rstrip('.')} {v}\n" for n, v in records.items()))
+    (tmp / "msg.eml").write_bytes(data)
+    (tmp / "opendkim.conf").write_text(
+        f"Syslog no\nMode v\nTestPublicKeys {tmp / 'keys.txt'}\nAlwaysAddARHeader yes\n")
+    r = subprocess.run(["/usr/sbin/opendkim", "-x", str(tmp / "opendkim.conf"), "-vvv",
+                        "-t", str(tmp / "msg.eml")], capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    # its Authentication-Results: "dkim=pass (...) header.d=... header.s=ed1 ..."
+    return {sel: verdict for verdict, sel in
+            re.findall(r"dkim=(\w+)[^;]*?header\.s=([\w.-]+)", out)}
+
+
 def verifies(data, records, idx=0):
     return dkim.DKIM(data).verify(idx=idx, dnsfunc=dnsfunc_for(records))
 
@@ -157,7 +176,8 @@ BODIES = {
 }
 
 
-def test_rsa_and_ed25519_on_one_message_verify_for_every_body(make_kumod, fakedns, sink, keys):
+def test_rsa_and_ed25519_on_one_message_verify_for_every_body(make_kumod, fakedns, sink, keys,
+                                                              tmp_path):
     H_port = H.free_port()
     fakedns.add_mx("dest.test", "mx1.dest.test")
     fakedns.add_a("mx1.dest.test", "127.0.0.1")
@@ -176,11 +196,17 @@ def test_rsa_and_ed25519_on_one_message_verify_for_every_body(make_kumod, fakedn
             h = tg["h"].lower().split(":")
             assert "list-unsubscribe" in h and "list-unsubscribe-post" in h, tg
             assert "l" not in tg
-        # A tampered copy fails both.
+        # OpenDKIM agrees.
+        odk = tmp_path / f"odk{t.conn_id}"
+        assert opendkim_results(t.data, keys["records"], odk) == \
+            {"ed1": "pass", "rsa1": "pass"}, t.data[:300]
+        # A tampered copy fails both, at both verifiers.
         bad = t.data.replace(b"Subject: dkim", b"Subject: DKIM", 1)
         assert bad != t.data
         assert not verifies(bad, keys["records"], 0)
         assert not verifies(bad, keys["records"], 1)
+        assert opendkim_results(bad, keys["records"], odk) == \
+            {"ed1": "fail", "rsa1": "fail"}
         bad = t.data.replace(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                              b"List-Unsubscribe-Post: List-Unsubscribe=Two-Click", 1)
         assert not verifies(bad, keys["records"], 0)
@@ -199,7 +225,7 @@ def test_rsa_and_ed25519_on_one_message_verify_for_every_body(make_kumod, fakedn
 
 @pytest.mark.parametrize("hc,bc", [("Simple", "Simple"), ("Simple", "Relaxed"),
                                    ("Relaxed", "Simple")])
-def test_every_canonicalization_verifies(make_kumod, fakedns, sink, keys, hc, bc):
+def test_every_canonicalization_verifies(make_kumod, fakedns, sink, keys, hc, bc, tmp_path):
     fakedns.add_mx("dest.test", "mx1.dest.test")
     fakedns.add_a("mx1.dest.test", "127.0.0.1")
     k = make_kumod(**signing_policy(keys, sink, body=DUAL))
@@ -210,6 +236,8 @@ def test_every_canonicalization_verifies(make_kumod, fakedns, sink, keys, hc, bc
     (t,) = sink.wait_transactions(1)
     sigs = verify_all(t.data, keys["records"], 2)
     assert tags(sigs[0])["c"] == f"{hc.lower()}/{bc.lower()}"
+    assert opendkim_results(t.data, keys["records"], tmp_path / "odk") == \
+        {"ed1": "pass", "rsa1": "pass"}
 
 
 def test_smtputf8_message_verifies(make_kumod, fakedns, sink, keys):
