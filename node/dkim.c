@@ -494,7 +494,7 @@ dkim_build_field(const struct dkim_signer *s, const char *const *names,
                  size_t n_names, const char *bh, int64_t now, struct buf *b,
                  size_t *col)
 {
-    char tag[512];
+    char tag[600]; /* names <= 128, i= <= 320, domains <= 253 */
 
     buf_append_str(b, "DKIM-Signature:");
     *col = 15;

@@ -17,6 +17,11 @@
 
 #define POLICY_MT_DKIM_SIGNER "kumo.DkimSigner"
 
+/* Longest header name and agent_user_identifier accepted (the
+ * DKIM-Signature field is built from them). */
+#define POLICY_DKIM_MAX_NAME 128
+#define POLICY_DKIM_MAX_AUID 320
+
 /* KumoMTA's default signer cache TTL, in seconds. */
 #define POLICY_DKIM_DEFAULT_TTL 300
 
@@ -193,9 +198,11 @@ policy_dkim_headers(lua_State *L, const char *fn, int idx)
                                   (long long)i, h);
             }
         }
-        if (len == 0) {
-            policy_dkim_raise(L, fn, "parameter 'headers[%lld]' is empty",
-                              (long long)i);
+        if (len == 0 || len > POLICY_DKIM_MAX_NAME) {
+            policy_dkim_raise(L, fn,
+                              "parameter 'headers[%lld]' must have 1 to %d "
+                              "characters",
+                              (long long)i, POLICY_DKIM_MAX_NAME);
         }
         from = from || strcasecmp(h, "From") == 0;
         json_array_append_new(list, json_stringn(h, len));
@@ -377,7 +384,8 @@ policy_dkim_params(lua_State *L, const char *fn, bool ed25519)
          * its subdomains. */
         const char *at = memchr(s, '@', len);
         size_t hl = at != NULL ? len - (size_t)(at + 1 - s) : 0;
-        bool ok = at != NULL && policy_dkim_is_dns_name(at + 1, hl) &&
+        bool ok = len <= POLICY_DKIM_MAX_AUID && at != NULL &&
+                  policy_dkim_is_dns_name(at + 1, hl) &&
                   (hl == dlen ? strncasecmp(at + 1, domain, dlen) == 0
                               : hl > dlen && at[1 + hl - dlen - 1] == '.' &&
                                     strncasecmp(at + 1 + hl - dlen, domain,

@@ -347,6 +347,11 @@ def validate(fakedns, tmp_path, extra):
      "parameter 'header_canonicalization' must be \"Relaxed\" or \"Simple\""),
     ("key = RSA_KEY, agent_user_identifier = 'a@elsewhere.test'",
      "parameter 'agent_user_identifier'"),
+    ("key = RSA_KEY, headers = { 'From', string.rep('X', 200) }",
+     "parameter 'headers[2]' must have 1 to 128 characters"),
+    ("key = RSA_KEY, expiration = -5", "parameter 'expiration' must be a number"),
+    ("key = RSA_KEY, ttl = 'soon'", "parameter 'ttl' must be a number of seconds"),
+    ("key = RSA_KEY, atpsh = 'sha256'", "parameter 'atpsh' needs 'atps'"),
 ])
 def test_validate_names_the_bad_key_file_or_parameter(fakedns, tmp_path, keys, params, needle):
     extra = f"""
