@@ -122,8 +122,13 @@ test_sign(bool ed25519, const char *hc, const char *bc, bool over_sign,
 {
     EVP_PKEY *pk =
         ed25519 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") : EVP_RSA_gen(2048);
-    char path[] = "/tmp/dkim-verify-XXXXXX";
-    int fd = mkstemp(path);
+    const char *tmp = getenv("KUMO_TEST_TMP");
+    char path[300];
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/dkim-verify-XXXXXX",
+             tmp != NULL ? tmp : "/tmp");
+    fd = mkstemp(path);
     FILE *f = fdopen(fd, "wb");
     unsigned char *der = NULL, raw[32];
     size_t rawlen = sizeof(raw);
