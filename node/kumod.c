@@ -17,6 +17,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "dkim.h"
 #include "egress.h"
 #include "http_api.h"
 #include "ingest.h"
@@ -49,6 +50,7 @@ kumod_init(struct kumod *kd, uv_loop_t *loop, const char *policy_path,
     metrics_new(&kd->metrics);
     admin_rules_new(&kd->rules);
     ingest_new(&kd->ingest);
+    dkim_ctx_new(loop, kd->metrics, &kd->dkim);
 }
 
 bool
@@ -80,6 +82,7 @@ kumod_load(struct kumod *kd, char *err, size_t errlen)
     host.ctx = kd;
     policy_glue_msg_ops(&host.msg);
     host.config = policy_glue_config;
+    dkim_policy_ops(kd->dkim, &host.dkim);
     rv = policy_new(&host, &kd->policy);
     if (rv != 0) {
         snprintf(err, errlen, "cannot create the Lua state: %s",
@@ -517,6 +520,7 @@ kumod_open_pipeline(struct kumod *kd)
         .queues = kd->queues,
         .metrics = kd->metrics,
         .logs = &kd->logs,
+        .dkim = kd->dkim,
     };
     ingest_open(kd->ingest, &ind);
     struct http_api_node hn = {
@@ -855,6 +859,7 @@ kumod_fini(struct kumod *kd)
     admin_rules_free(kd->rules);
     metrics_free(kd->metrics);
     policy_free(kd->policy);
+    dkim_ctx_free(kd->dkim);
     free(kd->listeners);
     free(kd->http_listeners);
     free(kd->logs.logs);

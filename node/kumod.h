@@ -25,6 +25,7 @@ struct admin_rules;
 struct metrics;
 struct cluster;
 struct cluster_peer;
+struct dkim_ctx;
 struct http_api;
 struct ingest;
 struct egress_mgr;
@@ -74,6 +75,7 @@ struct kumod {
     struct admin *admin;       /* adds, cancels and applies them */
     struct ingest *ingest;     /* the way in, for SMTP and HTTP */
     struct metrics *metrics;   /* counters for /metrics */
+    struct dkim_ctx *dkim;     /* DKIM signer caches (dkim.c) */
     struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
 
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -312,11 +312,17 @@ policy_call(struct policy *p, const char *event, const struct policy_arg *args,
     int base = lua_gettop(L);
     int rv = 0;
 
+    const char *outer = p->event;
+    int status;
+
     memset(res, 0, sizeof(*res));
     lua_pushcfunction(L, policy_on_error);
     lua_pushcfunction(L, policy_call_body);
     lua_pushlightuserdata(L, &c);
-    if (lua_pcall(L, 1, 0, base + 1) != LUA_OK) {
+    p->event = event;
+    status = lua_pcall(L, 1, 0, base + 1);
+    p->event = outer;
+    if (status != LUA_OK) {
         json_decref(res->value);
         res->value = NULL;
         if (policy_is_reject(L, -1)) {

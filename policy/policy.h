@@ -45,10 +45,26 @@ struct policy_msg_ops {
 typedef int (*policy_config_cb)(void *ctx, const char *fn, json_t *params,
                                 char *err, size_t errlen);
 
+/* DKIM signers for kumo.dkim.* and msg:dkim_sign() (policy_dkim.c); a
+ * signer is an opaque handle. signer_get NULL: the host cannot sign, and
+ * those functions raise. */
+struct policy_dkim_ops {
+    void *ctx;
+    /* A signer for the validated `params` (the JSON documented in
+     * node/dkim.h); the caller owns one reference. KM_E* with the reason
+     * (naming the file or parameter) in err. */
+    int (*signer_get)(void *ctx, const json_t *params, void **out, char *err,
+                      size_t errlen);
+    void (*signer_unref)(void *signer);
+    /* Ask for msg to be signed with signer (takes its own reference). */
+    void (*sign)(void *ctx, void *msg, void *signer);
+};
+
 struct policy_host {
     void *ctx;
     struct policy_msg_ops msg;
     policy_config_cb config;
+    struct policy_dkim_ops dkim;
 };
 
 enum policy_arg_kind {

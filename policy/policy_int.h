@@ -31,7 +31,8 @@
 struct policy {
     lua_State *L;
     struct policy_host host;
-    bool sealed; /* init has run: init-only functions now fail */
+    bool sealed;       /* init has run: init-only functions now fail */
+    const char *event; /* the event being called (NULL outside calls) */
 };
 
 /* Debug-build check of a function's documented stack effect. */
@@ -92,6 +93,14 @@ int policy_keysource_load(lua_State *L, int idx, const char *fn);
 /* [-0, +0] Add the schema-validated config and make_* functions to the
  * kumo table at `idx` (policy_config.c). */
 void policy_open_config(lua_State *L, int idx);
+
+/* [-0, +0] Add the kumo.dkim table to the kumo table at `idx` and create
+ * the "kumo.DkimSigner" metatable (policy_dkim.c). */
+void policy_open_dkim(lua_State *L, int idx);
+
+/* [-0, +0] msg:dkim_sign(signer): the signer is the value at `idx`;
+ * `msg` is the host handle of the message (policy_dkim.c). */
+int policy_dkim_sign(lua_State *L, void *msg, int idx);
 
 /* [-0, +0] Create the metatables of each userdata type. */
 void policy_open_message(lua_State *L);

@@ -224,5 +224,6 @@ policy_open_kumo(lua_State *L)
     lua_setfield(L, -2, "dns");
     policy_open_config(L, lua_gettop(L));
     policy_open_lib(L, lua_gettop(L));
+    policy_open_dkim(L, lua_gettop(L));
     POLICY_STACK_LEAVE(L, 1);
 }

@@ -334,6 +334,15 @@ l_message_queue_name(lua_State *L)
     return 1;
 }
 
+/* msg:dkim_sign(signer): signed at ingest, after the policy (dkim.h). */
+static int
+l_message_dkim_sign(lua_State *L)
+{
+    struct policy_message *m = policy_message_check(L);
+
+    return policy_dkim_sign(L, m->msg, 2);
+}
+
 static int
 l_message_gc(lua_State *L)
 {
@@ -374,6 +383,7 @@ static const luaL_Reg policy_message_methods[] = {
     {"remove_all_named_headers", l_message_remove_all_named_headers},
     {"num_attempts", l_message_num_attempts},
     {"queue_name", l_message_queue_name},
+    {"dkim_sign", l_message_dkim_sign},
     {NULL, NULL},
 };
 

@@ -21,6 +21,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "dkim.h"
 #include "logrec.h"
 #include "message.h"
 #include "metrics.h"
@@ -520,6 +521,28 @@ ingest_spool(struct ingest_op *in)
     buf_fini(&rec);
 }
 
+/* Phase 0: every message is DKIM signed as its policy asked (dkim.h). A
+ * message that cannot be signed is not accepted: never sent unsigned. */
+static void
+ingest_on_signed(void *arg, int status)
+{
+    struct ingest_slot *s = arg;
+    struct ingest_op *in = s->in;
+
+    if (status != 0 && in->status == 0) {
+        in->status = status;
+    }
+    KM_ASSERT(in->pending > 0);
+    if (--in->pending > 0) {
+        return;
+    }
+    if (in->status != 0) {
+        ingest_finish(in, in->status);
+        return;
+    }
+    ingest_spool(in);
+}
+
 /* Deferred start, so that cb never runs before ingest_submit() returns. */
 static void
 ingest_on_start(uv_timer_t *t)
@@ -531,7 +554,12 @@ ingest_on_start(uv_timer_t *t)
         return;
     }
     uv_timer_start(&in->timer, ingest_on_timeout, in->timeout_ms, 0);
-    ingest_spool(in);
+    in->pending = in->n;
+    in->status = 0;
+    for (size_t i = 0, n = in->n; i < n; i++) {
+        dkim_sign_message(in->ig->d.dkim, in->slots[i].msg, ingest_on_signed,
+                          &in->slots[i]);
+    }
 }
 
 /* The one Reception record builder, for kept and dropped messages. */

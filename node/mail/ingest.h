@@ -16,6 +16,7 @@
 #include <uv.h>
 
 struct cluster;
+struct dkim_ctx;
 struct logrec_set;
 struct message;
 struct metrics;
@@ -49,6 +50,7 @@ struct ingest_deps {
     struct queue_mgr *queues;
     struct metrics *metrics;
     const struct logrec_set *logs;
+    struct dkim_ctx *dkim; /* signs what msg:dkim_sign() asked for */
 };
 
 /* An ingest with nothing to write into yet (front ends are wired to it

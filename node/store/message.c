@@ -22,6 +22,9 @@ struct message {
     uint32_t num_attempts;
     struct buf scratch_queue;  /* message_queue_name() result */
     struct buf scratch_domain; /* message_recipient_domain() result */
+    struct dkim_signer **dkim; /* msg:dkim_sign() requests, opaque here */
+    size_t n_dkim;
+    message_signer_release_fn dkim_release; /* drops one of them */
 };
 
 int
@@ -72,7 +75,36 @@ message_unref(struct message *m)
     buf_fini(&m->data);
     buf_fini(&m->scratch_queue);
     buf_fini(&m->scratch_domain);
+    message_clear_dkim_signers(m);
     free(m);
+}
+
+void
+message_add_dkim_signer(struct message *m, struct dkim_signer *s,
+                        message_signer_release_fn release)
+{
+    KM_ASSERT(m->n_dkim == 0 || m->dkim_release == release);
+    m->dkim = km_realloc(m->dkim, (m->n_dkim + 1) * sizeof(*m->dkim));
+    m->dkim[m->n_dkim++] = s;
+    m->dkim_release = release;
+}
+
+size_t
+message_dkim_signers(const struct message *m, struct dkim_signer *const **out)
+{
+    *out = m->dkim;
+    return m->n_dkim;
+}
+
+void
+message_clear_dkim_signers(struct message *m)
+{
+    for (size_t i = 0; i < m->n_dkim; i++) {
+        m->dkim_release(m->dkim[i]);
+    }
+    free(m->dkim);
+    m->dkim = NULL;
+    m->n_dkim = 0;
 }
 
 const char *

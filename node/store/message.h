@@ -67,4 +67,16 @@ void message_meta_record(const struct message *m, struct buf *out);
 int message_from_spool(const char *id, const char *meta, size_t meta_len,
                        const char *data, size_t data_len, struct message **out);
 
+/* msg:dkim_sign(): the signers whose signatures ingest makes before the
+ * spool write, in call order. The message keeps them opaque (mail/dkim.h
+ * knows them): add hands over one reference, which `release` drops when
+ * the list is cleared or the message freed. The list is borrowed (valid
+ * until the next add or clear). */
+struct dkim_signer;
+typedef void (*message_signer_release_fn)(struct dkim_signer *s);
+void message_add_dkim_signer(struct message *m, struct dkim_signer *s,
+                             message_signer_release_fn release);
+size_t message_dkim_signers(const struct message *m,
+                            struct dkim_signer *const **out);
+void message_clear_dkim_signers(struct message *m);
 #endif /* KUMO_MESSAGE_H */

@@ -16,6 +16,9 @@
 #   cluster    (BENCHES=cluster) tests/bench/cluster.sh: relay throughput of
 #              a 3-node cluster against a single node, same tools; its own
 #              summary line `BENCH cluster ...` (CLUSTER_N messages, default 6000).
+#   dkim       (BENCHES=dkim) tests/bench/dkim.sh: the relay benchmark unsigned,
+#              RSA-2048 signed and Ed25519 signed in one run; its own summary
+#              line `BENCH dkim ...` (DKIM_N messages, default N).
 # Summary lines (last):
 #   BENCH injection n=.. size=.. sessions=.. kumod_accept_mps=.. postfix_accept_mps=.. ratio=..
 #   BENCH relay n=.. size=.. sessions=.. kumod_accept_mps=.. kumod_e2e_mps=.. postfix_accept_mps=.. postfix_e2e_mps=.. accept_ratio=.. e2e_ratio=..
@@ -177,6 +180,14 @@ if want cluster; then
   N=${CLUSTER_N:-6000} PORT=$PORT SINK_PORT=$SINK_PORT KUMOD_BIN=$KUMOD_BIN "$here/cluster.sh" || CL_OK=0
 fi
 
+# --- kumod: relay with DKIM signing against unsigned -----------------------------------
+DK_OK=1
+if want dkim; then
+  stop_kumod
+  N=${DKIM_N:-$N} SIZE=$SIZE SESSIONS=$SESSIONS PORT=$PORT SINK_PORT=$SINK_PORT \
+    KUMOD_BIN=$KUMOD_BIN "$here/dkim.sh" || DK_OK=0
+fi
+
 # --- summary --------------------------------------------------------------------------
 if want injection; then
   echo "BENCH injection n=$N size=$SIZE sessions=$SESSIONS kumod_accept_mps=${KI_ACC:-n/a}" \
@@ -195,4 +206,5 @@ want injection && [ -z "$KI_ACC" ] && ok=0
 want relay && [ -z "$KR_E2E" ] && ok=0
 [ "$MEM" = 1 ] && [ -z "$RSS" ] && ok=0
 [ "$CL_OK" = 1 ] || ok=0
+[ "$DK_OK" = 1 ] || ok=0
 [ "$ok" = 1 ]
