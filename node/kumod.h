@@ -109,12 +109,9 @@ void kumod_watch_signals(struct kumod *kd);
 /* Release what kumod_init/kumod_load made once the loop has stopped. */
 void kumod_fini(struct kumod *kd);
 
-/* True once the spool is open, raft is ready and recovery has finished. */
-bool kumod_is_ready(const struct kumod *kd);
+/* Shutdown has been requested (kumod_body.c asks before starting work). */
 bool kumod_is_stopping(const struct kumod *kd);
 
-/* A new spool id. */
-void kumod_new_id(struct kumod *kd, char out[KM_ID_HEX_LEN + 1]);
 
 /* Begin a graceful shutdown (signals call this). */
 void kumod_request_shutdown(struct kumod *kd);
