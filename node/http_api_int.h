@@ -124,6 +124,11 @@ int http_api_template_compile(const char *src, size_t len,
 /* Append the rendering with `vars` (an object; borrowed) to out. */
 void http_api_template_render(const struct http_api_template *t, json_t *vars,
                               struct buf *out);
+/* As http_api_template_render, for a whole RFC 5322 message: values
+ * substituted before the first empty line (the header section) have
+ * each CR and LF made a space, so a substitution cannot add a header. */
+void http_api_template_render_message(const struct http_api_template *t,
+                                      json_t *vars, struct buf *out);
 void http_api_template_free(struct http_api_template *t);
 
 /* Inject bodies (http_api_inject.c). */

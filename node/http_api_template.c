@@ -920,9 +920,54 @@ http_api_template_emit(json_t *v, struct buf *out)
     }
 }
 
+/* Where rendering writes. In a message (raw content), a value substituted
+ * into the header section has its line breaks made spaces, so that no
+ * substitution can start a header of its own; the section ends at the
+ * first empty line of the output. */
+struct http_api_template_out {
+    struct buf *out;
+    bool message;
+    bool in_body;
+    size_t scanned;    /* output already searched for the empty line */
+    size_t line_start; /* where the current output line starts */
+};
+
+static void
+http_api_template_out_scan(struct http_api_template_out *o)
+{
+    const char *d = o->out->data;
+
+    for (size_t i = o->scanned; i < o->out->len && !o->in_body; i++) {
+        if (d[i] == '\n') {
+            size_t n = i - o->line_start;
+
+            o->in_body = n == 0 || (n == 1 && d[o->line_start] == '\r');
+            o->line_start = i + 1;
+        }
+    }
+    o->scanned = o->out->len;
+}
+
+static void
+http_api_template_emit_to(struct http_api_template_out *o, json_t *v)
+{
+    size_t from = o->out->len;
+
+    http_api_template_emit(v, o->out);
+    if (!o->message || o->in_body) {
+        return;
+    }
+    for (size_t i = from; i < o->out->len; i++) {
+        if (o->out->data[i] == '\r' || o->out->data[i] == '\n') {
+            o->out->data[i] = ' ';
+        }
+    }
+    http_api_template_out_scan(o);
+}
+
 static void
 http_api_template_render_nodes(const struct http_api_template_nodes *ns,
-                               json_t *vars, struct buf *out)
+                               json_t *vars, struct http_api_template_out *o)
 {
     for (size_t i = 0; i < ns->n; i++) {
         const struct http_api_template_node *n = &ns->v[i];
@@ -931,23 +976,26 @@ http_api_template_render_nodes(const struct http_api_template_nodes *ns,
 
         switch (n->kind) {
         case HTTP_API_TPL_TEXT:
-            buf_append(out, buf_cstr(&n->text), n->text.len);
+            buf_append(o->out, buf_cstr(&n->text), n->text.len);
+            if (o->message && !o->in_body) {
+                http_api_template_out_scan(o);
+            }
             break;
         case HTTP_API_TPL_VAR:
             v = http_api_template_eval(&n->expr.lhs, vars, &owned);
-            http_api_template_emit(v, out);
+            http_api_template_emit_to(o, v);
             json_decref(owned);
             break;
         case HTTP_API_TPL_IF:
             for (size_t b = 0; b < n->n_branches && !taken; b++) {
                 if (http_api_template_test(&n->branches[b].cond, vars)) {
                     http_api_template_render_nodes(&n->branches[b].body, vars,
-                                                   out);
+                                                   o);
                     taken = true;
                 }
             }
             if (!taken) {
-                http_api_template_render_nodes(&n->else_body, vars, out);
+                http_api_template_render_nodes(&n->else_body, vars, o);
             }
             break;
         }
@@ -958,5 +1006,19 @@ void
 http_api_template_render(const struct http_api_template *t, json_t *vars,
                          struct buf *out)
 {
-    http_api_template_render_nodes(&t->root, vars, out);
+    struct http_api_template_out o = {.out = out};
+
+    http_api_template_render_nodes(&t->root, vars, &o);
+}
+
+void
+http_api_template_render_message(const struct http_api_template *t,
+                                 json_t *vars, struct buf *out)
+{
+    struct http_api_template_out o = {.out = out,
+                                      .message = true,
+                                      .scanned = out->len,
+                                      .line_start = out->len};
+
+    http_api_template_render_nodes(&t->root, vars, &o);
 }

@@ -704,6 +704,18 @@ smtp_server_handle_line(struct smtp_server_session *s, char *line, size_t n)
         smtp_server_reply(s, 501, SMTP_SERVER_TXT_BAD_UTF8, NULL);
         return;
     }
+    /* RFC 5321 2.3.8: no bare CR or LF in a command. Neither, nor any
+     * other control character, may reach the EHLO domain or an address
+     * that later goes into Received: (probe 2026-12). */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+
+        if (c == 0x7f || (c < 0x20 && c != '\t')) {
+            smtp_server_syntax_error(s, "control character in command",
+                                     NULL);
+            return;
+        }
+    }
     smtp_server_dispatch(s, line, n);
 }
 

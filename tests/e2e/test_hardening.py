@@ -1,0 +1,122 @@
+"""Client-facing hardening (issue 16 item 7, probe 2026-12): values from
+outside never start a header of their own (HTTP injection: recipient
+names, substitutions into raw content and builder headers)."""
+import email
+import email.header
+import email.policy
+
+import test_http_api as A
+
+CAPTURE = """
+kumo.on('http_message_generated', function(msg, auth)
+  write(msg:recipient().user .. '.eml', msg:get_data())
+end)
+"""
+
+EVIL = "Ann\r\nBcc: victim@evil.test\r\nX-Injected: yes"
+
+
+def captured(k, user):
+    with open(k.path(f"{user}.eml"), "rb") as f:
+        return f.read()
+
+
+def header_block(data):
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def parsed(data):
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def decoded(value):
+    return str(email.header.make_header(email.header.decode_header(value)))
+
+
+# -- Header injection ----------------------------------------------------------
+
+def test_recipient_name_with_crlf_cannot_add_headers(make_kumod):
+    k = A.http_kumod(make_kumod, extra=CAPTURE)
+    content = {"subject": "Hi {{ name }}", "text_body": "hello",
+               "from": {"email": "news@example.test", "name": "{{ name }}"},
+               "headers": {"X-Name": "{{ name }}"}}
+    rcpts = [{"email": "built@dest.test", "name": EVIL},
+             {"email": "ctl@dest.test", "name": "Eve\x1b[31m\x07red"}]
+    status, reply = A.request_json(k, "POST", "/api/inject/v1",
+                                   A.inject_body(rcpts, content=content))
+    assert status == 200 and reply["success_count"] == 2, reply
+    data = captured(k, "built")
+    m = parsed(data)
+    assert m.get_all("Bcc") is None and m.get_all("X-Injected") is None, data
+    assert b"\r\nBcc:" not in header_block(data)
+    assert "Ann" in decoded(m["To"]) and "built@dest.test" in m["To"]
+    for name in ("To", "From", "Subject", "X-Name"):
+        assert "Bcc: victim@evil.test" in decoded(m[name]).replace("\n", " ") \
+            or "victim@evil.test" in decoded(m[name]), (name, m[name])
+    data = captured(k, "ctl")
+    hdrs = header_block(data)
+    assert b"\x1b" not in hdrs and b"\x07" not in hdrs, hdrs
+    # The bytes are kept, RFC 2047-encoded, not dropped.
+    assert "\x1b[31m" in decoded(parsed(data)["To"])
+
+
+def test_substitutions_into_raw_content_headers_cannot_add_headers(make_kumod):
+    k = A.http_kumod(make_kumod, extra=CAPTURE)
+    content = ("Subject: for {{ name }}\r\nTo: {{ to_header }}\r\n"
+               "X-Code: {{ code }}\r\n\r\nDear {{ name }},\r\n{{ code }}\r\n")
+    rcpts = [{"email": "raw@dest.test", "name": EVIL,
+              "substitutions": {"code": "1\nBcc: other@evil.test"}}]
+    status, reply = A.request_json(k, "POST", "/api/inject/v1",
+                                   A.inject_body(rcpts, content=content))
+    assert status == 200 and reply["success_count"] == 1, reply
+    data = captured(k, "raw")
+    m = parsed(data)
+    assert m.get_all("Bcc") is None and m.get_all("X-Injected") is None, data
+    assert m["X-Code"].startswith("1 Bcc: other@evil.test"), m["X-Code"]
+    # In the body a substitution is copied as it is, line breaks included.
+    assert data.split(b"\r\n\r\n", 1)[1] == (
+        b"Dear " + EVIL.encode() + b",\r\n1\nBcc: other@evil.test\r\n")
+
+
+def test_control_characters_in_addresses_and_header_names_are_refused(make_kumod):
+    k = A.http_kumod(make_kumod)
+    cases = [
+        A.inject_body([{"email": "a\x01b@dest.test"}]),
+        A.inject_body([{"email": "ok@dest.test"}],
+                      content={"text_body": "x", "from": {"email": "n\tx@example.test"}}),
+        A.inject_body([{"email": "ok@dest.test"}],
+                      content={"text_body": "x", "from": {"email": "n@example.test"},
+                               "headers": {"X-\x7fBad": "v"}}),
+        A.inject_body([{"email": "ok@dest.test"}],
+                      content={"text_body": "x", "from": {"email": "n@example.test"},
+                               "reply_to": {"email": "r@example.test", "name": "R\x0bX"}}),
+    ]
+    cases[0]["envelope_sender"] = "noreply@example.test"
+    for body in cases:
+        status, reply = A.request_json(k, "POST", "/api/inject/v1", body)
+        assert status == 400, (body, reply)
+
+
+SMTP_CAPTURE = """
+kumo.on('smtp_server_message_received', function(msg)
+  write(msg:recipient().user .. '.eml', msg:get_data())
+end)
+"""
+
+
+def test_smtp_commands_with_bare_lf_or_control_characters_get_501(make_kumod):
+    k = make_kumod(extra=SMTP_CAPTURE)
+    c = k.raw()
+    assert c.reply().code == 220
+    # A bare LF would otherwise reach Received: "from <EHLO domain>".
+    assert c.cmd(b"EHLO a.test\nBcc: victim@evil.test").code == 501
+    assert c.cmd(b"EHLO a\x1b.test").code == 501
+    assert c.cmd(b"EHLO client.test").code == 250
+    assert c.cmd(b"MAIL FROM:<a@client.test>\rX: y").code == 501
+    assert c.cmd(b"MAIL FROM:<a@client.test>").code == 250
+    assert c.cmd(b"RCPT TO:<bob@dest.test>").code == 250
+    assert c.cmd(b"DATA").code == 354
+    c.send(b"Subject: ok\r\n\r\nhi\r\n.\r\n")
+    assert c.reply().code == 250
+    hdrs = header_block(captured(k, "bob"))
+    assert b"Bcc" not in hdrs and b"from client.test " in hdrs, hdrs
