@@ -8,6 +8,7 @@
  * is pending (refs). Loop thread only. */
 #include "smtp_server.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,36 @@ smtp_server_session_finish(struct smtp_server_session *s)
     }
 }
 
+static void smtp_server_on_timer(uv_timer_t *t);
+
+/* How long the DATA phase may still last, in ms, under data_min_rate:
+ * client_timeout plus the bytes received so far at the minimum rate,
+ * counted from the 354. UINT64_MAX outside DATA or without a floor. */
+static uint64_t
+smtp_server_data_left_ms(const struct smtp_server_session *s)
+{
+    const struct smtp_server_config *cfg = &s->srv->cfg;
+    uint64_t allowed, spent;
+
+    if (s->state != SMTP_SERVER_ST_DATA || cfg->data_min_rate == 0) {
+        return UINT64_MAX;
+    }
+    allowed = cfg->client_timeout_ms + s->data_bytes * 1000 / cfg->data_min_rate;
+    spent = uv_now(s->tcp.loop) - s->data_started_ms;
+    return allowed > spent ? allowed - spent : 0;
+}
+
+/* The idle timer, also the DATA deadline: a client that sends a byte
+ * now and then (slowloris) is cut once it falls below data_min_rate. */
+static void
+smtp_server_arm_timer(struct smtp_server_session *s)
+{
+    uint64_t ms = s->srv->cfg.client_timeout_ms;
+    uint64_t left = smtp_server_data_left_ms(s);
+
+    uv_timer_start(&s->timer, smtp_server_on_timer, left < ms ? left : ms, 0);
+}
+
 static void
 smtp_server_on_timer(uv_timer_t *t)
 {
@@ -242,6 +273,14 @@ smtp_server_on_timer(uv_timer_t *t)
     }
     snprintf(text, sizeof(text), "4.3.2 %s idle too long",
              s->srv != NULL ? s->srv->cfg.hostname : km_hostname());
+    if (s->srv != NULL && smtp_server_data_left_ms(s) == 0) {
+        LOG_DEBUG("smtp_server: %s: %s: DATA below data_min_rate: %" PRIu64
+                  " bytes in %" PRIu64 " ms",
+                  s->session_id, s->peer_ip, s->data_bytes,
+                  uv_now(s->tcp.loop) - s->data_started_ms);
+        snprintf(text, sizeof(text), "4.4.2 %s data transfer too slow",
+                 s->srv->cfg.hostname);
+    }
     if (s->state == SMTP_SERVER_ST_TLS_HANDSHAKE) {
         smtp_server_session_close_now(s);
         return;
@@ -324,6 +363,9 @@ smtp_server_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         free(b->base);
         return;
     }
+    if (s->state == SMTP_SERVER_ST_DATA) {
+        s->data_bytes += (uint64_t)nread;
+    }
     if (s->tls != NULL) {
         smtp_server_on_tls_data(s, b->base, (size_t)nread);
     } else {
@@ -335,8 +377,7 @@ smtp_server_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     }
     if (s->srv != NULL && s->srv->cfg.client_timeout_ms > 0 &&
         s->state != SMTP_SERVER_ST_INGEST) {
-        uv_timer_start(&s->timer, smtp_server_on_timer,
-                       s->srv->cfg.client_timeout_ms, 0);
+        smtp_server_arm_timer(s);
     }
     smtp_server_session_process(s);
     smtp_server_flush(s);

@@ -495,6 +495,8 @@ smtp_server_cmd_data(struct smtp_server_session *s, const char *line)
                           cfg->line_length_hard_limit,
                           cfg->invalid_line_endings);
     smtp_server_enter_state(s, SMTP_SERVER_ST_DATA);
+    s->data_started_ms = uv_now(s->tcp.loop);
+    s->data_bytes = 0;
 }
 
 static void

@@ -4,6 +4,9 @@ names, substitutions into raw content and builder headers)."""
 import email
 import email.header
 import email.policy
+import time
+
+import kumod_harness as H
 
 import test_http_api as A
 
@@ -120,3 +123,62 @@ def test_smtp_commands_with_bare_lf_or_control_characters_get_501(make_kumod):
     assert c.reply().code == 250
     hdrs = header_block(captured(k, "bob"))
     assert b"Bcc" not in hdrs and b"from client.test " in hdrs, hdrs
+
+
+# -- DATA deadline (data_min_rate) ---------------------------------------------
+
+def open_data(k):
+    c = k.raw(timeout=30)
+    assert c.reply().code == 220
+    assert c.cmd("EHLO client.test").code == 250
+    assert c.cmd("MAIL FROM:<a@client.test>").code == 250
+    assert c.cmd("RCPT TO:<bob@dest.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    return c
+
+
+def test_data_trickled_below_min_rate_is_cut_after_client_timeout(make_kumod):
+    k = make_kumod(listener={"client_timeout": "2s", "data_min_rate": 100})
+    c = open_data(k)
+    start = time.monotonic()
+    reply = None
+    # 2 bytes/s: each byte comes well within client_timeout, so the idle
+    # timer alone would never fire.
+    while time.monotonic() - start < 15 and reply is None:
+        try:
+            c.send(b"x")
+        except OSError:
+            break
+        reply = c.try_reply(0.5)
+    took = time.monotonic() - start
+    if reply is None:
+        assert c.closed(timeout=2), "the slow DATA was never cut"
+        reply = H.SmtpReply(0, ["(closed)"])
+    assert reply.code == 421 and "data transfer too slow" in reply.text, reply
+    assert 2.0 <= took < 6.0, took
+    assert c.closed(timeout=5)
+    # A client at full speed in the same listener is served.
+    big = "Subject: big\r\n\r\n" + ("y" * 70 + "\r\n") * 3000
+    ids = k.send(msg=big)
+    assert len(ids) == 1
+
+
+def test_data_min_rate_zero_keeps_only_the_idle_timer(make_kumod):
+    k = make_kumod(listener={"client_timeout": "2s", "data_min_rate": 0})
+    c = open_data(k)
+    start = time.monotonic()
+    while time.monotonic() - start < 4:
+        c.send(b"x")
+        assert c.try_reply(0.5) is None
+    c.send(b"\r\n.\r\n")
+    assert c.reply().code == 250
+
+
+def test_unknown_listener_parameter_is_still_refused(make_kumod):
+    k = make_kumod(listener={"data_min_rat": 5}, start=False)
+    try:
+        k.start()
+    except H.KumodStartError as e:
+        assert "data_min_rat" in str(e)
+    else:
+        raise AssertionError("kumod started with a misspelt parameter")
