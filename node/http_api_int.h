@@ -18,6 +18,8 @@
 
 struct kumod;
 struct km_map;
+struct http_api_authdelay;
+struct http_api_hold;
 struct metrics;
 struct http_api_server; /* opaque: the NNG server and its hand-off queue */
 
@@ -89,6 +91,8 @@ struct http_api {
     bool closing;
     size_t pending_ops;        /* async inject/admin operations in flight */
     struct km_map *auth_cache; /* sha256(user:pass) hex -> cache entry */
+    struct http_api_authdelay *authdelay; /* failed Basic attempts, per peer */
+    struct http_api_hold *holds;          /* requests waiting their turn */
     http_api_close_cb close_cb;
     void *close_arg;
 };

@@ -182,3 +182,46 @@ def test_unknown_listener_parameter_is_still_refused(make_kumod):
         assert "data_min_rat" in str(e)
     else:
         raise AssertionError("kumod started with a misspelt parameter")
+
+
+# -- HTTP Basic: failed attempts are paced per peer ----------------------------
+
+def basic_status(k, password, source="127.0.0.1"):
+    import base64
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", k.http_port, timeout=60,
+                                   source_address=(source, 0))
+    auth = base64.b64encode(f"scott:{password}".encode()).decode()
+    try:
+        c.request("GET", "/metrics", headers={"Authorization": "Basic " + auth})
+        r = c.getresponse()
+        r.read()
+        return r.status
+    finally:
+        c.close()
+
+
+def test_failed_basic_attempts_are_delayed_per_peer(make_kumod):
+    # 127.0.0.1 and 127.0.0.2 are both trusted, so right credentials get
+    # 200 on /metrics; wrong ones get 401 from anyone.
+    k = A.http_kumod(make_kumod, extra=A.AUTH_HANDLER,
+                     trusted_hosts=["127.0.0.1", "127.0.0.2"])
+    t0 = time.monotonic()
+    for i in range(6):
+        assert basic_status(k, f"wrong{i}") == 401
+    slow = time.monotonic() - t0
+    # Gaps of 0.1, 0.2, 0.4, 0.8, 1.6 s before attempts 2..6.
+    assert slow >= 3.0, slow
+    # Another peer is not slowed down by the guesser.
+    t0 = time.monotonic()
+    assert basic_status(k, "tiger", source="127.0.0.2") == 200
+    assert basic_status(k, "wrong", source="127.0.0.2") == 401
+    assert time.monotonic() - t0 < 1.5
+    # The guessing peer's right password still works, after its turn,
+    # and clears the delay.
+    t0 = time.monotonic()
+    assert basic_status(k, "tiger") == 200
+    assert 2.5 <= time.monotonic() - t0 < 10
+    t0 = time.monotonic()
+    assert basic_status(k, "tiger") == 200
+    assert time.monotonic() - t0 < 1.0
