@@ -16,7 +16,9 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "kumod.h"
+#include "fd_headroom.h"
 #include "logrec.h"
+#include "metrics.h"
 #include "smtp_server_int.h"
 #include "tls.h"
 
@@ -583,17 +585,65 @@ smtp_server_session_meta(struct smtp_server_session *s)
                         json_string(srv->cfg.hostname));
 }
 
+#define SMTP_SERVER_FD_PAUSE_MS 100
+/* An episode ends with the first connection taken after this long
+ * without a refusal (descriptor numbers alone have holes, so they
+ * cannot say it is over). */
+#define SMTP_SERVER_FD_QUIET_MS 2000
+
+/* A connection refused for want of descriptors: counted, and said once
+ * per episode. */
+static void
+smtp_server_fd_refused(struct smtp_server *srv, const char *why)
+{
+    metrics_inc(srv->kd->metrics, "kumod_connections_refused_fd_total",
+                "connections refused because file descriptors ran low",
+                "service", "esmtp_listener", 1);
+    srv->fd_refused_ms = uv_now(srv->kd->loop);
+    if (!srv->fd_low) {
+        srv->fd_low = true;
+        LOG_WARN("smtp_server: %s: %s: refusing new connections until "
+                 "file descriptors are free",
+                 srv->listen_addr, why);
+    }
+}
+
+static void smtp_server_on_connection(uv_stream_t *listener, int status);
+
+static void
+smtp_server_on_fd_timer(uv_timer_t *t)
+{
+    struct smtp_server *srv = t->data;
+
+    srv->accept_paused = false;
+    /* libuv holds the connection we did not take, and polls again once
+     * it is accepted. */
+    if (srv->listening && srv->listener.accepted_fd != -1) {
+        smtp_server_on_connection((uv_stream_t *)&srv->listener, 0);
+    }
+}
+
 static void
 smtp_server_on_connection(uv_stream_t *listener, int status)
 {
     struct smtp_server *srv = listener->data;
     struct smtp_server_session *s;
     struct sockaddr_storage local;
+    uv_os_fd_t fd = -1;
     int len;
 
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        /* libuv has already closed the connections it could not give
+         * us (its reserve descriptor trick). */
+        smtp_server_fd_refused(srv, uv_strerror(status));
+        return;
+    }
     if (status < 0) {
         LOG_WARN("smtp_server: %s: accept: %s", srv->listen_addr,
                  uv_strerror(status));
+        return;
+    }
+    if (srv->accept_paused) {
         return;
     }
     s = km_calloc(1, sizeof(*s));
@@ -621,6 +671,7 @@ smtp_server_on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    uv_fileno((uv_handle_t *)&s->tcp, &fd);
     len = sizeof(s->peer_sa);
     uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer_sa, &len);
     len = sizeof(local);
@@ -634,7 +685,20 @@ smtp_server_on_connection(uv_stream_t *listener, int status)
     LOG_TRACE(TRACE_SMTP, "smtp_server: %s: connection from %s to %s",
               s->session_id, s->peer_hostport, s->local_hostport);
 
-    if (srv->n_counted >= srv->cfg.max_connections) {
+    if (fd_headroom_is_low(fd)) {
+        /* Keep the last descriptors for the spool, Raft and deliveries:
+         * refuse this client as if the listener were full. */
+        smtp_server_fd_refused(srv, "few file descriptors left");
+        srv->accept_paused = true;
+        uv_timer_start(&srv->fd_timer, smtp_server_on_fd_timer,
+                       SMTP_SERVER_FD_PAUSE_MS, 0);
+    } else if (srv->fd_low && uv_now(srv->kd->loop) - srv->fd_refused_ms >=
+                                  SMTP_SERVER_FD_QUIET_MS) {
+        srv->fd_low = false;
+        LOG_INFO("smtp_server: %s: file descriptors free again: accepting",
+                 srv->listen_addr);
+    }
+    if (srv->n_counted >= srv->cfg.max_connections || srv->accept_paused) {
         char text[300];
         snprintf(text, sizeof(text),
                  "4.3.2 %s too many concurrent sessions. Try later",
@@ -695,7 +759,9 @@ smtp_server_open(struct kumod *kd, json_t *params, struct smtp_server **out,
         goto err_after_handle;
     }
     srv->listening = true;
-    srv->n_handles_open = 1;
+    uv_timer_init(kd->loop, &srv->fd_timer);
+    srv->fd_timer.data = srv;
+    srv->n_handles_open = 2;
     len = sizeof(bound);
     memset(&bound, 0, sizeof(bound));
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
@@ -754,6 +820,7 @@ smtp_server_shutdown(struct smtp_server *srv)
     if (srv->listening) {
         srv->listening = false;
         uv_close((uv_handle_t *)&srv->listener, smtp_server_on_listener_closed);
+        uv_close((uv_handle_t *)&srv->fd_timer, smtp_server_on_listener_closed);
     }
 }
 

@@ -245,6 +245,12 @@ struct smtp_server {
     size_t n_sessions;                    /* all open sessions */
     size_t n_counted;                     /* those within max_connections */
     size_t n_handles_open; /* listener + sessions not yet fully closed */
+    /* Out of descriptors (fd_headroom.h): one warning per episode, and
+     * accepting pauses for a moment after each refusal. */
+    uv_timer_t fd_timer;
+    bool fd_low;
+    uint64_t fd_refused_ms; /* uv_now() of the last refusal */
+    bool accept_paused;
     smtp_server_close_cb close_cb;
     void *close_arg;
 };

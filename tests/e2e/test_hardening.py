@@ -4,6 +4,10 @@ names, substitutions into raw content and builder headers)."""
 import email
 import email.header
 import email.policy
+import os
+import resource
+import select
+import socket
 import time
 
 import kumod_harness as H
@@ -225,3 +229,64 @@ def test_failed_basic_attempts_are_delayed_per_peer(make_kumod):
     t0 = time.monotonic()
     assert basic_status(k, "tiger") == 200
     assert time.monotonic() - t0 < 1.0
+
+
+# -- Out of file descriptors ---------------------------------------------------
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_low_fd_limit_refuses_connections_and_keeps_serving(make_kumod):
+    k = A.http_kumod(make_kumod)
+    pid = k.proc.pid
+    base = open_fds(pid)
+    limit = base + 100
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, limit))
+    conns, greeted, refused = [], 0, 0
+    try:
+        for _ in range(250):
+            try:
+                c = socket.create_connection(("127.0.0.1", k.port), timeout=10)
+            except OSError:
+                refused += 1
+                continue
+            conns.append(c)
+        # Connections refused while accepting pauses wait in the backlog:
+        # read whatever comes within a few seconds, without blocking.
+        replies = {}
+        deadline = time.monotonic() + 5
+        while len(replies) < len(conns) and time.monotonic() < deadline:
+            ready, _, _ = select.select([c for c in conns if c not in replies],
+                                        [], [], 0.2)
+            for c in ready:
+                try:
+                    replies[c] = c.recv(200)
+                except OSError:
+                    replies[c] = b""
+        for data in replies.values():
+            if data.startswith(b"220"):
+                greeted += 1
+            else:
+                assert data == b"" or data.startswith(b"421"), data
+                refused += 1
+        refused += len(conns) - len(replies)
+        assert k.running(), k.log_tail()
+        assert greeted > 20 and refused > 0, (greeted, refused)
+        # The rest of the node keeps the reserve: it never got near the limit.
+        assert open_fds(pid) < limit
+    finally:
+        for c in conns:
+            c.close()
+    H.wait_for(lambda: open_fds(pid) < base + 20, timeout=30, what="sessions closed")
+    time.sleep(2.5)  # the episode ends after 2 s without a refusal
+    # Still serving: SMTP, HTTP, and mail goes in.
+    assert len(k.send()) == 1
+    status, _, body = A.request(k, "GET", "/metrics")
+    assert status == 200
+    m = A.parse_prometheus(body.decode())
+    assert m["kumod_connections_refused_fd_total"]["samples"]["esmtp_listener"] > 0
+    log = k.log_text()
+    assert log.count("refusing new connections until file descriptors are free") == 1, log
+    assert "file descriptors free again: accepting" in log
+    assert k.running() and k.stop() == 0
