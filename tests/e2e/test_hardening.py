@@ -5,6 +5,7 @@ import email
 import email.header
 import email.policy
 import os
+import re
 import resource
 import select
 import socket
@@ -290,3 +291,40 @@ def test_low_fd_limit_refuses_connections_and_keeps_serving(make_kumod):
     assert log.count("refusing new connections until file descriptors are free") == 1, log
     assert "file descriptors free again: accepting" in log
     assert k.running() and k.stop() == 0
+
+
+# -- The 250 for many recipients -----------------------------------------------
+
+def test_250_for_1024_recipients_keeps_every_id_whole(make_kumod):
+    k = make_kumod()
+    c = k.raw(timeout=120)
+    assert c.reply().code == 220
+    assert c.cmd("EHLO client.test").code == 250
+    cmds = [b"MAIL FROM:<a@client.test>\r\n"]
+    cmds += [f"RCPT TO:<r{i}@dest.test>\r\n".encode() for i in range(1024)]
+    c.send(b"".join(cmds))
+    for _ in cmds:
+        assert c.reply().code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(b"Subject: many\r\n\r\nhi\r\n.\r\n")
+    raw = b""
+    while not re.search(rb"(^|\r\n)250 [^\r\n]*\r\n", raw):
+        chunk = c.sock.recv(65536)
+        assert chunk, raw[-200:]
+        raw += chunk
+    lines = raw.split(b"\r\n")[:-1]
+    assert len(lines) > 1
+    for i, line in enumerate(lines):
+        assert len(line) + 2 <= 512, len(line)  # RFC 5321 4.5.3.1.5
+        assert line[:4] == (b"250 " if i == len(lines) - 1 else b"250-"), line
+    text = " ".join(line[4:].decode() for line in lines)
+    assert text.startswith("OK ids=")
+    ids = text[len("OK ids="):].split()
+    assert len(ids) == 1024 and len(set(ids)) == 1024
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), ids[:3]
+    # smtplib's view (lines joined by \n) still parses.
+    assert len(H.parse_ids("\n".join(line[4:].decode() for line in lines))) == 1024
+    recs = k.wait_records(lambda r: [x for x in r if x.get("type") == "Reception"]
+                          if len([x for x in r if x.get("type") == "Reception"]) >= 1024
+                          else None, timeout=60, what="1024 Reception records")
+    assert {r["id"] for r in recs} == set(ids)
