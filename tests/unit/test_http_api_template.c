@@ -138,6 +138,30 @@ http_api_template_reports_syntax_errors_with_position(void **state)
     http_api_template_test_error("{{ 'abc }}", "unterminated string");
 }
 
+static void
+http_api_template_message_unfolds_values_in_headers_only(void **state)
+{
+    static const char src[] = "Subject: {{ v }}\r\n"
+                              "{% if 1 %}X-B: {{ v }}{% endif %}\r\n"
+                              "\r\n{{ v }}\r\n";
+    json_t *vars = json_pack("{s:s}", "v", "a\r\nBcc: x@evil.test\n\nb");
+    struct http_api_template *t = NULL;
+    struct buf out = BUF_INIT;
+    char err[256];
+
+    (void)state;
+    assert_int_equal(
+        http_api_template_compile(src, strlen(src), &t, err, sizeof(err)), 0);
+    http_api_template_render_message(t, vars, &out);
+    assert_string_equal(buf_cstr(&out),
+                        "Subject: a  Bcc: x@evil.test  b\r\n"
+                        "X-B: a  Bcc: x@evil.test  b\r\n"
+                        "\r\na\r\nBcc: x@evil.test\n\nb\r\n");
+    buf_fini(&out);
+    http_api_template_free(t);
+    json_decref(vars);
+}
+
 int
 main(void)
 {
@@ -158,6 +182,8 @@ main(void)
             http_api_template_honours_whitespace_control_and_comments,
             http_api_template_test_setup, http_api_template_test_teardown),
         cmocka_unit_test(http_api_template_reports_syntax_errors_with_position),
+        cmocka_unit_test(
+            http_api_template_message_unfolds_values_in_headers_only),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
