@@ -59,9 +59,13 @@ def commands():
     ]
 
 
-def raft_batch():
-    return fv(1, 1) + fv(2, 1700000000000) + fv(3, 5) + b"".join(
-        fb(4, c) for c in commands())
+def raft_batch(cmds=None):
+    """A Raft log entry: magic "KR\\1\\0", the batch length (4 bytes, big
+    endian), the RaftBatch, zero padding to 8 bytes (cluster_msg.c)."""
+    pb = fv(1, 1) + fv(2, 1700000000000) + fv(3, 5) + b"".join(
+        fb(4, c) for c in (commands() if cmds is None else cmds))
+    entry = b"KR\x01\x00" + struct.pack(">I", len(pb)) + pb
+    return entry + b"\0" * (-len(entry) % 8)
 
 
 def snapshot():
@@ -165,8 +169,10 @@ SEEDS = {
         "msg": "Subject: {{ name }}\r\nX-City: {{ user.city }}\r\n\r\n{{ name }}\r\n",
     },
     "fuzz_cluster_link": link_seeds(),
-    "fuzz_cluster_raftlog": {"batch": raft_batch(), "snapshot": snapshot(),
-                             "snapshot2": snapshot() + snapshot()},
+    "fuzz_cluster_raftlog": dict(
+        {"batch": raft_batch(), "snapshot": snapshot(),
+         "snapshot2": snapshot() + snapshot()},
+        **{f"batch_cmd{i}": raft_batch([c]) for i, c in enumerate(commands())}),
 }
 
 
