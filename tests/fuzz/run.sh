@@ -17,7 +17,8 @@ for dir in "$HERE"/corpus/*/; do
     exe="$BIN/$name"
     [ -x "$exe" ] || { echo "fuzz: $name: not built ($exe)"; status=1; continue; }
     if [ -d "$HERE/regressions/$name" ]; then
-        if ! "$exe" -runs=0 "$HERE/regressions/$name" >"$WORK/$name.reg.log" 2>&1; then
+        if ! "$exe" -runs=0 -timeout=10 "$HERE/regressions/$name" \
+                >"$WORK/$name.reg.log" 2>&1; then
             echo "fuzz: $name: a regression input fails again:"
             tail -n 30 "$WORK/$name.reg.log"
             status=1
