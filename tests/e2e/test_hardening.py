@@ -328,3 +328,16 @@ def test_250_for_1024_recipients_keeps_every_id_whole(make_kumod):
                           if len([x for x in r if x.get("type") == "Reception"]) >= 1024
                           else None, timeout=60, what="1024 Reception records")
     assert {r["id"] for r in recs} == set(ids)
+
+
+# -- Templates found by fuzz_http_template -------------------------------------
+
+def test_deeply_nested_template_gets_422_and_kumod_lives(make_kumod):
+    k = A.http_kumod(make_kumod, request_body_limit=4 * 1024 * 1024)
+    content = "Subject: x\r\n\r\n" + "{% if 1 %}" * 100000 + "x" + "{% endif %}" * 100000
+    status, reply = A.request_json(k, "POST", "/api/inject/v1",
+                                   A.inject_body([{"email": "a@dest.test"}], content=content))
+    assert status == 422 and "nested too deeply" in reply["error"], reply
+    assert k.running()
+    status, _, _ = A.request(k, "GET", "/api/check-liveness/v1")
+    assert status == 200
