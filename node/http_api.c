@@ -1098,8 +1098,8 @@ http_api_pace_auth(struct http_api *h, struct http_req *req)
     if (req->authorization == NULL) {
         return false;
     }
-    if (!http_api_authdelay_admit(h->authdelay, req->peer_ip,
-                                  km_now_mono_ms(), &wait_ms)) {
+    if (!http_api_authdelay_admit(h->authdelay, req->peer_ip, km_now_mono_ms(),
+                                  &wait_ms)) {
         static const char *const hdrs[] = {"Retry-After", "60", NULL};
         static const char body[] =
             "{\"error\":\"too many failed authentication attempts\"}";

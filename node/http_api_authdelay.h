@@ -10,11 +10,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define HTTP_API_AUTHDELAY_BASE_MS   100
-#define HTTP_API_AUTHDELAY_MAX_MS    10000
+#define HTTP_API_AUTHDELAY_BASE_MS 100
+#define HTTP_API_AUTHDELAY_MAX_MS  10000
 /* Attempts queued further out than this are refused (429), so parallel
  * connections cannot stack up guesses. */
-#define HTTP_API_AUTHDELAY_QUEUE_MS  60000
+#define HTTP_API_AUTHDELAY_QUEUE_MS 60000
 /* A peer with no failure for this long starts again from zero. */
 #define HTTP_API_AUTHDELAY_FORGET_MS (15 * 60 * 1000)
 /* Peers remembered at most (the oldest quiet ones are dropped first). */

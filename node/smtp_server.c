@@ -15,8 +15,8 @@
 
 #include "base/km.h"
 #include "base/log.h"
-#include "kumod.h"
 #include "fd_headroom.h"
+#include "kumod.h"
 #include "logrec.h"
 #include "metrics.h"
 #include "smtp_server_int.h"
@@ -248,7 +248,8 @@ smtp_server_data_left_ms(const struct smtp_server_session *s)
     if (s->state != SMTP_SERVER_ST_DATA || cfg->data_min_rate == 0) {
         return UINT64_MAX;
     }
-    allowed = cfg->client_timeout_ms + s->data_bytes * 1000 / cfg->data_min_rate;
+    allowed =
+        cfg->client_timeout_ms + s->data_bytes * 1000 / cfg->data_min_rate;
     spent = uv_now(s->tcp.loop) - s->data_started_ms;
     return allowed > spent ? allowed - spent : 0;
 }

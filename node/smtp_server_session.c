@@ -713,8 +713,7 @@ smtp_server_handle_line(struct smtp_server_session *s, char *line, size_t n)
         unsigned char c = (unsigned char)line[i];
 
         if (c == 0x7f || (c < 0x20 && c != '\t')) {
-            smtp_server_syntax_error(s, "control character in command",
-                                     NULL);
+            smtp_server_syntax_error(s, "control character in command", NULL);
             return;
         }
     }

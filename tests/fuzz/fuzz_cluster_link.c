@@ -54,8 +54,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&env, 0, sizeof(env));
     if (cluster_msg_link_decode(data, size, 1 << 20, &env) == 0) {
         KM_ASSERT(env.cluster_id_len <= sizeof(env.cluster_id));
-        if (cluster_msg_link_encode(&env, 1 << 21, &packed, &packed_len) ==
-            0) {
+        if (cluster_msg_link_encode(&env, 1 << 21, &packed, &packed_len) == 0) {
             struct cluster_link_env again;
 
             memset(&again, 0, sizeof(again));

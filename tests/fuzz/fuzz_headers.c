@@ -12,8 +12,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static bool
-fuzz_on_header(void *arg, const char *name, size_t name_len,
-               const char *value, size_t value_len)
+fuzz_on_header(void *arg, const char *name, size_t name_len, const char *value,
+               size_t value_len)
 {
     size_t *count = arg;
 

@@ -17,8 +17,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The header names the builder writes itself (before the body). */
 static const char *const fuzz_builder_fields[] = {
-    "From", "To", "Subject", "Reply-To", "MIME-Version", "Date",
-    "Message-ID", "Content-Type", "Content-Transfer-Encoding", NULL,
+    "From",       "To",           "Subject",
+    "Reply-To",   "MIME-Version", "Date",
+    "Message-ID", "Content-Type", "Content-Transfer-Encoding",
+    NULL,
 };
 
 static bool

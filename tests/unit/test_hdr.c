@@ -25,8 +25,7 @@ hdr_remove_all_removes_folded_fields_and_keeps_the_body(void **state)
     buf_append_str(&m, "X-A: 1\r\nx-a: 2\r\n\tfold\r\nSubject: s\r\n"
                        "X-A: 3\r\n\r\nX-A: in the body\r\n");
     assert_int_equal(hdr_remove_all(&m, "X-A"), 3);
-    assert_string_equal(buf_cstr(&m),
-                        "Subject: s\r\n\r\nX-A: in the body\r\n");
+    assert_string_equal(buf_cstr(&m), "Subject: s\r\n\r\nX-A: in the body\r\n");
     buf_fini(&m);
 }
 

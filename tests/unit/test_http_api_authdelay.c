@@ -126,8 +126,8 @@ main(void)
             authdelay_success_clears_and_other_peers_are_not_slowed,
             authdelay_setup, authdelay_teardown),
         cmocka_unit_test_setup_teardown(
-            authdelay_parallel_attempts_queue_then_are_refused,
-            authdelay_setup, authdelay_teardown),
+            authdelay_parallel_attempts_queue_then_are_refused, authdelay_setup,
+            authdelay_teardown),
         cmocka_unit_test_setup_teardown(authdelay_ipv6_counts_per_64,
                                         authdelay_setup, authdelay_teardown),
         cmocka_unit_test_setup_teardown(authdelay_quiet_peer_is_forgotten,

@@ -153,10 +153,9 @@ http_api_template_message_unfolds_values_in_headers_only(void **state)
     assert_int_equal(
         http_api_template_compile(src, strlen(src), &t, err, sizeof(err)), 0);
     http_api_template_render_message(t, vars, &out);
-    assert_string_equal(buf_cstr(&out),
-                        "Subject: a  Bcc: x@evil.test  b\r\n"
-                        "X-B: a  Bcc: x@evil.test  b\r\n"
-                        "\r\na\r\nBcc: x@evil.test\n\nb\r\n");
+    assert_string_equal(buf_cstr(&out), "Subject: a  Bcc: x@evil.test  b\r\n"
+                                        "X-B: a  Bcc: x@evil.test  b\r\n"
+                                        "\r\na\r\nBcc: x@evil.test\n\nb\r\n");
     buf_fini(&out);
     http_api_template_free(t);
     json_decref(vars);
