@@ -1,9 +1,12 @@
 # Makefile - the front door: `make run`, `make test`, `make bench`.
 # Every target first installs missing Debian packages (scripts/deps.sh),
 # then configures and builds with CMake. The tests build in build/ (Debug,
-# AddressSanitizer + UBSan); the benchmark and `make run` use build-release/.
+# AddressSanitizer + UBSan); the benchmark and `make run` use build-release/;
+# the libFuzzer harnesses (`make fuzz`, clang) build-fuzz/.
 BUILD      ?= build
 RELBUILD   ?= build-release
+FUZZBUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 3
 PREFIX     ?= /usr/local
 DESTDIR    ?=
 JOBS       ?= $(shell nproc)
@@ -12,7 +15,7 @@ RUN_DIR    ?= $(CURDIR)/var/run
 CMAKE_ARGS ?=
 
 .PHONY: all deps build release run test unit e2e bench install clean format format-check tidy \
-        drills drills-fast ansible-test
+        drills drills-fast ansible-test fuzz fuzz-run
 
 all: build
 
@@ -24,6 +27,12 @@ $(BUILD)/CMakeCache.txt: | deps
 
 $(RELBUILD)/CMakeCache.txt: | deps
 	cmake -S . -B $(RELBUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+# The fuzz tree: clang, ASan + UBSan + libFuzzer coverage, -O1.
+$(FUZZBUILD)/CMakeCache.txt: | deps
+	CC=clang cmake -S . -B $(FUZZBUILD) -DCMAKE_BUILD_TYPE=Debug \
+	    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DKUMO_SANITIZE=address,undefined \
+	    -DKUMO_FUZZ=ON $(CMAKE_ARGS)
 
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
@@ -48,7 +57,16 @@ e2e: build
 test: build
 	cd $(BUILD) && ctest --output-on-failure
 	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
+	$(MAKE) --no-print-directory fuzz-run
 	$(MAKE) --no-print-directory ansible-test drills-fast
+
+# libFuzzer harnesses (docs/fuzzing.md): `make fuzz` builds them,
+# `make fuzz-run` replays the regressions and fuzzes each for FUZZ_SECONDS.
+fuzz: deps $(FUZZBUILD)/CMakeCache.txt
+	cmake --build $(FUZZBUILD) -j $(JOBS) --target kumo_fuzzers
+
+fuzz-run: fuzz
+	tests/fuzz/run.sh $(FUZZBUILD)/bin $(FUZZ_SECONDS)
 
 bench: release
 	KUMOD_BIN=$(CURDIR)/$(RELBUILD)/bin/kumod tests/bench/run.sh
@@ -74,7 +92,7 @@ install: release
 	sed 's|@BINDIR@|$(PREFIX)/bin|g' dist/kumod.service > $(DESTDIR)/lib/systemd/system/kumod.service
 
 clean:
-	rm -rf $(BUILD) $(RELBUILD)
+	rm -rf $(BUILD) $(RELBUILD) $(FUZZBUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -34,6 +34,7 @@ policy_glue_listener(struct kumod *kd, json_t *params, char *err, size_t errlen)
         .logs = &kd->logs,
         .ids = &kd->idgen,
         .ingest = kd->ingest,
+        .metrics = kd->metrics,
     };
     rv = smtp_server_open(&d, params, &srv, err, errlen);
     if (rv != 0) {

@@ -135,6 +135,7 @@ static const struct policy_param policy_cfg_esmtp_listener[] = {
     P_INT("max_messages_per_connection"),
     P_DUR("client_timeout"),
     P_DUR("data_processing_timeout"),
+    P_INT("data_min_rate"),
     P_INT("line_length_hard_limit"),
     P_ENUM("invalid_line_endings", policy_cfg_line_endings),
     P_STR("tls_certificate"),

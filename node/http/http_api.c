@@ -20,6 +20,7 @@
 #include "base/km_map.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "http_api_authdelay.h"
 #include "http_api_int.h"
 #include "metrics.h"
 #include "policy.h"
@@ -128,6 +129,7 @@ http_api_free(struct http_api *h)
         }
         km_map_free(h->auth_cache);
     }
+    http_api_authdelay_free(h->authdelay);
     free(h->listen);
     free(h->hostname);
     km_cidr_list_fini(&h->trusted);
@@ -416,9 +418,12 @@ http_api_check_access(struct http_api *h, struct http_req *req,
         if (!ok) {
             LOG_INFO("http_api: %s: invalid credentials for '%s'", req->peer_ip,
                      auth->user);
+            http_api_authdelay_failed(h->authdelay, req->peer_ip,
+                                      km_now_mono_ms());
             http_api_unauthorized(req, "invalid credentials");
             return false;
         }
+        http_api_authdelay_succeeded(h->authdelay, req->peer_ip);
         auth->authenticated = true;
     }
     switch (acl) {
@@ -1022,12 +1027,106 @@ http_api_route(struct http_api *h, struct http_req *req)
     return taken;
 }
 
+/* A request with credentials held until its peer's turn (probe 2026-12
+ * #18: 2,000 Basic guesses a second). Counted in pending_ops. */
+struct http_api_hold {
+    uv_timer_t timer;
+    struct http_api *h;
+    struct http_req *req;
+    struct http_api_hold *prev, *next;
+};
+
+static void
+http_api_hold_on_close(uv_handle_t *handle)
+{
+    struct http_api_hold *hd = handle->data;
+    struct http_api *h = hd->h;
+
+    /* An async handler that took the request frees it when done. */
+    if (hd->req != NULL) {
+        http_api_server_req_free(hd->req);
+    }
+    free(hd);
+    http_api_op_done(h);
+}
+
+static void
+http_api_hold_end(struct http_api_hold *hd)
+{
+    struct http_api *h = hd->h;
+
+    if (hd->prev != NULL) {
+        hd->prev->next = hd->next;
+    } else {
+        h->holds = hd->next;
+    }
+    if (hd->next != NULL) {
+        hd->next->prev = hd->prev;
+    }
+    uv_close((uv_handle_t *)&hd->timer, http_api_hold_on_close);
+}
+
+static void
+http_api_hold_on_timer(uv_timer_t *t)
+{
+    struct http_api_hold *hd = t->data;
+
+    if (http_api_route(hd->h, hd->req)) {
+        hd->req = NULL;
+    }
+    http_api_hold_end(hd);
+}
+
+/* Pace Basic attempts from a peer that has failed some (see
+ * http_api_authdelay.h). Returns true if req was taken (held or
+ * answered), false to route it now. */
+static bool
+http_api_pace_auth(struct http_api *h, struct http_req *req)
+{
+    struct http_api_hold *hd;
+    uint64_t wait_ms;
+
+    if (req->authorization == NULL) {
+        return false;
+    }
+    if (!http_api_authdelay_admit(h->authdelay, req->peer_ip, km_now_mono_ms(),
+                                  &wait_ms)) {
+        static const char *const hdrs[] = {"Retry-After", "60", NULL};
+        static const char body[] =
+            "{\"error\":\"too many failed authentication attempts\"}";
+
+        http_api_server_reply(req, 429, "application/json", body,
+                              sizeof(body) - 1, hdrs);
+        http_api_server_req_free(req);
+        return true;
+    }
+    if (wait_ms == 0) {
+        return false;
+    }
+    hd = km_calloc(1, sizeof(*hd));
+    hd->h = h;
+    hd->req = req;
+    KM_ASSERT(uv_timer_init(h->d.loop, &hd->timer) == 0);
+    hd->timer.data = hd;
+    uv_timer_start(&hd->timer, http_api_hold_on_timer, wait_ms, 0);
+    hd->next = h->holds;
+    if (h->holds != NULL) {
+        h->holds->prev = hd;
+    }
+    h->holds = hd;
+    h->pending_ops++;
+    return true;
+}
+
 static void
 http_api_on_request(void *arg, struct http_req *req)
 {
     struct http_api *h = arg;
 
     LOG_DEBUG("http_api: %s: %s %s", req->peer_ip, req->method, req->path);
+    if (http_api_pace_auth(h, req)) {
+        return;
+    }
     /* An async handler that took the request frees it when done (maybe
      * already): req must not be touched then. */
     if (!http_api_route(h, req)) {
@@ -1050,6 +1149,7 @@ http_api_open(const struct http_api_deps *d, json_t *params,
     h->node.cluster_id = "";
     h->node.nodeid = "";
     h->auth_cache = km_map_new();
+    h->authdelay = http_api_authdelay_new();
     rv = http_api_apply_params(h, params, err, errlen);
     if (rv != 0) {
         goto err_after_alloc;
@@ -1147,5 +1247,10 @@ http_api_close(struct http_api *h, http_api_close_cb cb, void *arg)
     h->closing = true;
     h->close_cb = cb;
     h->close_arg = arg;
+    /* Held requests are dropped: the server answers them 503. */
+    while (h->holds != NULL) {
+        uv_timer_stop(&h->holds->timer);
+        http_api_hold_end(h->holds);
+    }
     http_api_server_close(h->srv, http_api_on_server_closed, h);
 }

@@ -146,21 +146,66 @@ http_api_inject_tpl(const char *field, const char *src,
     return 0;
 }
 
-/* An address has no CR, LF or angle brackets and holds an '@' (or is
- * the null sender, for envelope_sender only). */
+/* No control character (CR, LF, NUL, ESC... and DEL); tab is allowed
+ * only where allow_tab. Such values go into headers as they are. */
+static bool
+http_api_inject_no_ctl(const char *s, bool allow_tab)
+{
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+
+        if (c == 0x7f || (c < 0x20 && !(allow_tab && c == '\t'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* An address has no control character, space or angle bracket and
+ * holds an '@' (or is the null sender, for envelope_sender only). */
 static bool
 http_api_inject_addr_ok(const char *s, bool allow_empty)
 {
     if (s[0] == '\0') {
         return allow_empty;
     }
-    return strpbrk(s, "\r\n<> ") == NULL && strchr(s, '@') != NULL;
+    return http_api_inject_no_ctl(s, false) && strpbrk(s, "<> ") == NULL &&
+           strchr(s, '@') != NULL;
 }
 
 static bool
 http_api_inject_line_ok(const char *s)
 {
-    return strpbrk(s, "\r\n") == NULL;
+    return http_api_inject_no_ctl(s, true);
+}
+
+/* RFC 5322 2.2: a field name is printable ASCII (33-126) except ':'. */
+static bool
+http_api_inject_field_name_ok(const char *s)
+{
+    if (s[0] == '\0') {
+        return false;
+    }
+    for (; *s != '\0'; s++) {
+        if (*s < 33 || *s > 126 || *s == ':') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* A quoted-string parameter value (RFC 2045 5.1): '"' and '\\' escaped. */
+static void
+http_api_inject_quoted(const char *s, struct buf *out)
+{
+    buf_append_char(out, '"');
+    for (; *s != '\0'; s++) {
+        if (*s == '"' || *s == '\\') {
+            buf_append_char(out, '\\');
+        }
+        buf_append_char(out, *s);
+    }
+    buf_append_char(out, '"');
 }
 
 static int http_api_inject_b64_decode(const char *s, size_t n, struct buf *out);
@@ -344,8 +389,7 @@ http_api_inject_parse_builder(struct http_api_inject *inj, json_t *c,
         {
             char field[300];
 
-            if (!json_is_string(v) || key[0] == '\0' ||
-                strpbrk(key, ": \t\r\n") != NULL) {
+            if (!json_is_string(v) || !http_api_inject_field_name_ok(key)) {
                 snprintf(err, errlen, "content.headers.%s: invalid", key);
                 *status = 400;
                 return KM_EINVAL;
@@ -483,18 +527,46 @@ http_api_inject_b64_decode(const char *s, size_t n, struct buf *out)
     return 0;
 }
 
+/* Printable ASCII, space and tab only: no control character (CR, LF,
+ * NUL, ESC...), no DEL, nothing from 0x80 up. */
 static bool
 http_api_inject_is_ascii(const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if ((unsigned char)s[i] >= 0x80) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c >= 0x7f || (c < 0x20 && c != '\t')) {
             return false;
         }
     }
     return true;
 }
 
-/* A header value: as is when ASCII, else an RFC 2047 encoded word. */
+/* A value on its way into a header: each line break (CR, LF, CRLF)
+ * becomes one space, so a value never starts a new header line. */
+static void
+http_api_inject_unfold(struct buf *b)
+{
+    size_t w = 0;
+
+    if (b->len == 0) {
+        return;
+    }
+    for (size_t r = 0; r < b->len; r++) {
+        char c = b->data[r];
+
+        if (c == '\r' && r + 1 < b->len && b->data[r + 1] == '\n') {
+            continue;
+        }
+        b->data[w++] = (c == '\r' || c == '\n') ? ' ' : c;
+    }
+    b->len = w;
+    b->data[w] = '\0';
+}
+
+/* A header value: as is when printable ASCII, else one RFC 2047 encoded
+ * word, which carries any byte (a control character included) without
+ * ever putting it on the wire as is. */
 static void
 http_api_inject_hdr_value(const char *s, size_t n, struct buf *out)
 {
@@ -510,15 +582,21 @@ http_api_inject_hdr_value(const char *s, size_t n, struct buf *out)
 static void
 http_api_inject_fmt_addr(const char *name, const char *email, struct buf *out)
 {
+    struct buf nb = BUF_INIT;
+
     if (name == NULL || name[0] == '\0') {
         buf_append_str(out, email);
         return;
     }
-    if (!http_api_inject_is_ascii(name, strlen(name))) {
-        http_api_inject_hdr_value(name, strlen(name), out);
-    } else if (strpbrk(name, "()<>[]:;@\\,.\"") != NULL) {
+    /* The name comes from the request: a CR/LF in it must not end the
+     * header (probe 2026-12 #15: it added Bcc: lines). */
+    buf_append_str(&nb, name);
+    http_api_inject_unfold(&nb);
+    if (!http_api_inject_is_ascii(nb.data, nb.len)) {
+        http_api_inject_hdr_value(nb.data, nb.len, out);
+    } else if (strpbrk(nb.data, "()<>[]:;@\\,.\"") != NULL) {
         buf_append_char(out, '"');
-        for (const char *p = name; *p != '\0'; p++) {
+        for (const char *p = nb.data; *p != '\0'; p++) {
             if (*p == '"' || *p == '\\') {
                 buf_append_char(out, '\\');
             }
@@ -526,8 +604,9 @@ http_api_inject_fmt_addr(const char *name, const char *email, struct buf *out)
         }
         buf_append_char(out, '"');
     } else {
-        buf_append_str(out, name);
+        buf_append_str(out, nb.data);
     }
+    buf_fini(&nb);
     buf_appendf(out, " <%s>", email);
 }
 
@@ -714,13 +793,15 @@ http_api_inject_body(const struct http_api_inject *inj, json_t *vars,
 
         buf_appendf(out, "--%s\r\nContent-Type: %s", mixed, a->content_type);
         if (a->file_name != NULL) {
-            buf_appendf(out, ";\r\n name=\"%s\"", a->file_name);
+            buf_append_str(out, ";\r\n name=");
+            http_api_inject_quoted(a->file_name, out);
         }
         buf_append_str(out, "\r\nContent-Transfer-Encoding: base64\r\n");
         buf_appendf(out, "Content-Disposition: %s",
                     a->content_id != NULL ? "inline" : "attachment");
         if (a->file_name != NULL) {
-            buf_appendf(out, ";\r\n filename=\"%s\"", a->file_name);
+            buf_append_str(out, ";\r\n filename=");
+            http_api_inject_quoted(a->file_name, out);
         }
         buf_append_str(out, "\r\n");
         if (a->content_id != NULL) {
@@ -747,7 +828,7 @@ http_api_inject_build(const struct http_api_inject *inj, size_t i,
 
     if (inj->raw != NULL) {
         /* Raw content is the message, after templating. */
-        http_api_template_render(inj->raw, vars, out);
+        http_api_template_render_message(inj->raw, vars, out);
         json_decref(vars);
         return;
     }
@@ -756,11 +837,7 @@ http_api_inject_build(const struct http_api_inject *inj, size_t i,
         http_api_template_render(inj->from_name, vars, &tmp);
     }
     /* A rendered name must stay on one line. */
-    for (size_t k = 0; k < tmp.len; k++) {
-        if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
-            tmp.data[k] = ' ';
-        }
-    }
+    http_api_inject_unfold(&tmp);
     http_api_inject_fmt_addr(buf_cstr(&tmp), inj->from_email, out);
     buf_append_str(out, "\r\n");
     if (!http_api_inject_has_header(inj, "To")) {
@@ -771,11 +848,7 @@ http_api_inject_build(const struct http_api_inject *inj, size_t i,
     if (inj->subject != NULL && !http_api_inject_has_header(inj, "Subject")) {
         buf_reset(&tmp);
         http_api_template_render(inj->subject, vars, &tmp);
-        for (size_t k = 0; k < tmp.len; k++) {
-            if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
-                tmp.data[k] = ' ';
-            }
-        }
+        http_api_inject_unfold(&tmp);
         buf_append_str(out, "Subject: ");
         http_api_inject_hdr_value(buf_cstr(&tmp), tmp.len, out);
         buf_append_str(out, "\r\n");
@@ -786,11 +859,7 @@ http_api_inject_build(const struct http_api_inject *inj, size_t i,
     for (size_t h = 0; h < inj->n_headers; h++) {
         buf_reset(&tmp);
         http_api_template_render(inj->headers[h].value, vars, &tmp);
-        for (size_t k = 0; k < tmp.len; k++) {
-            if (tmp.data[k] == '\r' || tmp.data[k] == '\n') {
-                tmp.data[k] = ' ';
-            }
-        }
+        http_api_inject_unfold(&tmp);
         buf_appendf(out, "%s: ", inj->headers[h].name);
         http_api_inject_hdr_value(buf_cstr(&tmp), tmp.len, out);
         buf_append_str(out, "\r\n");

@@ -17,6 +17,8 @@
 #include "http_api.h"
 
 struct km_map;
+struct http_api_authdelay;
+struct http_api_hold;
 struct metrics;
 struct http_api_server; /* opaque: the NNG server and its hand-off queue */
 
@@ -90,6 +92,8 @@ struct http_api {
     bool closing;
     size_t pending_ops;        /* async inject/admin operations in flight */
     struct km_map *auth_cache; /* sha256(user:pass) hex -> cache entry */
+    struct http_api_authdelay *authdelay; /* failed Basic attempts, per peer */
+    struct http_api_hold *holds;          /* requests waiting their turn */
     http_api_close_cb close_cb;
     void *close_arg;
 };
@@ -125,6 +129,11 @@ int http_api_template_compile(const char *src, size_t len,
 /* Append the rendering with `vars` (an object; borrowed) to out. */
 void http_api_template_render(const struct http_api_template *t, json_t *vars,
                               struct buf *out);
+/* As http_api_template_render, for a whole RFC 5322 message: values
+ * substituted before the first empty line (the header section) have
+ * each CR and LF made a space, so a substitution cannot add a header. */
+void http_api_template_render_message(const struct http_api_template *t,
+                                      json_t *vars, struct buf *out);
 void http_api_template_free(struct http_api_template *t);
 
 /* Inject bodies (http_api_inject.c). */

@@ -8,13 +8,16 @@
  * is pending (refs). Loop thread only. */
 #include "smtp_server.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/km.h"
 #include "base/log.h"
+#include "fd_headroom.h"
 #include "logrec.h"
+#include "metrics.h"
 #include "smtp_server_int.h"
 #include "tls.h"
 
@@ -230,6 +233,37 @@ smtp_server_session_finish(struct smtp_server_session *s)
     }
 }
 
+static void smtp_server_on_timer(uv_timer_t *t);
+
+/* How long the DATA phase may still last, in ms, under data_min_rate:
+ * client_timeout plus the bytes received so far at the minimum rate,
+ * counted from the 354. UINT64_MAX outside DATA or without a floor. */
+static uint64_t
+smtp_server_data_left_ms(const struct smtp_server_session *s)
+{
+    const struct smtp_server_config *cfg = &s->srv->cfg;
+    uint64_t allowed, spent;
+
+    if (s->state != SMTP_SERVER_ST_DATA || cfg->data_min_rate == 0) {
+        return UINT64_MAX;
+    }
+    allowed =
+        cfg->client_timeout_ms + s->data_bytes * 1000 / cfg->data_min_rate;
+    spent = uv_now(s->tcp.loop) - s->data_started_ms;
+    return allowed > spent ? allowed - spent : 0;
+}
+
+/* The idle timer, also the DATA deadline: a client that sends a byte
+ * now and then (slowloris) is cut once it falls below data_min_rate. */
+static void
+smtp_server_arm_timer(struct smtp_server_session *s)
+{
+    uint64_t ms = s->srv->cfg.client_timeout_ms;
+    uint64_t left = smtp_server_data_left_ms(s);
+
+    uv_timer_start(&s->timer, smtp_server_on_timer, left < ms ? left : ms, 0);
+}
+
 static void
 smtp_server_on_timer(uv_timer_t *t)
 {
@@ -241,6 +275,14 @@ smtp_server_on_timer(uv_timer_t *t)
     }
     snprintf(text, sizeof(text), "4.3.2 %s idle too long",
              s->srv != NULL ? s->srv->cfg.hostname : km_hostname());
+    if (s->srv != NULL && smtp_server_data_left_ms(s) == 0) {
+        LOG_DEBUG("smtp_server: %s: %s: DATA below data_min_rate: %" PRIu64
+                  " bytes in %" PRIu64 " ms",
+                  s->session_id, s->peer_ip, s->data_bytes,
+                  uv_now(s->tcp.loop) - s->data_started_ms);
+        snprintf(text, sizeof(text), "4.4.2 %s data transfer too slow",
+                 s->srv->cfg.hostname);
+    }
     if (s->state == SMTP_SERVER_ST_TLS_HANDSHAKE) {
         smtp_server_session_close_now(s);
         return;
@@ -323,6 +365,9 @@ smtp_server_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
         free(b->base);
         return;
     }
+    if (s->state == SMTP_SERVER_ST_DATA) {
+        s->data_bytes += (uint64_t)nread;
+    }
     if (s->tls != NULL) {
         smtp_server_on_tls_data(s, b->base, (size_t)nread);
     } else {
@@ -334,8 +379,7 @@ smtp_server_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     }
     if (s->srv != NULL && s->srv->cfg.client_timeout_ms > 0 &&
         s->state != SMTP_SERVER_ST_INGEST) {
-        uv_timer_start(&s->timer, smtp_server_on_timer,
-                       s->srv->cfg.client_timeout_ms, 0);
+        smtp_server_arm_timer(s);
     }
     smtp_server_session_process(s);
     smtp_server_flush(s);
@@ -541,17 +585,65 @@ smtp_server_session_meta(struct smtp_server_session *s)
                         json_string(srv->cfg.hostname));
 }
 
+#define SMTP_SERVER_FD_PAUSE_MS 100
+/* An episode ends with the first connection taken after this long
+ * without a refusal (descriptor numbers alone have holes, so they
+ * cannot say it is over). */
+#define SMTP_SERVER_FD_QUIET_MS 2000
+
+/* A connection refused for want of descriptors: counted, and said once
+ * per episode. */
+static void
+smtp_server_fd_refused(struct smtp_server *srv, const char *why)
+{
+    metrics_inc(srv->d.metrics, "kumod_connections_refused_fd_total",
+                "connections refused because file descriptors ran low",
+                "service", "esmtp_listener", 1);
+    srv->fd_refused_ms = uv_now(srv->d.loop);
+    if (!srv->fd_low) {
+        srv->fd_low = true;
+        LOG_WARN("smtp_server: %s: %s: refusing new connections until "
+                 "file descriptors are free",
+                 srv->listen_addr, why);
+    }
+}
+
+static void smtp_server_on_connection(uv_stream_t *listener, int status);
+
+static void
+smtp_server_on_fd_timer(uv_timer_t *t)
+{
+    struct smtp_server *srv = t->data;
+
+    srv->accept_paused = false;
+    /* libuv holds the connection we did not take, and polls again once
+     * it is accepted. */
+    if (srv->listening && srv->listener.accepted_fd != -1) {
+        smtp_server_on_connection((uv_stream_t *)&srv->listener, 0);
+    }
+}
+
 static void
 smtp_server_on_connection(uv_stream_t *listener, int status)
 {
     struct smtp_server *srv = listener->data;
     struct smtp_server_session *s;
     struct sockaddr_storage local;
+    uv_os_fd_t fd = -1;
     int len;
 
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        /* libuv has already closed the connections it could not give
+         * us (its reserve descriptor trick). */
+        smtp_server_fd_refused(srv, uv_strerror(status));
+        return;
+    }
     if (status < 0) {
         LOG_WARN("smtp_server: %s: accept: %s", srv->listen_addr,
                  uv_strerror(status));
+        return;
+    }
+    if (srv->accept_paused) {
         return;
     }
     s = km_calloc(1, sizeof(*s));
@@ -579,6 +671,7 @@ smtp_server_on_connection(uv_stream_t *listener, int status)
         return;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    uv_fileno((uv_handle_t *)&s->tcp, &fd);
     len = sizeof(s->peer_sa);
     uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer_sa, &len);
     len = sizeof(local);
@@ -592,7 +685,20 @@ smtp_server_on_connection(uv_stream_t *listener, int status)
     LOG_TRACE(TRACE_SMTP, "smtp_server: %s: connection from %s to %s",
               s->session_id, s->peer_hostport, s->local_hostport);
 
-    if (srv->n_counted >= srv->cfg.max_connections) {
+    if (fd_headroom_is_low(fd)) {
+        /* Keep the last descriptors for the spool, Raft and deliveries:
+         * refuse this client as if the listener were full. */
+        smtp_server_fd_refused(srv, "few file descriptors left");
+        srv->accept_paused = true;
+        uv_timer_start(&srv->fd_timer, smtp_server_on_fd_timer,
+                       SMTP_SERVER_FD_PAUSE_MS, 0);
+    } else if (srv->fd_low && uv_now(srv->d.loop) - srv->fd_refused_ms >=
+                                  SMTP_SERVER_FD_QUIET_MS) {
+        srv->fd_low = false;
+        LOG_INFO("smtp_server: %s: file descriptors free again: accepting",
+                 srv->listen_addr);
+    }
+    if (srv->n_counted >= srv->cfg.max_connections || srv->accept_paused) {
         char text[300];
         snprintf(text, sizeof(text),
                  "4.3.2 %s too many concurrent sessions. Try later",
@@ -653,7 +759,9 @@ smtp_server_open(const struct smtp_server_deps *d, json_t *params,
         goto err_after_handle;
     }
     srv->listening = true;
-    srv->n_handles_open = 1;
+    uv_timer_init(d->loop, &srv->fd_timer);
+    srv->fd_timer.data = srv;
+    srv->n_handles_open = 2;
     len = sizeof(bound);
     memset(&bound, 0, sizeof(bound));
     uv_tcp_getsockname(&srv->listener, (struct sockaddr *)&bound, &len);
@@ -725,6 +833,7 @@ smtp_server_shutdown(struct smtp_server *srv)
     if (srv->listening) {
         srv->listening = false;
         uv_close((uv_handle_t *)&srv->listener, smtp_server_on_listener_closed);
+        uv_close((uv_handle_t *)&srv->fd_timer, smtp_server_on_listener_closed);
     }
 }
 

@@ -17,6 +17,7 @@
 struct ingest;
 struct km_idgen;
 struct logrec_set;
+struct metrics;
 struct policy;
 struct smtp_server; /* opaque: one listener and its sessions */
 
@@ -27,6 +28,7 @@ struct smtp_server_deps {
     const struct logrec_set *logs; /* Rejection records */
     struct km_idgen *ids;          /* message ids */
     struct ingest *ingest;         /* where accepted messages go */
+    struct metrics *metrics;       /* connections refused, ... */
 };
 
 /* Bind and listen according to `params`, the validated JSON of one

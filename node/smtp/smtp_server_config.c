@@ -281,6 +281,8 @@ smtp_server_config_defaults(struct smtp_server_config *cfg)
     cfg->max_messages_per_connection = 10000;
     cfg->client_timeout_ms = 60 * 1000;
     cfg->data_processing_timeout_ms = 300 * 1000;
+    /* Postfix's smtpd_min_data_rate default. */
+    cfg->data_min_rate = 500;
     cfg->line_length_hard_limit = 998;
     cfg->invalid_line_endings = SMTP_SERVER_LE_DENY;
     cfg->received_header = true;
@@ -317,6 +319,11 @@ smtp_server_config_numbers(json_t *params, struct smtp_server_config *cfg,
             json_object_get(params, "max_messages_per_connection"),
             "max_messages_per_connection", &v, err, errlen);
         cfg->max_messages_per_connection = (size_t)v;
+    }
+    if (rv == 0) {
+        rv = smtp_server_config_size(json_object_get(params, "data_min_rate"),
+                                     "data_min_rate", &cfg->data_min_rate, err,
+                                     errlen);
     }
     v = cfg->line_length_hard_limit;
     if (rv == 0) {

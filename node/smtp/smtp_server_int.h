@@ -87,6 +87,9 @@ struct smtp_server_config {
     size_t max_messages_per_connection;
     uint64_t client_timeout_ms;
     uint64_t data_processing_timeout_ms;
+    /* kumod's own: bytes/s a DATA phase must average (0: no floor); the
+     * phase may last client_timeout plus received bytes / this rate. */
+    uint64_t data_min_rate;
     size_t line_length_hard_limit;
     enum smtp_server_line_endings invalid_line_endings;
     char *tls_certificate; /* NULL: self-signed */
@@ -236,6 +239,12 @@ struct smtp_server {
     size_t n_sessions;                    /* all open sessions */
     size_t n_counted;                     /* those within max_connections */
     size_t n_handles_open; /* listener + sessions not yet fully closed */
+    /* Out of descriptors (fd_headroom.h): one warning per episode, and
+     * accepting pauses for a moment after each refusal. */
+    uv_timer_t fd_timer;
+    bool fd_low;
+    uint64_t fd_refused_ms; /* uv_now() of the last refusal */
+    bool accept_paused;
     smtp_server_close_cb close_cb;
     void *close_arg;
 };
@@ -262,6 +271,8 @@ struct smtp_server_session {
     size_t pending_writes;
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uint64_t data_started_ms; /* uv_now() at the 354 */
+    uint64_t data_bytes;      /* bytes read since the 354 */
 
     struct buf rbuf; /* plaintext not yet processed */
     struct buf out;  /* replies not yet handed to the socket */

@@ -494,6 +494,8 @@ smtp_server_cmd_data(struct smtp_server_session *s, const char *line)
                           cfg->line_length_hard_limit,
                           cfg->invalid_line_endings);
     smtp_server_enter_state(s, SMTP_SERVER_ST_DATA);
+    s->data_started_ms = uv_now(s->tcp.loop);
+    s->data_bytes = 0;
 }
 
 static void
@@ -702,6 +704,17 @@ smtp_server_handle_line(struct smtp_server_session *s, char *line, size_t n)
     if (!smtp_server_utf8_valid(line, n) || memchr(line, '\0', n) != NULL) {
         smtp_server_reply(s, 501, SMTP_SERVER_TXT_BAD_UTF8, NULL);
         return;
+    }
+    /* RFC 5321 2.3.8: no bare CR or LF in a command. Neither, nor any
+     * other control character, may reach the EHLO domain or an address
+     * that later goes into Received: (probe 2026-12). */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+
+        if (c == 0x7f || (c < 0x20 && c != '\t')) {
+            smtp_server_syntax_error(s, "control character in command", NULL);
+            return;
+        }
     }
     smtp_server_dispatch(s, line, n);
 }

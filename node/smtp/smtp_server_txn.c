@@ -116,6 +116,41 @@ smtp_server_txn_supplemental(struct smtp_server_session *s, struct message *m)
     buf_fini(&b64);
 }
 
+/* RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code
+ * and CRLF. The ids stay whole. */
+#define SMTP_SERVER_TXN_OK_LINE 480
+
+/* "250 OK ids=<id> <id>...", one id per recipient; past one line, a
+ * multi-line reply whose further lines hold only ids. */
+static void
+smtp_server_txn_reply_ok(struct smtp_server_session *s, const struct buf *ids)
+{
+    struct buf text = BUF_INIT;
+    const char *p = buf_cstr(ids);
+    const char *end = p + ids->len;
+    size_t line;
+
+    buf_append_str(&text, "OK ids=");
+    line = text.len;
+    for (bool first = true; p < end; first = false) {
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        size_t n = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
+
+        if (!first && line + 1 + n > SMTP_SERVER_TXN_OK_LINE) {
+            buf_append_char(&text, '\n');
+            line = 0;
+        } else if (!first) {
+            buf_append_char(&text, ' ');
+            line++;
+        }
+        buf_append(&text, p, n);
+        line += n;
+        p += n + (sp != NULL ? 1 : 0);
+    }
+    smtp_server_reply(s, 250, buf_cstr(&text), NULL);
+    buf_fini(&text);
+}
+
 /* Back to reading commands after the final reply of a transaction. */
 static void
 smtp_server_txn_done(struct smtp_server_session *s)
@@ -140,8 +175,7 @@ smtp_server_txn_on_ingest(void *arg, int status)
         goto out;
     }
     if (status == 0) {
-        snprintf(text, sizeof(text), "OK ids=%s", buf_cstr(&ing->ids));
-        smtp_server_reply(s, 250, text, NULL);
+        smtp_server_txn_reply_ok(s, &ing->ids);
     } else if (status == KM_ETIMEDOUT) {
         smtp_server_reply(s, 451, SMTP_SERVER_TXT_TIMEOUT_INSERT, "DATA");
     } else if (status == KM_ECLOSING) {

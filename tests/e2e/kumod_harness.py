@@ -27,7 +27,7 @@ STOP_TIMEOUT = float(os.environ.get("KUMOD_STOP_TIMEOUT", "30"))
 # multiplies every wait_for() deadline (e.g. 0.2 for a quick look at failures)
 WAIT_SCALE = float(os.environ.get("KUMOD_WAIT_SCALE", "1"))
 ID_RE = re.compile(r"[0-9a-f]{32}")
-OK_IDS_RE = re.compile(r"OK ids=([0-9a-f]{32}(?: [0-9a-f]{32})*)")
+OK_IDS_RE = re.compile(r"OK ids=([0-9a-f]{32}(?:\s+[0-9a-f]{32})*)")
 RECOVERED_RE = re.compile(r"recovered (\d+) messages")
 SANITIZER_RE = re.compile(r"ERROR: (Address|Leak|Thread|Memory)Sanitizer|runtime error: ")
 
