@@ -830,6 +830,39 @@ cluster_raft_initial_conf(struct cluster *c, struct raft_configuration *conf)
     return rv;
 }
 
+/* The transport's check of a connection's handshake: the id must be a
+ * member other than us, at the address the configuration gives it. The
+ * raft configuration decides once it has any server; before (a restart
+ * until the log is loaded, a node waiting to be added), the configured
+ * peers do, as voters. */
+static bool
+cluster_raft_is_member(void *ctx, uint64_t id, const char *address,
+                       bool *voter)
+{
+    const struct cluster *c = ctx;
+    const struct raft_configuration *conf = &c->raft.configuration;
+
+    if (id == c->cfg.node_id) {
+        return false;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            *voter = conf->servers[i].role == RAFT_VOTER;
+            return strcmp(conf->servers[i].address, address) == 0;
+        }
+    }
+    if (conf->n > 0) {
+        return false;
+    }
+    for (size_t i = 0; i < c->cfg.n_peers; i++) {
+        if (c->peers[i].id == id) {
+            *voter = true;
+            return strcmp(c->peers[i].raft_addr, address) == 0;
+        }
+    }
+    return false;
+}
+
 /* raft_uv's TCP transport parses the address with uv_ip4_addr and binds
  * its listener to it. "127.0.0.1:0" is accepted and binds an ephemeral
  * port (verified in test_cluster_raft): fine for a one-voter group, which
@@ -886,6 +919,10 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
         rv = cluster_raft_err(rv);
         goto err_after_alloc;
     }
+    cluster_transport_set_policy(
+        &c->transport,
+        &(struct cluster_transport_policy){
+            .ctx = c, .is_member = cluster_raft_is_member});
     rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport);
     if (rv != 0) {
         LOG_ERROR("cluster: raft io %s: %s", c->raft_dir, c->io.errmsg);

@@ -1,4 +1,5 @@
-/* cluster_transport.c - raft's TCP transport with dead-peer detection.
+/* cluster_transport.c - raft's TCP transport: dead-peer detection, and a
+ * relay that validates everything a peer sends before libraft sees it.
  *
  * libraft 0.15's raft_uv_tcp leaves its sockets at the kernel's defaults.
  * When a peer vanishes without a FIN or RST (a partition, a dead switch
@@ -6,11 +7,8 @@
  * exponential backoff for many minutes, and a connect() waits through six
  * SYN retries (about two minutes). After the network heals, the next
  * retransmission may come tens of seconds later: drill D4 measured 48 s
- * before the healed old leader heard from the new one.
- *
- * This transport wraps raft_uv_tcp: it keeps its listener (every accepted
- * stream gets the options below) and dials peers itself on a socket set up
- * before connect():
+ * before the healed old leader heard from the new one. So every socket
+ * here gets:
  *
  * - TCP_USER_TIMEOUT: a connection whose data stays unacknowledged for
  *   CLUSTER_TRANSPORT_USER_TIMEOUT_MS is aborted; raft then reconnects
@@ -18,9 +16,22 @@
  * - TCP_SYNCNT: a connect() to a silent address gives up after two SYN
  *   retries (about 7 s), so a fresh attempt follows soon after a heal.
  *
- * The handshake written after connect() is raft_uv_tcp's own (protocol 1,
- * our id, the padded length of our address, the address), so both ends
- * stay wire-compatible with stock libraft. */
+ * libraft 0.15 also trusts whatever reaches its port (PROBE-2026-12 R1-R5:
+ * one frame kills a node, one term wedges the group, a forged entry is
+ * committed). So this transport listens itself, and each accepted
+ * connection is a relay: the peer's TCP stream ends here, every byte goes
+ * through cluster_transport_check (handshake, message preambles and
+ * headers, validated whole before they are passed on), and libraft is
+ * handed one end of a socketpair carrying only what passed. A refused
+ * connection is logged and dropped before libraft sees a byte of the
+ * offending unit. libraft only reads on accepted streams (replies travel
+ * on the replier's own outgoing connection), so the relay is one-way.
+ *
+ * Outgoing connections are dialed here on a socket set up before
+ * connect(); libraft writes to them directly. The handshake written after
+ * connect() is raft_uv_tcp's own (protocol 1, our id, the padded length of
+ * our address, the address), so both ends stay wire-compatible with stock
+ * libraft. */
 #include "cluster_transport.h"
 
 #include <netinet/in.h>
@@ -28,27 +39,70 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
+#include "cluster_transport_check.h"
 
 #define CLUSTER_TRANSPORT_USER_TIMEOUT_MS 3000u
 #define CLUSTER_TRANSPORT_SYNCNT          2
 #define CLUSTER_TRANSPORT_HANDSHAKE_PROTO 1u
+/* A peer has this long to send its handshake. */
+#define CLUSTER_TRANSPORT_HANDSHAKE_MS 5000u
+/* Accepted connections at once: a group has a few members, each with one
+ * connection to us (two while one replaces the other). */
+#define CLUSTER_TRANSPORT_MAX_RELAYS 64u
+/* Stop reading a peer while this much waits for libraft. */
+#define CLUSTER_TRANSPORT_HIGH_WATER (8u << 20)
+#define CLUSTER_TRANSPORT_LOW_WATER  (1u << 20)
 
 struct cluster_transport_dial;
 
+struct cluster_transport_relay;
+
 struct cluster_transport {
-    struct raft_uv_transport inner; /* raft_uv_tcp: the listener */
-    struct raft_uv_transport *pub;  /* what raft_uv sees */
+    struct raft_uv_transport *pub; /* what raft_uv sees */
     uv_loop_t *loop;
     raft_id id;
     char *address;
     raft_uv_accept_cb accept_cb;
     raft_uv_transport_close_cb close_cb;
+    struct cluster_transport_policy policy;
+    uv_tcp_t listener;
+    bool listener_open;                   /* initialised, not yet closed */
+    bool listener_inited;                 /* uv_tcp_init ran: must be closed */
     struct cluster_transport_dial *dials; /* connects in progress */
+    struct cluster_transport_relay *relays; /* accepted connections */
+    size_t n_relays;
+    uint64_t refused; /* connections dropped by the checks */
     bool closing;
-    bool inner_closed;
+};
+
+/* One accepted connection: the peer's TCP stream, checked, relayed into
+ * the socketpair whose other end libraft reads. */
+struct cluster_transport_relay {
+    struct cluster_transport_relay *prev, *next;
+    struct cluster_transport *t;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;   /* our end of the socketpair */
+    uv_timer_t timer; /* handshake deadline */
+    int handles;      /* still open among tcp, pipe, timer */
+    bool has_pipe;
+    bool paused; /* tcp reads stopped: libraft is behind */
+    bool closing;
+    struct cluster_tcheck check;
+    struct buf out;
+    char peer[64]; /* ip:port of the socket */
+    char sink[64]; /* reads from the socketpair, discarded */
+};
+
+/* One write into the socketpair, with its bytes. */
+struct cluster_transport_write {
+    uv_write_t req;
+    struct cluster_transport_relay *r;
+    struct buf data;
 };
 
 /* One outgoing connection being set up. */
@@ -87,8 +141,8 @@ cluster_transport_tune(uv_tcp_t *tcp)
 static void
 cluster_transport_maybe_closed(struct cluster_transport *t)
 {
-    if (t->closing && t->inner_closed && t->dials == NULL &&
-        t->close_cb != NULL) {
+    if (t->closing && !t->listener_open && t->dials == NULL &&
+        t->relays == NULL && t->close_cb != NULL) {
         raft_uv_transport_close_cb cb = t->close_cb;
         t->close_cb = NULL;
         cb(t->pub);
@@ -96,12 +150,328 @@ cluster_transport_maybe_closed(struct cluster_transport *t)
 }
 
 static void
-cluster_transport_on_inner_closed(struct raft_uv_transport *inner)
+cluster_transport_on_listener_closed(uv_handle_t *h)
 {
-    struct cluster_transport *t = inner->data;
+    struct cluster_transport *t = h->data;
 
-    t->inner_closed = true;
+    t->listener_open = false;
     cluster_transport_maybe_closed(t);
+}
+
+/* Relays */
+
+static void
+cluster_transport_relay_on_closed(uv_handle_t *h)
+{
+    struct cluster_transport_relay *r = h->data;
+    struct cluster_transport *t = r->t;
+
+    if (--r->handles > 0) {
+        return;
+    }
+    if (r->prev != NULL) {
+        r->prev->next = r->next;
+    } else {
+        t->relays = r->next;
+    }
+    if (r->next != NULL) {
+        r->next->prev = r->prev;
+    }
+    t->n_relays--;
+    cluster_tcheck_fini(&r->check);
+    buf_fini(&r->out);
+    free(r);
+    cluster_transport_maybe_closed(t);
+}
+
+/* Close the peer's socket and our end of the socketpair: libraft then
+ * reads EOF and closes its end itself. */
+static void
+cluster_transport_relay_close(struct cluster_transport_relay *r)
+{
+    if (r->closing) {
+        return;
+    }
+    r->closing = true;
+    uv_close((uv_handle_t *)&r->tcp, cluster_transport_relay_on_closed);
+    uv_close((uv_handle_t *)&r->timer, cluster_transport_relay_on_closed);
+    if (r->has_pipe) {
+        uv_close((uv_handle_t *)&r->pipe, cluster_transport_relay_on_closed);
+    }
+}
+
+static void
+cluster_transport_relay_refuse(struct cluster_transport_relay *r,
+                               const char *why)
+{
+    r->t->refused++;
+    if (r->check.peer_id != 0) {
+        LOG_WARN("cluster_transport: raft peer %s (claims id %llu): %s: "
+                 "connection dropped",
+                 r->peer, (unsigned long long)r->check.peer_id, why);
+    } else {
+        LOG_WARN("cluster_transport: raft peer %s: %s: connection dropped",
+                 r->peer, why);
+    }
+    cluster_transport_relay_close(r);
+}
+
+static void
+cluster_transport_relay_on_timer(uv_timer_t *timer)
+{
+    struct cluster_transport_relay *r = timer->data;
+
+    cluster_transport_relay_refuse(r, "no handshake in time");
+}
+
+static void cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
+                                            const uv_buf_t *buf);
+
+static void
+cluster_transport_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = km_malloc(64 * 1024);
+    buf->len = 64 * 1024;
+}
+
+static void
+cluster_transport_relay_on_write(uv_write_t *req, int status)
+{
+    struct cluster_transport_write *w = req->data;
+    struct cluster_transport_relay *r = w->r;
+
+    buf_fini(&w->data);
+    free(w);
+    if (r->closing) {
+        return;
+    }
+    if (status != 0) {
+        LOG_WARN("cluster_transport: raft peer %s: relay to raft: %s", r->peer,
+                 uv_strerror(status));
+        cluster_transport_relay_close(r);
+        return;
+    }
+    if (r->paused && uv_stream_get_write_queue_size((uv_stream_t *)&r->pipe) <
+                         CLUSTER_TRANSPORT_LOW_WATER) {
+        r->paused = false;
+        (void)uv_read_start((uv_stream_t *)&r->tcp,
+                            cluster_transport_relay_alloc,
+                            cluster_transport_relay_on_read);
+    }
+}
+
+/* Hand what passed the checks to libraft. */
+static void
+cluster_transport_relay_flush(struct cluster_transport_relay *r)
+{
+    struct cluster_transport_write *w;
+    uv_buf_t b;
+    int rv;
+
+    if (r->out.len == 0) {
+        return;
+    }
+    w = km_calloc(1, sizeof(*w));
+    w->r = r;
+    w->req.data = w;
+    buf_init(&w->data);
+    buf_move(&w->data, &r->out);
+    b = uv_buf_init(w->data.data, (unsigned)w->data.len);
+    rv = uv_write(&w->req, (uv_stream_t *)&r->pipe, &b, 1,
+                  cluster_transport_relay_on_write);
+    if (rv != 0) {
+        buf_fini(&w->data);
+        free(w);
+        LOG_WARN("cluster_transport: raft peer %s: relay to raft: %s", r->peer,
+                 uv_strerror(rv));
+        cluster_transport_relay_close(r);
+        return;
+    }
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&r->pipe) >
+        CLUSTER_TRANSPORT_HIGH_WATER) {
+        r->paused = true;
+        (void)uv_read_stop((uv_stream_t *)&r->tcp);
+    }
+}
+
+static void
+cluster_transport_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct cluster_transport_relay *r = h->data;
+
+    (void)suggested;
+    buf->base = r->sink; /* libraft writes nothing here: discarded */
+    buf->len = sizeof(r->sink);
+}
+
+/* libraft never writes on an accepted stream; EOF means it closed it. */
+static void
+cluster_transport_pipe_on_read(uv_stream_t *s, ssize_t nread,
+                               const uv_buf_t *buf)
+{
+    struct cluster_transport_relay *r = s->data;
+
+    (void)buf;
+    if (nread < 0) {
+        cluster_transport_relay_close(r);
+    }
+}
+
+/* The handshake passed: give libraft its end of a socketpair. */
+static int
+cluster_transport_relay_accept(struct cluster_transport_relay *r)
+{
+    struct cluster_transport *t = r->t;
+    uv_pipe_t *theirs;
+    int fds[2];
+    int rv;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+        return -errno;
+    }
+    (void)uv_pipe_init(t->loop, &r->pipe, 0);
+    r->pipe.data = r;
+    r->has_pipe = true;
+    r->handles++;
+    rv = uv_pipe_open(&r->pipe, fds[0]);
+    if (rv != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return rv;
+    }
+    /* raft frees the streams it is handed with raft_free(). */
+    theirs = raft_calloc(1, sizeof(*theirs));
+    if (theirs == NULL) {
+        close(fds[1]);
+        return KM_ENOMEM;
+    }
+    (void)uv_pipe_init(t->loop, theirs, 0);
+    rv = uv_pipe_open(theirs, fds[1]);
+    if (rv != 0) {
+        close(fds[1]);
+        uv_close((uv_handle_t *)theirs, (uv_close_cb)raft_free);
+        return rv;
+    }
+    (void)uv_read_start((uv_stream_t *)&r->pipe, cluster_transport_pipe_alloc,
+                        cluster_transport_pipe_on_read);
+    uv_timer_stop(&r->timer);
+    LOG_DEBUG("cluster_transport: raft peer %s: id %llu at %s accepted",
+              r->peer, (unsigned long long)r->check.peer_id,
+              r->check.peer_addr);
+    t->accept_cb(t->pub, r->check.peer_id, r->check.peer_addr,
+                 (uv_stream_t *)theirs);
+    return 0;
+}
+
+static void
+cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
+                                const uv_buf_t *buf)
+{
+    struct cluster_transport_relay *r = s->data;
+    int rv;
+
+    if (r->closing) {
+        free(buf->base);
+        return;
+    }
+    if (nread < 0) {
+        free(buf->base);
+        if (nread != UV_EOF) {
+            LOG_DEBUG("cluster_transport: raft peer %s: %s", r->peer,
+                      uv_strerror((int)nread));
+        }
+        cluster_transport_relay_close(r);
+        return;
+    }
+    rv = cluster_tcheck_feed(&r->check, buf->base, (size_t)nread, &r->out);
+    free(buf->base);
+    if (!r->has_pipe && r->check.handshake_done) {
+        int arv = cluster_transport_relay_accept(r);
+        if (arv != 0) {
+            LOG_WARN("cluster_transport: raft peer %s: socketpair: %s", r->peer,
+                     uv_strerror(arv));
+            cluster_transport_relay_close(r);
+            return;
+        }
+    }
+    if (r->has_pipe) {
+        /* What passed before a refused unit is whole and valid. */
+        cluster_transport_relay_flush(r);
+    }
+    if (rv != 0 && !r->closing) {
+        cluster_transport_relay_refuse(r, r->check.why);
+    }
+}
+
+static bool
+cluster_transport_member_any(void *ctx, uint64_t id, const char *address,
+                             bool *voter)
+{
+    (void)ctx;
+    (void)id;
+    (void)address;
+    *voter = true;
+    return true;
+}
+
+static void
+cluster_transport_on_connection(uv_stream_t *server, int status)
+{
+    struct cluster_transport *t = server->data;
+    struct cluster_transport_relay *r;
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    char ip[INET6_ADDRSTRLEN] = "?";
+
+    if (status != 0 || t->closing) {
+        return;
+    }
+    r = km_calloc(1, sizeof(*r));
+    r->t = t;
+    uv_tcp_init(t->loop, &r->tcp);
+    uv_timer_init(t->loop, &r->timer);
+    r->tcp.data = r;
+    r->timer.data = r;
+    r->handles = 2;
+    buf_init(&r->out);
+    cluster_tcheck_init(&r->check, &t->policy.limits,
+                        t->policy.is_member != NULL
+                            ? t->policy.is_member
+                            : cluster_transport_member_any,
+                        t->policy.ctx);
+    snprintf(r->peer, sizeof(r->peer), "?");
+    r->next = t->relays;
+    if (r->next != NULL) {
+        r->next->prev = r;
+    }
+    t->relays = r;
+    t->n_relays++;
+    if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0) {
+        cluster_transport_relay_close(r);
+        return;
+    }
+    if (uv_tcp_getpeername(&r->tcp, (struct sockaddr *)&sa, &salen) == 0) {
+        int port = 0;
+        if (sa.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof(ip));
+            port = ntohs(((struct sockaddr_in *)&sa)->sin_port);
+        }
+        snprintf(r->peer, sizeof(r->peer), "%s:%d", ip, port);
+    }
+    if (t->n_relays > CLUSTER_TRANSPORT_MAX_RELAYS) {
+        cluster_transport_relay_refuse(r, "too many raft connections");
+        return;
+    }
+    cluster_transport_tune(&r->tcp);
+    uv_timer_start(&r->timer, cluster_transport_relay_on_timer,
+                   CLUSTER_TRANSPORT_HANDSHAKE_MS, 0);
+    (void)uv_read_start((uv_stream_t *)&r->tcp, cluster_transport_relay_alloc,
+                        cluster_transport_relay_on_read);
 }
 
 /* Dialing */
@@ -208,9 +578,11 @@ cluster_transport_handshake(const struct cluster_transport *t, uv_buf_t *buf)
     buf->len = 24 + alen;
 }
 
-/* "ip:port" or "[ipv6]:port" into sa. */
+/* "ip:port" or "[ipv6]:port" into sa; port 0 only if `any_port` (a
+ * listener on an ephemeral port, as raft_uv_tcp allowed). */
 static int
-cluster_transport_parse(const char *address, struct sockaddr_storage *sa)
+cluster_transport_parse(const char *address, bool any_port,
+                        struct sockaddr_storage *sa)
 {
     char host[64];
     const char *colon = strrchr(address, ':');
@@ -233,7 +605,7 @@ cluster_transport_parse(const char *address, struct sockaddr_storage *sa)
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     port = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || *end != '\0' || port <= 0 || port > 65535) {
+    if (end == colon + 1 || *end != '\0' || port < (any_port ? 0 : 1) || port > 65535) {
         return RAFT_NOCONNECTION;
     }
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa) == 0 ||
@@ -250,42 +622,47 @@ cluster_transport_init(struct raft_uv_transport *pub, raft_id id,
                        const char *address)
 {
     struct cluster_transport *t = pub->impl;
-    int rv = t->inner.init(&t->inner, id, address);
 
-    if (rv != 0) {
-        memcpy(pub->errmsg, t->inner.errmsg, sizeof(pub->errmsg));
-        return rv;
-    }
     t->id = id;
     free(t->address);
     t->address = km_strdup(address);
     return 0;
 }
 
-static void
-cluster_transport_on_accept(struct raft_uv_transport *inner, raft_id id,
-                            const char *address, struct uv_stream_s *stream)
-{
-    struct cluster_transport *t = inner->data;
-
-    if (stream != NULL && stream->type == UV_TCP) {
-        cluster_transport_tune((uv_tcp_t *)stream);
-    }
-    t->accept_cb(t->pub, id, address, stream);
-}
-
 static int
 cluster_transport_listen(struct raft_uv_transport *pub, raft_uv_accept_cb cb)
 {
     struct cluster_transport *t = pub->impl;
+    struct sockaddr_storage sa;
     int rv;
 
-    t->accept_cb = cb;
-    rv = t->inner.listen(&t->inner, cluster_transport_on_accept);
-    if (rv != 0) {
-        memcpy(pub->errmsg, t->inner.errmsg, sizeof(pub->errmsg));
+    memset(&sa, 0, sizeof(sa));
+    if (cluster_transport_parse(t->address, true, &sa) != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "bad raft address %s",
+                 t->address);
+        return RAFT_INVALID;
     }
-    return rv;
+    t->accept_cb = cb;
+    rv = uv_tcp_init(t->loop, &t->listener);
+    if (rv != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "uv_tcp_init: %s",
+                 uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    t->listener.data = t;
+    t->listener_inited = true;
+    t->listener_open = true;
+    rv = uv_tcp_bind(&t->listener, (struct sockaddr *)&sa, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&t->listener, 128,
+                       cluster_transport_on_connection);
+    }
+    if (rv != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "listen %s: %s", t->address,
+                 uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    return 0;
 }
 
 static int
@@ -301,7 +678,7 @@ cluster_transport_connect(struct raft_uv_transport *pub,
     (void)id;
     KM_ASSERT(!t->closing);
     memset(&sa, 0, sizeof(sa));
-    if (cluster_transport_parse(address, &sa) != 0) {
+    if (cluster_transport_parse(address, false, &sa) != 0) {
         snprintf(pub->errmsg, sizeof(pub->errmsg), "bad raft address %s",
                  address);
         return RAFT_NOCONNECTION;
@@ -355,7 +732,16 @@ cluster_transport_close(struct raft_uv_transport *pub,
             cluster_transport_dial_abort(d, RAFT_CANCELED);
         }
     }
-    t->inner.close(&t->inner, cluster_transport_on_inner_closed);
+    for (struct cluster_transport_relay *r = t->relays; r != NULL;
+         r = r->next) {
+        cluster_transport_relay_close(r);
+    }
+    if (t->listener_open) {
+        uv_close((uv_handle_t *)&t->listener,
+                 cluster_transport_on_listener_closed);
+    } else {
+        cluster_transport_maybe_closed(t);
+    }
 }
 
 /* Public */
@@ -364,14 +750,8 @@ int
 cluster_transport_init_tcp(struct raft_uv_transport *pub, uv_loop_t *loop)
 {
     struct cluster_transport *t = km_calloc(1, sizeof(*t));
-    int rv = raft_uv_tcp_init(&t->inner, loop);
 
-    if (rv != 0) {
-        free(t);
-        return rv;
-    }
     memset(pub, 0, sizeof(*pub));
-    t->inner.data = t;
     t->pub = pub;
     t->loop = loop;
     pub->impl = t;
@@ -383,6 +763,23 @@ cluster_transport_init_tcp(struct raft_uv_transport *pub, uv_loop_t *loop)
 }
 
 void
+cluster_transport_set_policy(struct raft_uv_transport *pub,
+                             const struct cluster_transport_policy *p)
+{
+    struct cluster_transport *t = pub->impl;
+
+    t->policy = *p;
+}
+
+uint64_t
+cluster_transport_refused(const struct raft_uv_transport *pub)
+{
+    const struct cluster_transport *t = pub->impl;
+
+    return t != NULL ? t->refused : 0;
+}
+
+void
 cluster_transport_release(struct raft_uv_transport *pub)
 {
     struct cluster_transport *t = pub->impl;
@@ -390,7 +787,8 @@ cluster_transport_release(struct raft_uv_transport *pub)
     if (t == NULL) {
         return;
     }
-    raft_uv_tcp_close(&t->inner);
+    /* Released without ever listening, or after the close callback. */
+    KM_ASSERT(!t->listener_open || !t->listener_inited);
     free(t->address);
     free(t);
     pub->impl = NULL;
