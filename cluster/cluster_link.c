@@ -226,9 +226,10 @@ cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
     return 0;
 }
 
-/* Log a refused envelope from `node` once per peer. */
+/* Log a refused envelope from `node` once per claimed sender. */
 static void
-cluster_link_warn_refused(struct cluster_link *l, uint64_t node, int rv)
+cluster_link_warn_refused(struct cluster_link *l, uint64_t node,
+                          const char *why)
 {
     for (size_t i = 0; i < l->n_warned; i++) {
         if (l->warned[i] == node) {
@@ -239,8 +240,34 @@ cluster_link_warn_refused(struct cluster_link *l, uint64_t node, int rv)
         l->warned[l->n_warned++] = node;
     }
     LOG_WARN("cluster_link: node %llu: refused request from node %llu: %s",
-             (unsigned long long)l->node_id, (unsigned long long)node,
-             km_strerror(rv));
+             (unsigned long long)l->node_id, (unsigned long long)node, why);
+}
+
+/* Why a decoded request must be refused, or NULL. Only the nodes this
+ * link knows as peers may send requests (issue 16: a request naming any
+ * from_node was obeyed). Without TLS the claim itself is not
+ * authenticated: see docs/security.md. */
+static const char *
+cluster_link_refusal(struct cluster_link *l, int rv,
+                     const struct cluster_link_env *env)
+{
+    if (rv == KM_E2BIG) {
+        return "envelope above the size limit";
+    }
+    if (rv != 0) {
+        return "not a well-formed envelope, or another cluster id or "
+               "protocol version";
+    }
+    if (env->msg.kind == CLUSTER_LINK_NONE) {
+        return "empty envelope";
+    }
+    if (env->from_node == l->node_id) {
+        return "claims to be this node";
+    }
+    if (cluster_link_peer_find(l, env->from_node) == NULL) {
+        return "not a peer of this node";
+    }
+    return NULL;
 }
 
 /* Free the message an idle `aio` still owns after `stage`: a failed send
@@ -429,13 +456,18 @@ cluster_link_rep_send_env(struct cluster_link_reply *r,
 }
 
 /* Refuse the request of `r` with an empty envelope: the peer fails it
- * with KM_EPROTO at once instead of waiting for its deadline. */
+ * with KM_EPROTO at once instead of waiting for its deadline. The refusal
+ * carries neither our cluster id nor our node id: the requester may be a
+ * stranger guessing them (PROBE-2026-12 L0), and a member fails the reply
+ * with KM_EPROTO all the same. */
 static void
 cluster_link_rep_refuse(struct cluster_link_reply *r, uint64_t req_id)
 {
     struct cluster_link_env env;
 
     cluster_link_env_init(r->link, &env, req_id, NULL);
+    env.cluster_id_len = 0;
+    env.from_node = 0;
     if (cluster_link_rep_send_env(r, &env) != 0) {
         cluster_link_rep_recv(r);
     }
@@ -446,6 +478,7 @@ cluster_link_rep_advance(struct cluster_link_reply *r)
 {
     struct cluster_link *l = r->link;
     struct cluster_link_env env;
+    const char *why;
     int rv;
 
     rv = nng_aio_result(r->aio);
@@ -463,11 +496,9 @@ cluster_link_rep_advance(struct cluster_link_reply *r)
         return;
     }
     rv = cluster_link_take_env(l, r->aio, &env);
-    if (rv == 0 && env.msg.kind == CLUSTER_LINK_NONE) {
-        rv = KM_EPROTO;
-    }
-    if (rv != 0) {
-        cluster_link_warn_refused(l, env.from_node, rv);
+    why = cluster_link_refusal(l, rv, &env);
+    if (why != NULL) {
+        cluster_link_warn_refused(l, env.from_node, why);
         cluster_link_rep_refuse(r, env.req_id);
         cluster_msg_link_env_fini(&env);
         return;
