@@ -44,6 +44,7 @@
 #include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
+#include "cluster_tls.h"
 #include "cluster_transport_check.h"
 
 #define CLUSTER_TRANSPORT_USER_TIMEOUT_MS 3000u
@@ -74,34 +75,49 @@ struct cluster_transport {
     bool listener_open;                   /* initialised, not yet closed */
     bool listener_inited;                 /* uv_tcp_init ran: must be closed */
     struct cluster_transport_dial *dials; /* connects in progress */
-    struct cluster_transport_relay *relays; /* accepted connections */
-    size_t n_relays;
-    uint64_t refused; /* connections dropped by the checks */
+    struct cluster_transport_relay *relays; /* relayed connections */
+    size_t n_relays;                        /* accepted ones among them */
+    uint64_t refused;  /* connections dropped by the checks */
+    uv_timer_t reload; /* re-reads the TLS files (with TLS only) */
+    bool reload_open;  /* initialised, not yet closed */
     bool closing;
 };
 
-/* One accepted connection: the peer's TCP stream, checked, relayed into
- * the socketpair whose other end libraft reads. */
+/* One relayed connection. Accepted: the peer's TCP stream (TLS or not),
+ * checked, into the socketpair whose other end libraft reads. Dialed with
+ * TLS: libraft's plaintext from the socketpair, encrypted, to the peer. */
 struct cluster_transport_relay {
     struct cluster_transport_relay *prev, *next;
     struct cluster_transport *t;
+    bool outbound;
     uv_tcp_t tcp;
     uv_pipe_t pipe;   /* our end of the socketpair */
     uv_timer_t timer; /* handshake deadline */
-    int handles;      /* still open among tcp, pipe, timer */
+    uv_connect_t connect;
+    int handles; /* still open among tcp, pipe, timer */
     bool has_pipe;
-    bool paused; /* tcp reads stopped: libraft is behind */
+    bool tcp_paused;  /* tcp reads stopped: the pipe is behind */
+    bool pipe_paused; /* pipe reads stopped: the tcp is behind */
     bool closing;
-    struct cluster_tcheck check;
-    struct buf out;
+    struct cluster_tls_conn *tls; /* NULL without TLS */
+    struct cluster_tcheck check;  /* accepted only */
+    struct buf out;               /* for the pipe */
+    struct buf plain;             /* decrypted, not yet checked */
+    struct buf cipher;            /* for the tcp */
+    /* Dialed: the request, until libraft has its stream or the dial
+     * failed (status, reported when the relay is freed). */
+    struct raft_uv_connect *req;
+    uint64_t dial_id;
+    int req_status;
     char peer[64]; /* ip:port of the socket */
-    char sink[64]; /* reads from the socketpair, discarded */
+    char sink[64]; /* accepted: reads from the socketpair, discarded */
 };
 
-/* One write into the socketpair, with its bytes. */
+/* One write into the socketpair or the socket, with its bytes. */
 struct cluster_transport_write {
     uv_write_t req;
     struct cluster_transport_relay *r;
+    uv_stream_t *to;
     struct buf data;
 };
 
@@ -141,8 +157,8 @@ cluster_transport_tune(uv_tcp_t *tcp)
 static void
 cluster_transport_maybe_closed(struct cluster_transport *t)
 {
-    if (t->closing && !t->listener_open && t->dials == NULL &&
-        t->relays == NULL && t->close_cb != NULL) {
+    if (t->closing && !t->listener_open && !t->reload_open &&
+        t->dials == NULL && t->relays == NULL && t->close_cb != NULL) {
         raft_uv_transport_close_cb cb = t->close_cb;
         t->close_cb = NULL;
         cb(t->pub);
@@ -155,6 +171,15 @@ cluster_transport_on_listener_closed(uv_handle_t *h)
     struct cluster_transport *t = h->data;
 
     t->listener_open = false;
+    cluster_transport_maybe_closed(t);
+}
+
+static void
+cluster_transport_on_reload_closed(uv_handle_t *h)
+{
+    struct cluster_transport *t = h->data;
+
+    t->reload_open = false;
     cluster_transport_maybe_closed(t);
 }
 
@@ -177,9 +202,19 @@ cluster_transport_relay_on_closed(uv_handle_t *h)
     if (r->next != NULL) {
         r->next->prev = r->prev;
     }
-    t->n_relays--;
+    if (!r->outbound) {
+        t->n_relays--;
+    }
+    if (r->req != NULL) {
+        struct raft_uv_connect *req = r->req;
+        r->req = NULL;
+        req->cb(req, NULL, t->closing ? RAFT_CANCELED : r->req_status);
+    }
+    cluster_tls_conn_free(r->tls);
     cluster_tcheck_fini(&r->check);
     buf_fini(&r->out);
+    buf_fini(&r->plain);
+    buf_fini(&r->cipher);
     free(r);
     cluster_transport_maybe_closed(t);
 }
@@ -205,7 +240,11 @@ cluster_transport_relay_refuse(struct cluster_transport_relay *r,
                                const char *why)
 {
     r->t->refused++;
-    if (r->check.peer_id != 0) {
+    if (r->outbound) {
+        LOG_WARN("cluster_transport: raft peer %llu at %s: %s: connection "
+                 "dropped",
+                 (unsigned long long)r->dial_id, r->peer, why);
+    } else if (r->check.peer_id != 0) {
         LOG_WARN("cluster_transport: raft peer %s (claims id %llu): %s: "
                  "connection dropped",
                  r->peer, (unsigned long long)r->check.peer_id, why);
@@ -226,6 +265,8 @@ cluster_transport_relay_on_timer(uv_timer_t *timer)
 
 static void cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
                                             const uv_buf_t *buf);
+static void cluster_transport_pipe_on_read(uv_stream_t *s, ssize_t nread,
+                                           const uv_buf_t *buf);
 
 static void
 cluster_transport_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -237,10 +278,24 @@ cluster_transport_relay_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 static void
+cluster_transport_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct cluster_transport_relay *r = h->data;
+
+    if (r->outbound) {
+        cluster_transport_relay_alloc(h, suggested, buf);
+        return;
+    }
+    buf->base = r->sink; /* libraft writes nothing here: discarded */
+    buf->len = sizeof(r->sink);
+}
+
+static void
 cluster_transport_relay_on_write(uv_write_t *req, int status)
 {
     struct cluster_transport_write *w = req->data;
     struct cluster_transport_relay *r = w->r;
+    uv_stream_t *to = w->to;
 
     buf_fini(&w->data);
     free(w);
@@ -248,80 +303,103 @@ cluster_transport_relay_on_write(uv_write_t *req, int status)
         return;
     }
     if (status != 0) {
-        LOG_WARN("cluster_transport: raft peer %s: relay to raft: %s", r->peer,
-                 uv_strerror(status));
+        LOG_DEBUG("cluster_transport: raft peer %s: relay: %s", r->peer,
+                  uv_strerror(status));
         cluster_transport_relay_close(r);
         return;
     }
-    if (r->paused && uv_stream_get_write_queue_size((uv_stream_t *)&r->pipe) <
-                         CLUSTER_TRANSPORT_LOW_WATER) {
-        r->paused = false;
+    if (uv_stream_get_write_queue_size(to) >= CLUSTER_TRANSPORT_LOW_WATER) {
+        return;
+    }
+    if (to == (uv_stream_t *)&r->pipe && r->tcp_paused) {
+        r->tcp_paused = false;
         (void)uv_read_start((uv_stream_t *)&r->tcp,
                             cluster_transport_relay_alloc,
                             cluster_transport_relay_on_read);
+    } else if (to == (uv_stream_t *)&r->tcp && r->pipe_paused) {
+        r->pipe_paused = false;
+        (void)uv_read_start((uv_stream_t *)&r->pipe,
+                            cluster_transport_pipe_alloc,
+                            cluster_transport_pipe_on_read);
     }
 }
 
-/* Hand what passed the checks to libraft. */
+/* Write (and empty) `b` to `to`; stop reading the other side while `to`
+ * is far behind. Closes the relay on failure. */
 static void
-cluster_transport_relay_flush(struct cluster_transport_relay *r)
+cluster_transport_relay_send(struct cluster_transport_relay *r, uv_stream_t *to,
+                             struct buf *b)
 {
     struct cluster_transport_write *w;
-    uv_buf_t b;
+    uv_buf_t ub;
     int rv;
 
-    if (r->out.len == 0) {
+    if (b->len == 0 || r->closing) {
+        buf_reset(b);
         return;
     }
     w = km_calloc(1, sizeof(*w));
     w->r = r;
+    w->to = to;
     w->req.data = w;
     buf_init(&w->data);
-    buf_move(&w->data, &r->out);
-    b = uv_buf_init(w->data.data, (unsigned)w->data.len);
-    rv = uv_write(&w->req, (uv_stream_t *)&r->pipe, &b, 1,
-                  cluster_transport_relay_on_write);
+    buf_move(&w->data, b);
+    ub = uv_buf_init(w->data.data, (unsigned)w->data.len);
+    rv = uv_write(&w->req, to, &ub, 1, cluster_transport_relay_on_write);
     if (rv != 0) {
         buf_fini(&w->data);
         free(w);
-        LOG_WARN("cluster_transport: raft peer %s: relay to raft: %s", r->peer,
-                 uv_strerror(rv));
+        LOG_DEBUG("cluster_transport: raft peer %s: relay: %s", r->peer,
+                  uv_strerror(rv));
         cluster_transport_relay_close(r);
         return;
     }
-    if (uv_stream_get_write_queue_size((uv_stream_t *)&r->pipe) >
-        CLUSTER_TRANSPORT_HIGH_WATER) {
-        r->paused = true;
+    if (uv_stream_get_write_queue_size(to) <= CLUSTER_TRANSPORT_HIGH_WATER) {
+        return;
+    }
+    if (to == (uv_stream_t *)&r->pipe && !r->tcp_paused) {
+        r->tcp_paused = true;
         (void)uv_read_stop((uv_stream_t *)&r->tcp);
+    } else if (to == (uv_stream_t *)&r->tcp && !r->pipe_paused) {
+        r->pipe_paused = true;
+        (void)uv_read_stop((uv_stream_t *)&r->pipe);
     }
 }
 
-static void
-cluster_transport_pipe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct cluster_transport_relay *r = h->data;
-
-    (void)suggested;
-    buf->base = r->sink; /* libraft writes nothing here: discarded */
-    buf->len = sizeof(r->sink);
-}
-
-/* libraft never writes on an accepted stream; EOF means it closed it. */
+/* Accepted: libraft never writes, and EOF means it closed its end.
+ * Dialed: libraft's messages, to encrypt for the peer. */
 static void
 cluster_transport_pipe_on_read(uv_stream_t *s, ssize_t nread,
                                const uv_buf_t *buf)
 {
     struct cluster_transport_relay *r = s->data;
+    const char *why = NULL;
 
-    (void)buf;
     if (nread < 0) {
+        if (r->outbound) {
+            free(buf->base);
+        }
         cluster_transport_relay_close(r);
+        return;
     }
+    if (!r->outbound) {
+        return;
+    }
+    if (nread > 0 && !r->closing &&
+        cluster_tls_conn_write(r->tls, buf->base, (size_t)nread, &r->cipher,
+                               &why) != 0) {
+        free(buf->base);
+        cluster_transport_relay_refuse(r, why);
+        return;
+    }
+    free(buf->base);
+    cluster_transport_relay_send(r, (uv_stream_t *)&r->tcp, &r->cipher);
 }
 
-/* The handshake passed: give libraft its end of a socketpair. */
+/* Open a socketpair: our end in r->pipe, reading; libraft's in *theirs. */
 static int
-cluster_transport_relay_accept(struct cluster_transport_relay *r)
+cluster_transport_relay_pair(struct cluster_transport_relay *r,
+                             uv_stream_t **theirs_out)
 {
     struct cluster_transport *t = r->t;
     uv_pipe_t *theirs;
@@ -356,12 +434,67 @@ cluster_transport_relay_accept(struct cluster_transport_relay *r)
     }
     (void)uv_read_start((uv_stream_t *)&r->pipe, cluster_transport_pipe_alloc,
                         cluster_transport_pipe_on_read);
+    *theirs_out = (uv_stream_t *)theirs;
+    return 0;
+}
+
+/* The raft handshake passed (and with TLS, the certificate names the id
+ * it claims): give libraft its end of a socketpair. */
+static int
+cluster_transport_relay_accept(struct cluster_transport_relay *r)
+{
+    struct cluster_transport *t = r->t;
+    uv_stream_t *theirs;
+    int rv;
+
+    rv = cluster_transport_relay_pair(r, &theirs);
+    if (rv != 0) {
+        return rv;
+    }
     uv_timer_stop(&r->timer);
-    LOG_DEBUG("cluster_transport: raft peer %s: id %llu at %s accepted",
-              r->peer, (unsigned long long)r->check.peer_id,
-              r->check.peer_addr);
-    t->accept_cb(t->pub, r->check.peer_id, r->check.peer_addr,
-                 (uv_stream_t *)theirs);
+    LOG_DEBUG("cluster_transport: raft peer %s: id %llu at %s accepted%s",
+              r->peer, (unsigned long long)r->check.peer_id, r->check.peer_addr,
+              r->tls != NULL ? " (TLS)" : "");
+    t->accept_cb(t->pub, r->check.peer_id, r->check.peer_addr, theirs);
+    return 0;
+}
+
+static void cluster_transport_handshake(const struct cluster_transport *t,
+                                        uv_buf_t *buf);
+
+/* Dialed with TLS, the handshake done: check the server's certificate
+ * names the node we dialed, send the raft handshake through the tunnel
+ * and give libraft its end. */
+static int
+cluster_transport_relay_dialed(struct cluster_transport_relay *r,
+                               const char **why)
+{
+    struct raft_uv_connect *req = r->req;
+    uv_stream_t *theirs;
+    uv_buf_t hs;
+    int rv;
+
+    if (!cluster_tls_conn_names_node(r->tls, r->dial_id)) {
+        snprintf(r->sink, sizeof(r->sink),
+                 "certificate does not name node-%llu",
+                 (unsigned long long)r->dial_id);
+        *why = r->sink;
+        return KM_EPROTO;
+    }
+    cluster_transport_handshake(r->t, &hs);
+    rv = cluster_tls_conn_write(r->tls, hs.base, hs.len, &r->cipher, why);
+    free(hs.base);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = cluster_transport_relay_pair(r, &theirs);
+    if (rv != 0) {
+        *why = "socketpair failed";
+        return rv;
+    }
+    uv_timer_stop(&r->timer);
+    r->req = NULL;
+    req->cb(req, theirs, 0);
     return 0;
 }
 
@@ -370,7 +503,9 @@ cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
                                 const uv_buf_t *buf)
 {
     struct cluster_transport_relay *r = s->data;
-    int rv;
+    const char *why = NULL;
+    struct buf *plain = &r->plain;
+    int rv = 0;
 
     if (r->closing) {
         free(buf->base);
@@ -382,13 +517,59 @@ cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
             LOG_DEBUG("cluster_transport: raft peer %s: %s", r->peer,
                       uv_strerror((int)nread));
         }
+        if (r->tls != NULL && !cluster_tls_conn_is_ready(r->tls)) {
+            /* The other end gave up during the handshake: it refused us,
+             * or it is no peer. */
+            cluster_transport_relay_refuse(r, "closed during the TLS "
+                                              "handshake");
+            return;
+        }
         cluster_transport_relay_close(r);
         return;
     }
-    rv = cluster_tcheck_feed(&r->check, buf->base, (size_t)nread, &r->out);
-    free(buf->base);
+    if (r->tls != NULL) {
+        rv = cluster_tls_conn_feed(r->tls, buf->base, (size_t)nread, plain,
+                                   &r->cipher, &why);
+        free(buf->base);
+        cluster_transport_relay_send(r, (uv_stream_t *)&r->tcp, &r->cipher);
+        if (rv != 0) {
+            cluster_transport_relay_refuse(r, why);
+            return;
+        }
+        if (r->outbound) {
+            buf_reset(plain); /* libraft expects nothing on its dials */
+            if (r->req != NULL && cluster_tls_conn_is_ready(r->tls)) {
+                rv = cluster_transport_relay_dialed(r, &why);
+                cluster_transport_relay_send(r, (uv_stream_t *)&r->tcp,
+                                             &r->cipher);
+                if (rv != 0) {
+                    r->req_status = RAFT_NOCONNECTION;
+                    cluster_transport_relay_refuse(r, why);
+                }
+            }
+            return;
+        }
+    } else {
+        buf_reset(plain);
+        buf_append(plain, buf->base, (size_t)nread);
+        free(buf->base);
+    }
+    rv = cluster_tcheck_feed(&r->check, plain->data, plain->len, &r->out);
+    buf_reset(plain);
     if (!r->has_pipe && r->check.handshake_done) {
-        int arv = cluster_transport_relay_accept(r);
+        int arv;
+        /* With TLS, the certificate must name the id the peer claims,
+         * before libraft hears of the connection. */
+        if (r->tls != NULL &&
+            !cluster_tls_conn_names_node(r->tls, r->check.peer_id)) {
+            char msg[sizeof(r->check.why)];
+            snprintf(msg, sizeof(msg), "certificate %s does not name node-%llu",
+                     cluster_tls_conn_peer_subject(r->tls),
+                     (unsigned long long)r->check.peer_id);
+            cluster_transport_relay_refuse(r, msg);
+            return;
+        }
+        arv = cluster_transport_relay_accept(r);
         if (arv != 0) {
             LOG_WARN("cluster_transport: raft peer %s: socketpair: %s", r->peer,
                      uv_strerror(arv));
@@ -398,7 +579,7 @@ cluster_transport_relay_on_read(uv_stream_t *s, ssize_t nread,
     }
     if (r->has_pipe) {
         /* What passed before a refused unit is whole and valid. */
-        cluster_transport_relay_flush(r);
+        cluster_transport_relay_send(r, (uv_stream_t *)&r->pipe, &r->out);
     }
     if (rv != 0 && !r->closing) {
         cluster_transport_relay_refuse(r, r->check.why);
@@ -416,6 +597,70 @@ cluster_transport_member_any(void *ctx, uint64_t id, const char *address,
     return true;
 }
 
+/* Pick up changed TLS files before a new connection uses them. */
+static void
+cluster_transport_tls_reload(struct cluster_transport *t)
+{
+    char err[256];
+    int rv;
+
+    if (t->policy.tls == NULL) {
+        return;
+    }
+    rv = cluster_tls_maybe_reload(t->policy.tls, err, sizeof(err));
+    if (rv == 1) {
+        LOG_INFO("cluster_transport: TLS files reloaded (certificate "
+                 "valid until %lld)",
+                 (long long)cluster_tls_cert_expiry(t->policy.tls));
+    } else if (rv < 0) {
+        LOG_ERROR("cluster_transport: TLS reload: %s: keeping the files "
+                  "loaded before",
+                  err);
+    }
+}
+
+static void
+cluster_transport_on_reload_timer(uv_timer_t *h)
+{
+    cluster_transport_tls_reload(h->data);
+}
+
+static struct cluster_transport_relay *
+cluster_transport_relay_new(struct cluster_transport *t, bool outbound)
+{
+    struct cluster_transport_relay *r = km_calloc(1, sizeof(*r));
+
+    r->t = t;
+    r->outbound = outbound;
+    uv_tcp_init(t->loop, &r->tcp);
+    uv_timer_init(t->loop, &r->timer);
+    r->tcp.data = r;
+    r->timer.data = r;
+    r->connect.data = r;
+    r->handles = 2;
+    buf_init(&r->out);
+    buf_init(&r->plain);
+    buf_init(&r->cipher);
+    cluster_tcheck_init(&r->check, &t->policy.limits,
+                        t->policy.is_member != NULL
+                            ? t->policy.is_member
+                            : cluster_transport_member_any,
+                        t->policy.ctx);
+    snprintf(r->peer, sizeof(r->peer), "?");
+    if (t->policy.tls != NULL) {
+        r->tls = cluster_tls_conn_new(t->policy.tls, !outbound);
+    }
+    r->next = t->relays;
+    if (r->next != NULL) {
+        r->next->prev = r;
+    }
+    t->relays = r;
+    if (!outbound) {
+        t->n_relays++;
+    }
+    return r;
+}
+
 static void
 cluster_transport_on_connection(uv_stream_t *server, int status)
 {
@@ -428,26 +673,8 @@ cluster_transport_on_connection(uv_stream_t *server, int status)
     if (status != 0 || t->closing) {
         return;
     }
-    r = km_calloc(1, sizeof(*r));
-    r->t = t;
-    uv_tcp_init(t->loop, &r->tcp);
-    uv_timer_init(t->loop, &r->timer);
-    r->tcp.data = r;
-    r->timer.data = r;
-    r->handles = 2;
-    buf_init(&r->out);
-    cluster_tcheck_init(&r->check, &t->policy.limits,
-                        t->policy.is_member != NULL
-                            ? t->policy.is_member
-                            : cluster_transport_member_any,
-                        t->policy.ctx);
-    snprintf(r->peer, sizeof(r->peer), "?");
-    r->next = t->relays;
-    if (r->next != NULL) {
-        r->next->prev = r;
-    }
-    t->relays = r;
-    t->n_relays++;
+    cluster_transport_tls_reload(t);
+    r = cluster_transport_relay_new(t, false);
     if (uv_accept(server, (uv_stream_t *)&r->tcp) != 0) {
         cluster_transport_relay_close(r);
         return;
@@ -472,6 +699,57 @@ cluster_transport_on_connection(uv_stream_t *server, int status)
                    CLUSTER_TRANSPORT_HANDSHAKE_MS, 0);
     (void)uv_read_start((uv_stream_t *)&r->tcp, cluster_transport_relay_alloc,
                         cluster_transport_relay_on_read);
+}
+
+/* Dialed with TLS: the TCP connection is up, start the TLS handshake. */
+static void
+cluster_transport_relay_on_connect(uv_connect_t *c, int status)
+{
+    struct cluster_transport_relay *r = c->data;
+    const char *why = NULL;
+
+    if (r->closing || r->t->closing) {
+        return;
+    }
+    if (status != 0) {
+        r->req_status = RAFT_NOCONNECTION;
+        cluster_transport_relay_close(r);
+        return;
+    }
+    if (cluster_tls_conn_start(r->tls, &r->cipher, &why) != 0) {
+        r->req_status = RAFT_NOCONNECTION;
+        cluster_transport_relay_refuse(r, why);
+        return;
+    }
+    cluster_transport_relay_send(r, (uv_stream_t *)&r->tcp, &r->cipher);
+    uv_timer_start(&r->timer, cluster_transport_relay_on_timer,
+                   CLUSTER_TRANSPORT_HANDSHAKE_MS, 0);
+    (void)uv_read_start((uv_stream_t *)&r->tcp, cluster_transport_relay_alloc,
+                        cluster_transport_relay_on_read);
+}
+
+/* Dial `id` at sa through a TLS relay. */
+static void
+cluster_transport_relay_dial(struct cluster_transport *t,
+                             struct raft_uv_connect *req, raft_id id,
+                             const char *address,
+                             const struct sockaddr_storage *sa)
+{
+    struct cluster_transport_relay *r;
+    int rv;
+
+    cluster_transport_tls_reload(t);
+    r = cluster_transport_relay_new(t, true);
+    r->req = req;
+    r->dial_id = id;
+    r->req_status = RAFT_NOCONNECTION;
+    snprintf(r->peer, sizeof(r->peer), "%s", address);
+    cluster_transport_tune(&r->tcp);
+    rv = uv_tcp_connect(&r->connect, &r->tcp, (const struct sockaddr *)sa,
+                        cluster_transport_relay_on_connect);
+    if (rv != 0) {
+        cluster_transport_relay_close(r); /* fails req when freed */
+    }
 }
 
 /* Dialing */
@@ -605,7 +883,8 @@ cluster_transport_parse(const char *address, bool any_port,
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     port = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || *end != '\0' || port < (any_port ? 0 : 1) || port > 65535) {
+    if (end == colon + 1 || *end != '\0' || port < (any_port ? 0 : 1) ||
+        port > 65535) {
         return RAFT_NOCONNECTION;
     }
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa) == 0 ||
@@ -643,6 +922,16 @@ cluster_transport_listen(struct raft_uv_transport *pub, raft_uv_accept_cb cb)
         return RAFT_INVALID;
     }
     t->accept_cb = cb;
+    if (t->policy.tls != NULL) {
+        /* Rotated files are picked up within seconds, even while no
+         * connection is made (cluster status shows the new expiry). */
+        uv_timer_init(t->loop, &t->reload);
+        t->reload.data = t;
+        t->reload_open = true;
+        uv_timer_start(&t->reload, cluster_transport_on_reload_timer, 5000,
+                       5000);
+        uv_unref((uv_handle_t *)&t->reload);
+    }
     rv = uv_tcp_init(t->loop, &t->listener);
     if (rv != 0) {
         snprintf(pub->errmsg, sizeof(pub->errmsg), "uv_tcp_init: %s",
@@ -675,7 +964,6 @@ cluster_transport_connect(struct raft_uv_transport *pub,
     struct sockaddr_storage sa;
     int rv;
 
-    (void)id;
     KM_ASSERT(!t->closing);
     memset(&sa, 0, sizeof(sa));
     if (cluster_transport_parse(address, false, &sa) != 0) {
@@ -684,6 +972,10 @@ cluster_transport_connect(struct raft_uv_transport *pub,
         return RAFT_NOCONNECTION;
     }
     req->cb = cb;
+    if (t->policy.tls != NULL) {
+        cluster_transport_relay_dial(t, req, id, address, &sa);
+        return 0;
+    }
     d = km_calloc(1, sizeof(*d));
     d->t = t;
     d->req = req;
@@ -736,6 +1028,9 @@ cluster_transport_close(struct raft_uv_transport *pub,
          r = r->next) {
         cluster_transport_relay_close(r);
     }
+    if (t->reload_open) {
+        uv_close((uv_handle_t *)&t->reload, cluster_transport_on_reload_closed);
+    }
     if (t->listener_open) {
         uv_close((uv_handle_t *)&t->listener,
                  cluster_transport_on_listener_closed);
@@ -777,6 +1072,30 @@ cluster_transport_refused(const struct raft_uv_transport *pub)
     const struct cluster_transport *t = pub->impl;
 
     return t != NULL ? t->refused : 0;
+}
+
+void
+cluster_transport_foreach_conn(
+    const struct raft_uv_transport *pub,
+    void (*fn)(void *arg, const struct cluster_transport_conn *c), void *arg)
+{
+    const struct cluster_transport *t = pub->impl;
+
+    for (const struct cluster_transport_relay *r = t->relays; r != NULL;
+         r = r->next) {
+        struct cluster_transport_conn c = {
+            .id = r->outbound ? r->dial_id : r->check.peer_id,
+            .outbound = r->outbound,
+            .tls = r->tls != NULL && cluster_tls_conn_is_ready(r->tls),
+        };
+        if (r->closing || (!r->outbound && !r->has_pipe)) {
+            continue; /* not (or no longer) a peer's connection */
+        }
+        if (c.tls) {
+            c.cert_expiry = cluster_tls_conn_peer_expiry(r->tls);
+        }
+        fn(arg, &c);
+    }
 }
 
 void

@@ -675,6 +675,10 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         cc.settings = kd->cluster_settings;
         cc.election_timeout_ms = kd->election_timeout_ms;
         cc.heartbeat_ms = kd->heartbeat_ms;
+        cc.tls_ca = kd->cluster_tls_ca;
+        cc.tls_cert = kd->cluster_tls_cert;
+        cc.tls_key = kd->cluster_tls_key;
+        cc.insecure_plaintext = kd->cluster_insecure_plaintext;
     } else {
         kd->raft_dir = km_asprintf("%s/raft", state_dir);
         cc.node_id = 1;
@@ -913,6 +917,9 @@ kumod_fini(struct kumod *kd)
     free(kd->raft_listen);
     free(kd->cluster_data_dir);
     free(kd->link_listen);
+    free(kd->cluster_tls_ca);
+    free(kd->cluster_tls_cert);
+    free(kd->cluster_tls_key);
     for (size_t i = 0; i < kd->n_cluster_peers; i++) {
         free((char *)(uintptr_t)kd->cluster_peers[i].raft_addr);
         free((char *)(uintptr_t)kd->cluster_peers[i].link_url);
