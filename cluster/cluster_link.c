@@ -7,14 +7,17 @@
  * cluster_msg_link.c. Does not retry: a request gets one deadline. */
 #include "cluster_link.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <uv.h>
 
+#include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster_link_int.h"
@@ -94,6 +97,10 @@ struct cluster_link {
     uint64_t next_req_id;
     uint64_t warned[CLUSTER_LINK_WARNED_MAX];
     size_t n_warned;
+    /* Mutual TLS: the PEM texts, and the listener's configuration. */
+    bool tls;
+    char *ca_pem, *cert_pem, *key_pem;
+    nng_tls_config *tls_server;
     bool closing;
     cluster_link_close_cb close_cb;
     void *close_arg;
@@ -561,6 +568,95 @@ cluster_link_on_async(uv_async_t *h)
     }
 }
 
+/* TLS */
+
+static char *
+cluster_link_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    struct buf b;
+    char tmp[4096];
+    size_t n;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    buf_init(&b);
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+        buf_append(&b, tmp, n);
+    }
+    fclose(f);
+    return b.data != NULL ? b.data : km_strdup(""); /* NUL-terminated */
+}
+
+/* "tcp://..." as NNG's "tls+tcp://..." when TLS is on (caller frees). */
+static char *
+cluster_link_url(const struct cluster_link *l, const char *url)
+{
+    if (l->tls && strncmp(url, "tcp://", 6) == 0) {
+        return km_asprintf("tls+%s", url);
+    }
+    return km_strdup(url);
+}
+
+/* A TLS configuration: the cluster CA only, our certificate, the peer's
+ * required; a client expects the server to be `server_name`. */
+static int
+cluster_link_tls_config(const struct cluster_link *l, bool server,
+                        const char *server_name, nng_tls_config **out)
+{
+    nng_tls_config *cfg;
+    int rv;
+
+    rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER
+                                           : NNG_TLS_MODE_CLIENT);
+    if (rv != 0) {
+        return cluster_link_nng_err(rv);
+    }
+    rv = nng_tls_config_ca_chain(cfg, l->ca_pem, NULL);
+    if (rv == 0) {
+        rv = nng_tls_config_own_cert(cfg, l->cert_pem, l->key_pem, NULL);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+    }
+    if (rv == 0 && server_name != NULL) {
+        rv = nng_tls_config_server_name(cfg, server_name);
+    }
+    if (rv != 0) {
+        nng_tls_config_free(cfg);
+        return KM_ECONFIG;
+    }
+    *out = cfg;
+    return 0;
+}
+
+static int
+cluster_link_tls_open(struct cluster_link *l,
+                      const struct cluster_link_config *cfg)
+{
+    const char *files[3] = {cfg->tls_ca, cfg->tls_cert, cfg->tls_key};
+    char **dst[3] = {&l->ca_pem, &l->cert_pem, &l->key_pem};
+    int rv;
+
+    for (int i = 0; i < 3; i++) {
+        if (files[i] == NULL ||
+            (*dst[i] = cluster_link_read_file(files[i])) == NULL) {
+            LOG_ERROR("cluster_link: TLS file %s: cannot be read",
+                      files[i] != NULL ? files[i] : "(none)");
+            return KM_ECONFIG;
+        }
+    }
+    l->tls = true;
+    rv = cluster_link_tls_config(l, true, NULL, &l->tls_server);
+    if (rv != 0) {
+        LOG_ERROR("cluster_link: TLS: NNG refused the certificate, key or "
+                  "CA (%s, %s, %s)",
+                  cfg->tls_cert, cfg->tls_key, cfg->tls_ca);
+    }
+    return rv;
+}
+
 /* Apply the options of CLUSTER.md §1.3 to `s`. */
 static int
 cluster_link_sock_opts(struct cluster_link *l, nng_socket s)
@@ -609,7 +705,18 @@ cluster_link_listen(struct cluster_link *l, const char *url)
         }
         l->n_reps++;
     }
-    rv = nng_listen(l->rep, url, NULL, 0);
+    {
+        char *u = cluster_link_url(l, url);
+        nng_listener lst;
+        rv = nng_listener_create(&lst, l->rep, u);
+        free(u);
+        if (rv == 0 && l->tls) {
+            rv = nng_listener_set_ptr(lst, NNG_OPT_TLS_CONFIG, l->tls_server);
+        }
+        if (rv == 0) {
+            rv = nng_listener_start(lst, 0);
+        }
+    }
     if (rv != 0) {
         return cluster_link_nng_err(rv);
     }
@@ -655,6 +762,15 @@ cluster_link_free(struct cluster_link *l)
         nng_aio_free(r->aio);
     }
     uv_mutex_destroy(&l->mtx);
+    if (l->tls_server != NULL) {
+        nng_tls_config_free(l->tls_server);
+    }
+    free(l->ca_pem);
+    free(l->cert_pem);
+    if (l->key_pem != NULL) {
+        explicit_bzero(l->key_pem, strlen(l->key_pem));
+        free(l->key_pem);
+    }
     free(l);
 }
 
@@ -705,6 +821,12 @@ cluster_link_open(uv_loop_t *loop, const struct cluster_link_config *cfg,
         goto err_after_mutex;
     }
     l->async.data = l;
+    if (cfg->tls_ca != NULL || cfg->tls_cert != NULL || cfg->tls_key != NULL) {
+        rv = cluster_link_tls_open(l, cfg);
+        if (rv != 0) {
+            goto err_after_async;
+        }
+    }
     if (cfg->listen_url != NULL) {
         rv = cluster_link_listen(l, cfg->listen_url);
         if (rv != 0) {
@@ -724,6 +846,35 @@ err_after_mutex:
     uv_mutex_destroy(&l->mtx);
 err_after_alloc:
     free(l);
+    return rv;
+}
+
+/* Dial peer p; with TLS its certificate must name node-<its id>. An NNG
+ * error code. */
+static int
+cluster_link_dial(struct cluster_link *l, struct cluster_link_peer *p)
+{
+    char *u = cluster_link_url(l, p->url);
+    char name[32];
+    nng_tls_config *cfg = NULL;
+    nng_dialer d;
+    int rv;
+
+    rv = nng_dialer_create(&d, p->sock, u);
+    free(u);
+    if (rv == 0 && l->tls) {
+        snprintf(name, sizeof(name), "node-%llu",
+                 (unsigned long long)p->node_id);
+        if (cluster_link_tls_config(l, false, name, &cfg) != 0) {
+            rv = NNG_EINVAL;
+        } else {
+            rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+            nng_tls_config_free(cfg); /* the dialer holds it */
+        }
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
     return rv;
 }
 
@@ -756,7 +907,7 @@ cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
     rv = nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME,
                            NNG_DURATION_INFINITE);
     if (rv == 0) {
-        rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+        rv = cluster_link_dial(l, p);
     }
     if (rv != 0) {
         rv = cluster_link_nng_err(rv);

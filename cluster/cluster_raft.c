@@ -787,6 +787,13 @@ cluster_raft_open_link(struct cluster *c)
                                    .on_request = cluster_raft_on_request};
     int rv;
 
+    if (c->tls != NULL) {
+        struct cluster_tls_files f;
+        cluster_tls_get_files(c->tls, &f);
+        lc.tls_ca = f.ca;
+        lc.tls_cert = f.cert;
+        lc.tls_key = f.key;
+    }
     rv = cluster_link_open(c->loop, &lc, &lh, &c->link);
     if (rv != 0) {
         LOG_ERROR("cluster: link listen %s: %s", c->link_listen,

@@ -203,6 +203,15 @@ cluster_tls_maybe_reload(struct cluster_tls *tls, char *err, size_t errlen)
     return 1;
 }
 
+void
+cluster_tls_get_files(const struct cluster_tls *tls,
+                      struct cluster_tls_files *out)
+{
+    out->ca = tls->ca;
+    out->cert = tls->cert;
+    out->key = tls->key;
+}
+
 int64_t
 cluster_tls_cert_expiry(const struct cluster_tls *tls)
 {

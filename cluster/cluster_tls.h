@@ -39,6 +39,10 @@ void cluster_tls_free(struct cluster_tls *tls);
  * files stay in use, and the same change is not retried). */
 int cluster_tls_maybe_reload(struct cluster_tls *tls, char *err, size_t errlen);
 
+/* The file names it was opened with (borrowed from tls). */
+void cluster_tls_get_files(const struct cluster_tls *tls,
+                           struct cluster_tls_files *out);
+
 /* Our certificate's notAfter (unix seconds), and how many reloads. */
 int64_t cluster_tls_cert_expiry(const struct cluster_tls *tls);
 uint64_t cluster_tls_reloads(const struct cluster_tls *tls);

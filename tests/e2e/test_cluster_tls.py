@@ -149,10 +149,11 @@ def test_tls_cluster_forms_delivers_and_fails_over(make_kumod, fakedns, sink, pk
     cl = start_tls_cluster(make_kumod, fakedns, sink, pki)
     for k in cl.nodes:
         assert re.search(r"cluster: mutual TLS between nodes", k.log_text())
-    # cluster status: every member is reached over TLS, with the expiry of
-    # its certificate (30 days).
+    # cluster status on the leader (which has raft connections with every
+    # member; two followers need not): every member is reached over TLS,
+    # with the expiry of its certificate (30 days).
     def all_tls():
-        rows = cl.status(cl.node(1))["members"]
+        rows = cl.status(cl.node(cl.wait_leader()))["members"]
         return all(m.get("tls") == "tls" and m.get("cert_expiry") for m in rows) and rows
     rows = H.wait_for(all_tls, timeout=20, what="TLS on every member row")
     for m in rows:
@@ -201,6 +202,45 @@ def test_strangers_on_the_raft_port_change_nothing(make_kumod, fakedns, sink, pk
     assert cl.leader() is not None
     # The group still works.
     C.send_until_accepted(cl.node(2), cl.names[0])
+
+
+def sp_ping_to_link(port, context):
+    """An NNG REQ peer: the SP header (REQ0 = 0x30 talking to REP0 = 0x31),
+    then one framed message, over TLS with context or plaintext; what came
+    back (b"" if the node closed, None if TLS failed)."""
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    except OSError:
+        return b""
+    try:
+        s = raw
+        if context is not None:
+            s = context.wrap_socket(raw, server_hostname="node-1")
+        s.sendall(b"\x00SP\x00\x00\x30\x00\x00")
+        body = b"\x80\x00\x00\x01" + b"\x08\x01"  # request id, garbage
+        s.sendall(struct.pack(">Q", len(body)) + body)
+        s.settimeout(5)
+        return s.recv(64)
+    except ssl.SSLError:
+        return None
+    except OSError:
+        return b""
+    finally:
+        raw.close()
+
+
+def test_strangers_on_the_link_port_get_no_tls_session(make_kumod, fakedns, sink, pki):
+    cl = start_tls_cluster(make_kumod, fakedns, sink, pki)
+    port = cl.link_ports[0]
+    before = terms(cl)
+    # Plaintext SP: the TLS listener never answers with an SP header.
+    got = sp_ping_to_link(port, None)
+    assert not got or not got.startswith(b"\x00SP"), got
+    for ctx in (client_context(pki), client_context(pki, pki["other_ca"])):
+        got = sp_ping_to_link(port, ctx)
+        assert not got, got
+    assert terms(cl) == before
+    C.send_until_accepted(cl.node(1), cl.names[0])
 
 
 def test_certificate_replaced_on_disk_is_picked_up(make_kumod, fakedns, sink, pki):
