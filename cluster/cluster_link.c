@@ -48,6 +48,8 @@ struct cluster_link_peer {
     uint64_t node_id;
     char *url;
     nng_socket sock;
+    struct buf proof_out; /* ours, for requests to it (with TLS) */
+    struct buf proof_in;  /* its own, last checked (with TLS) */
 };
 
 /* One outgoing request. */
@@ -258,6 +260,9 @@ static const char *
 cluster_link_refusal(struct cluster_link *l, int rv,
                      const struct cluster_link_env *env)
 {
+    struct cluster_link_peer *p;
+    const char *why = NULL;
+
     if (rv == KM_E2BIG) {
         return "envelope above the size limit";
     }
@@ -271,9 +276,21 @@ cluster_link_refusal(struct cluster_link *l, int rv,
     if (env->from_node == l->node_id) {
         return "claims to be this node";
     }
-    if (cluster_link_peer_find(l, env->from_node) == NULL) {
+    p = cluster_link_peer_find(l, env->from_node);
+    if (p == NULL) {
         return "not a peer of this node";
     }
+    if (l->host.check_proof == NULL ||
+        (env->proof_len > 0 && env->proof_len == p->proof_in.len &&
+         memcmp(env->proof, p->proof_in.data, env->proof_len) == 0)) {
+        return NULL;
+    }
+    if (!l->host.check_proof(l->host.ctx, env->from_node, env->proof,
+                             env->proof_len, &why)) {
+        return why;
+    }
+    buf_reset(&p->proof_in);
+    buf_append(&p->proof_in, env->proof, env->proof_len);
     return NULL;
 }
 
@@ -388,6 +405,16 @@ cluster_link_request(struct cluster_link *l, uint64_t to_node,
     q->to_node = to_node;
     q->deadline_ms = uv_now(l->loop) + l->timeout_ms;
     cluster_link_env_init(l, &env, q->req_id, req);
+    p = cluster_link_peer_find(l, to_node);
+    if (p != NULL && l->host.make_proof != NULL) {
+        buf_reset(&p->proof_out);
+        rv = l->host.make_proof(l->host.ctx, to_node, &p->proof_out);
+        if (rv != 0) {
+            goto err_after_alloc;
+        }
+        env.proof = (const uint8_t *)p->proof_out.data;
+        env.proof_len = p->proof_out.len;
+    }
     rv = cluster_link_msg_new(l, &env, &m);
     if (rv != 0) {
         goto err_after_alloc;
@@ -397,7 +424,6 @@ cluster_link_request(struct cluster_link *l, uint64_t to_node,
         l->reqs->prev = q;
     }
     l->reqs = q;
-    p = cluster_link_peer_find(l, to_node);
     if (p == NULL) {
         /* Reported through the queue so that cb never runs inside us. */
         nng_msg_free(m);
@@ -748,6 +774,8 @@ cluster_link_stop_nng(struct cluster_link *l)
     while ((p = l->peers) != NULL) {
         l->peers = p->next;
         nng_close(p->sock);
+        buf_fini(&p->proof_out);
+        buf_fini(&p->proof_in);
         free(p->url);
         free(p);
     }
@@ -893,6 +921,8 @@ cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
     p = km_calloc(1, sizeof(*p));
     p->node_id = node_id;
     p->url = km_strdup(url);
+    buf_init(&p->proof_out);
+    buf_init(&p->proof_in);
     rv = nng_req0_open(&p->sock);
     if (rv != 0) {
         rv = cluster_link_nng_err(rv);
@@ -946,6 +976,8 @@ cluster_link_remove_peer(struct cluster_link *l, uint64_t node_id)
         }
     }
     nng_close(p->sock);
+    buf_fini(&p->proof_out);
+    buf_fini(&p->proof_in);
     free(p->url);
     free(p);
     return 0;

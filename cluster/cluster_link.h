@@ -104,9 +104,18 @@ typedef void (*cluster_link_request_fn)(void *ctx, uint64_t from_node,
                                         const struct cluster_link_msg *req,
                                         struct cluster_link_reply *r);
 
+struct buf;
+
 struct cluster_link_host {
     void *ctx;
     cluster_link_request_fn on_request; /* required with a listener */
+    /* With TLS (both or neither): append this node's sender proof for
+     * requests to `to` (0 or an error: the request is not sent), and check
+     * the proof of a request claiming `from` (false: refused, *why says
+     * why). A proof received is checked once while it stays the same. */
+    int (*make_proof)(void *ctx, uint64_t to, struct buf *out);
+    bool (*check_proof)(void *ctx, uint64_t from, const uint8_t *p, size_t n,
+                        const char **why);
 };
 
 /* The outcome of cluster_link_request(): 0 with the reply (borrowed for

@@ -775,6 +775,25 @@ cluster_raft_on_request(void *ctx, uint64_t from,
 }
 
 static int
+cluster_raft_make_proof(void *ctx, uint64_t to, struct buf *out)
+{
+    struct cluster *c = ctx;
+
+    return cluster_tls_make_proof(c->tls, c->cluster_id, c->cfg.node_id, to,
+                                  out);
+}
+
+static bool
+cluster_raft_check_proof(void *ctx, uint64_t from, const uint8_t *p, size_t n,
+                         const char **why)
+{
+    struct cluster *c = ctx;
+
+    return cluster_tls_check_proof(c->tls, c->cluster_id, from, c->cfg.node_id,
+                                   p, n, why);
+}
+
+static int
 cluster_raft_open_link(struct cluster *c)
 {
     struct cluster_link_config lc = {
@@ -793,6 +812,10 @@ cluster_raft_open_link(struct cluster *c)
         lc.tls_ca = f.ca;
         lc.tls_cert = f.cert;
         lc.tls_key = f.key;
+        /* NNG cannot show us the caller's certificate: each request
+         * proves its sender itself (cluster_tls_make_proof). */
+        lh.make_proof = cluster_raft_make_proof;
+        lh.check_proof = cluster_raft_check_proof;
     }
     rv = cluster_link_open(c->loop, &lc, &lh, &c->link);
     if (rv != 0) {

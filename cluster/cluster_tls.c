@@ -16,6 +16,8 @@
 #include <time.h>
 
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -26,8 +28,18 @@ struct cluster_tls_stamp {
     int64_t size;
 };
 
+/* Proofs already made, by receiver, until the next reload. */
+#define CLUSTER_TLS_PROOF_CACHE 64
+
+struct cluster_tls_proof {
+    uint64_t to;
+    struct buf bytes;
+};
+
 struct cluster_tls {
     char *ca, *cert, *key;
+    struct cluster_tls_proof proofs[CLUSTER_TLS_PROOF_CACHE];
+    size_t n_proofs;
     SSL_CTX *ctx;
     struct cluster_tls_stamp stamp[3];   /* of the files loaded */
     struct cluster_tls_stamp refused[3]; /* of a change that failed */
@@ -139,6 +151,15 @@ err_after_ctx:
     return KM_ECONFIG;
 }
 
+static void
+cluster_tls_drop_proofs(struct cluster_tls *tls)
+{
+    for (size_t i = 0; i < tls->n_proofs; i++) {
+        buf_fini(&tls->proofs[i].bytes);
+    }
+    tls->n_proofs = 0;
+}
+
 /* Public: the files */
 
 int
@@ -175,6 +196,7 @@ cluster_tls_free(struct cluster_tls *tls)
     if (tls == NULL) {
         return;
     }
+    cluster_tls_drop_proofs(tls);
     SSL_CTX_free(tls->ctx);
     free(tls->ca);
     free(tls->cert);
@@ -200,6 +222,7 @@ cluster_tls_maybe_reload(struct cluster_tls *tls, char *err, size_t errlen)
     }
     memcpy(tls->stamp, now, sizeof(now));
     tls->reloads++;
+    cluster_tls_drop_proofs(tls); /* they carry the old certificate */
     return 1;
 }
 
@@ -406,4 +429,173 @@ cluster_tls_conn_peer_expiry(const struct cluster_tls_conn *c)
     X509 *peer = SSL_get0_peer_certificate(c->ssl);
 
     return peer != NULL ? cluster_tls_asn1_time(X509_get0_notAfter(peer)) : 0;
+}
+
+/* Link sender proofs: u32 certificate length, the certificate (DER), 16
+ * bytes of nonce, the signature (the rest). */
+
+#define CLUSTER_TLS_PROOF_LABEL "kumod-link-proof-v1"
+#define CLUSTER_TLS_NONCE       16
+#define CLUSTER_TLS_MAX_CERT    16384
+
+static void
+cluster_tls_proof_statement(struct buf *b, const char *cluster_id,
+                            uint64_t from, uint64_t to, const uint8_t *nonce)
+{
+    buf_appendf(b, "%s|%s|%llu|%llu|", CLUSTER_TLS_PROOF_LABEL, cluster_id,
+                (unsigned long long)from, (unsigned long long)to);
+    buf_append(b, nonce, CLUSTER_TLS_NONCE);
+}
+
+static int cluster_tls_sign_proof(struct cluster_tls *tls,
+                                  const char *cluster_id, uint64_t from,
+                                  uint64_t to, struct buf *out);
+
+int
+cluster_tls_make_proof(struct cluster_tls *tls, const char *cluster_id,
+                       uint64_t from, uint64_t to, struct buf *out)
+{
+    struct cluster_tls_proof *pr;
+    int rv;
+
+    for (size_t i = 0; i < tls->n_proofs; i++) {
+        if (tls->proofs[i].to == to) {
+            buf_append(out, tls->proofs[i].bytes.data,
+                       tls->proofs[i].bytes.len);
+            return 0;
+        }
+    }
+    if (tls->n_proofs == CLUSTER_TLS_PROOF_CACHE) {
+        cluster_tls_drop_proofs(tls);
+    }
+    pr = &tls->proofs[tls->n_proofs];
+    buf_init(&pr->bytes);
+    rv = cluster_tls_sign_proof(tls, cluster_id, from, to, &pr->bytes);
+    if (rv != 0) {
+        buf_fini(&pr->bytes);
+        return rv;
+    }
+    pr->to = to;
+    tls->n_proofs++;
+    buf_append(out, pr->bytes.data, pr->bytes.len);
+    return 0;
+}
+
+static int
+cluster_tls_sign_proof(struct cluster_tls *tls, const char *cluster_id,
+                       uint64_t from, uint64_t to, struct buf *out)
+{
+    X509 *leaf = SSL_CTX_get0_certificate(tls->ctx);
+    EVP_PKEY *key = SSL_CTX_get0_privatekey(tls->ctx);
+    uint8_t nonce[CLUSTER_TLS_NONCE];
+    unsigned char *der = NULL;
+    EVP_MD_CTX *md = NULL;
+    struct buf st;
+    size_t siglen = 0;
+    int dlen;
+    int rv = KM_EIO;
+
+    if (leaf == NULL || key == NULL || RAND_bytes(nonce, sizeof(nonce)) != 1 ||
+        (dlen = i2d_X509(leaf, &der)) <= 0) {
+        ERR_clear_error();
+        return KM_EIO;
+    }
+    buf_init(&st);
+    cluster_tls_proof_statement(&st, cluster_id, from, to, nonce);
+    md = EVP_MD_CTX_new();
+    if (md == NULL ||
+        EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, key) != 1 ||
+        EVP_DigestSign(md, NULL, &siglen, (const unsigned char *)st.data,
+                       st.len) != 1) {
+        goto out;
+    }
+    {
+        uint8_t len4[4] = {(uint8_t)(dlen >> 24), (uint8_t)(dlen >> 16),
+                           (uint8_t)(dlen >> 8), (uint8_t)dlen};
+        size_t at;
+        buf_append(out, len4, 4);
+        buf_append(out, der, (size_t)dlen);
+        buf_append(out, nonce, sizeof(nonce));
+        at = out->len;
+        buf_reserve(out, siglen);
+        if (EVP_DigestSign(md, (unsigned char *)out->data + at, &siglen,
+                           (const unsigned char *)st.data, st.len) != 1) {
+            goto out;
+        }
+        out->len = at + siglen;
+        out->data[out->len] = '\0';
+    }
+    rv = 0;
+out:
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    OPENSSL_free(der);
+    buf_fini(&st);
+    return rv;
+}
+
+bool
+cluster_tls_check_proof(struct cluster_tls *tls, const char *cluster_id,
+                        uint64_t from, uint64_t to, const uint8_t *p, size_t n,
+                        const char **why)
+{
+    const unsigned char *cp;
+    X509 *cert = NULL;
+    X509_STORE_CTX *vctx = NULL;
+    EVP_MD_CTX *md = NULL;
+    struct buf st;
+    char name[32];
+    size_t clen;
+    bool ok = false;
+
+    buf_init(&st);
+    if (n < 4) {
+        *why = "no sender proof";
+        goto out;
+    }
+    clen = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+    if (clen == 0 || clen > CLUSTER_TLS_MAX_CERT ||
+        n - 4 < clen + CLUSTER_TLS_NONCE + 1) {
+        *why = "malformed sender proof";
+        goto out;
+    }
+    cp = p + 4;
+    cert = d2i_X509(NULL, &cp, (long)clen);
+    if (cert == NULL || cp != p + 4 + clen) {
+        *why = "sender proof: bad certificate";
+        goto out;
+    }
+    vctx = X509_STORE_CTX_new();
+    if (vctx == NULL ||
+        X509_STORE_CTX_init(vctx, SSL_CTX_get_cert_store(tls->ctx), cert,
+                            NULL) != 1 ||
+        X509_verify_cert(vctx) != 1) {
+        *why = "sender proof: certificate not of the cluster CA";
+        goto out;
+    }
+    snprintf(name, sizeof(name), "node-%llu", (unsigned long long)from);
+    if (X509_check_host(cert, name, strlen(name), X509_CHECK_FLAG_NO_WILDCARDS,
+                        NULL) != 1) {
+        *why = "sender proof: certificate does not name the sender";
+        goto out;
+    }
+    cluster_tls_proof_statement(&st, cluster_id, from, to, p + 4 + clen);
+    md = EVP_MD_CTX_new();
+    if (md == NULL ||
+        EVP_DigestVerifyInit(md, NULL, EVP_sha256(), NULL,
+                             X509_get0_pubkey(cert)) != 1 ||
+        EVP_DigestVerify(md, p + 4 + clen + CLUSTER_TLS_NONCE,
+                         n - 4 - clen - CLUSTER_TLS_NONCE,
+                         (const unsigned char *)st.data, st.len) != 1) {
+        *why = "sender proof: bad signature";
+        goto out;
+    }
+    ok = true;
+out:
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    X509_STORE_CTX_free(vctx);
+    X509_free(cert);
+    buf_fini(&st);
+    return ok;
 }

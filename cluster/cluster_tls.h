@@ -78,4 +78,21 @@ bool cluster_tls_conn_names_node(const struct cluster_tls_conn *c, uint64_t id);
 const char *cluster_tls_conn_peer_subject(struct cluster_tls_conn *c);
 int64_t cluster_tls_conn_peer_expiry(const struct cluster_tls_conn *c);
 
+/* Link sender proofs. NNG 1.5 cannot show a listening node which
+ * certificate its caller presented, so a link request carries one: this
+ * node's certificate (DER), a random nonce, and an ECDSA/RSA signature
+ * with its key over "kumod-link-proof-v1", the cluster id, from and to.
+ * It names the receiver, so the receiver cannot replay it to anyone else,
+ * and it travels only inside the link's TLS. Signed once per receiver
+ * until the next reload, then copied. Appended to `out`. 0 or KM_EIO. */
+int cluster_tls_make_proof(struct cluster_tls *tls, const char *cluster_id,
+                           uint64_t from, uint64_t to, struct buf *out);
+
+/* Check a proof for a request claiming `from`, sent to `to`: the
+ * certificate chains to the cluster CA now, names node-<from>, and signed
+ * this very statement. false with *why set. */
+bool cluster_tls_check_proof(struct cluster_tls *tls, const char *cluster_id,
+                             uint64_t from, uint64_t to, const uint8_t *p,
+                             size_t n, const char **why);
+
 #endif /* KUMO_CLUSTER_TLS_H */

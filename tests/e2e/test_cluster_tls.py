@@ -129,11 +129,14 @@ def attack_raft(port, frames, context=None):
         raw.close()
 
 
-def client_context(pki, cert=None):
+def client_context(pki, cert=None, tls13=True):
+    """A client that trusts anything; the raft port speaks TLS 1.3 only,
+    NNG's mbedTLS on the link port TLS 1.2 (tls13=False)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.minimum_version = (ssl.TLSVersion.TLSv1_3 if tls13
+                           else ssl.TLSVersion.TLSv1_2)
     if cert is not None:
         ctx.load_cert_chain(str(cert[0]), str(cert[1]))
     return ctx
@@ -236,11 +239,78 @@ def test_strangers_on_the_link_port_get_no_tls_session(make_kumod, fakedns, sink
     # Plaintext SP: the TLS listener never answers with an SP header.
     got = sp_ping_to_link(port, None)
     assert not got or not got.startswith(b"\x00SP"), got
-    for ctx in (client_context(pki), client_context(pki, pki["other_ca"])):
+    for ctx in (client_context(pki, tls13=False),
+                client_context(pki, pki["other_ca"], tls13=False)):
         got = sp_ping_to_link(port, ctx)
         assert not got, got
+    # The same client with a certificate of the cluster CA does get an SP
+    # answer: the refusals above are the certificate checks.
+    got = sp_ping_to_link(port, client_context(pki, pki["wrong_id"], tls13=False))
+    assert got and got.startswith(b"\x00SP"), got
     assert terms(cl) == before
     C.send_until_accepted(cl.node(1), cl.names[0])
+
+
+def pb_varint(v):
+    out = b""
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out += bytes([b | (0x80 if v else 0)])
+        if not v:
+            return out
+
+
+def forged_ping(cluster_id, from_node):
+    """A LinkEnvelope{version 1, cluster_id, from_node, req_id 7, Ping{seq
+    1}} with no sender proof."""
+    ping = b"\x08\x01"
+    cid = cluster_id.encode()
+    return (b"\x08\x01" + b"\x12" + pb_varint(len(cid)) + cid +
+            b"\x18" + pb_varint(from_node) + b"\x20\x07" +
+            pb_varint(18 << 3 | 2) + pb_varint(len(ping)) + ping)
+
+
+def sp_request(port, context, body):
+    """One REQ0 request over TLS; the reply body (without the request id)."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s = context.wrap_socket(raw, server_hostname="node-1")
+        s.sendall(b"\x00SP\x00\x00\x30\x00\x00")
+        hdr = b""
+        while len(hdr) < 8:
+            hdr += s.recv(8 - len(hdr))
+        assert hdr == b"\x00SP\x00\x00\x31\x00\x00", hdr
+        msg = b"\x80\x00\x00\x01" + body
+        s.sendall(struct.pack(">Q", len(msg)) + msg)
+        data = b""
+        while len(data) < 8:
+            data += s.recv(8 - len(data))
+        n = struct.unpack(">Q", data)[0]
+        data = b""
+        while len(data) < n:
+            data += s.recv(n - len(data))
+        return data[4:]
+    finally:
+        raw.close()
+
+
+def test_member_certificate_cannot_speak_for_another_node_on_the_link(
+        make_kumod, fakedns, sink, pki):
+    """node-9's certificate is of the cluster CA, so NNG lets it in; it
+    claims from_node 2 without node 2's proof and is refused."""
+    cl = start_tls_cluster(make_kumod, fakedns, sink, pki)
+    target = cl.node(1)
+    before = terms(cl)
+    reply = sp_request(cl.link_ports[0],
+                       client_context(pki, pki["wrong_id"], tls13=False),
+                       forged_ping("e2e", 2))
+    # The refusal: an empty envelope with req_id 7 and no cluster id.
+    assert reply == b"\x08\x01\x20\x07", reply
+    target.wait_log(r"cluster_link: node 1: refused request from node 2: "
+                    r"no sender proof", timeout=10)
+    assert terms(cl) == before
+    C.send_until_accepted(cl.node(2), cl.names[0])
 
 
 def test_certificate_replaced_on_disk_is_picked_up(make_kumod, fakedns, sink, pki):

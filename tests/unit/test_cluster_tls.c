@@ -275,6 +275,59 @@ replaced_certificate_is_reloaded_and_a_bad_one_is_not(void **state)
     cluster_tls_free(tls);
 }
 
+static void
+link_proof_binds_sender_receiver_and_cluster(void **state)
+{
+    struct tls_test *tt = *state;
+    struct cluster_tls *t1 = tls_test_load(tt, "ca", "n1");
+    struct cluster_tls *t2 = tls_test_load(tt, "ca", "n2");
+    struct cluster_tls *rogue = tls_test_load(tt, "other", "rogue");
+    struct buf pr, again, bad;
+    const char *why = NULL;
+
+    buf_init(&pr);
+    buf_init(&again);
+    buf_init(&bad);
+    assert_int_equal(cluster_tls_make_proof(t1, "c1", 1, 2, &pr), 0);
+    /* Made once per receiver: the same bytes again. */
+    assert_int_equal(cluster_tls_make_proof(t1, "c1", 1, 2, &again), 0);
+    assert_int_equal(again.len, pr.len);
+    assert_memory_equal(again.data, pr.data, pr.len);
+    assert_true(cluster_tls_check_proof(t2, "c1", 1, 2, (uint8_t *)pr.data,
+                                        pr.len, &why));
+    /* Another claimed sender, receiver or cluster: refused. */
+    assert_false(cluster_tls_check_proof(t2, "c1", 3, 2, (uint8_t *)pr.data,
+                                         pr.len, &why));
+    assert_string_equal(why,
+                        "sender proof: certificate does not name the sender");
+    assert_false(cluster_tls_check_proof(t2, "c1", 1, 3, (uint8_t *)pr.data,
+                                         pr.len, &why));
+    assert_string_equal(why, "sender proof: bad signature");
+    assert_false(cluster_tls_check_proof(t2, "c2", 1, 2, (uint8_t *)pr.data,
+                                         pr.len, &why));
+    /* One bit changed in the signature; cut short; none. */
+    buf_append(&bad, pr.data, pr.len);
+    bad.data[bad.len - 5] ^= 1;
+    assert_false(cluster_tls_check_proof(t2, "c1", 1, 2, (uint8_t *)bad.data,
+                                         bad.len, &why));
+    assert_false(
+        cluster_tls_check_proof(t2, "c1", 1, 2, (uint8_t *)pr.data, 10, &why));
+    assert_false(cluster_tls_check_proof(t2, "c1", 1, 2, NULL, 0, &why));
+    assert_string_equal(why, "no sender proof");
+    /* A certificate of another CA naming node-2. */
+    buf_reset(&bad);
+    assert_int_equal(cluster_tls_make_proof(rogue, "c1", 2, 1, &bad), 0);
+    assert_false(cluster_tls_check_proof(t1, "c1", 2, 1, (uint8_t *)bad.data,
+                                         bad.len, &why));
+    assert_string_equal(why, "sender proof: certificate not of the cluster CA");
+    buf_fini(&pr);
+    buf_fini(&again);
+    buf_fini(&bad);
+    cluster_tls_free(t1);
+    cluster_tls_free(t2);
+    cluster_tls_free(rogue);
+}
+
 int
 main(void)
 {
@@ -286,6 +339,7 @@ main(void)
         T(certificate_from_another_ca_fails_the_handshake),
         T(bad_files_are_named),
         T(replaced_certificate_is_reloaded_and_a_bad_one_is_not),
+        T(link_proof_binds_sender_receiver_and_cluster),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
