@@ -440,6 +440,9 @@ def cluster_block(net, n, i, cluster_id, data_dir, compat, members=None, bootstr
          "link_listen": f"tcp://{net.host(i)}:{net.port(i, 'link')}",
          "peers": peers, "data_dir": data_dir, "bootstrap": bootstrap}
     if not compat:
+        # The drills' namespaces are a private test network on 10.77.0.0/24,
+        # not loopback: plaintext needs saying so (docs/cluster.md).
+        c["insecure_plaintext"] = True
         c["settings"] = dict(DRILL_SETTINGS)
         c.update(DRILL_TIMERS)
     return c
