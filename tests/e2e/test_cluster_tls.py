@@ -370,3 +370,44 @@ def test_bad_tls_file_is_refused_by_name(make_kumod, pki, tmp_path):
     k.start(wait=False)
     H.wait_for(lambda: not k.running(), timeout=20, what="kumod refuses to start")
     assert f"tls.cert: {tmp_path / 'missing.crt'}: No such file" in k.log_text()
+
+
+# -- Below TLS: the probe's raft frames against a plaintext (loopback) group --
+
+def ae_type0(claim_id, claim_addr):
+    """Handshake, then an AppendEntries whose one entry has type 0
+    (PROBE-2026-12 R5: a NULL read inside libraft)."""
+    a = claim_addr.encode() + b"\0"
+    a += b"\0" * (-len(a) % 8)
+    hs = struct.pack("<QQQ", 1, claim_id, len(a)) + a
+    hdr = struct.pack("<QQQQQQQ", 1, 56, 3, 1, 1, 1, 1) + struct.pack("<QBxxxI", 3, 0, 8)
+    return hs + hdr + b"\0" * 8
+
+
+def test_probe_frames_on_a_plaintext_group_change_nothing(make_kumod, fakedns, sink):
+    cl = C.Cluster(make_kumod, fakedns, sink).start()
+    cl.wait_leader(timeout=20)
+    cl.wait_accepting(timeout=20)
+    target = cl.node(1)
+    port = cl.raft_ports[0]
+    claim = f"127.0.0.1:{cl.raft_ports[1]}"
+    before = terms(cl)
+    frames = [
+        ("entry of type 0", ae_type0(2, claim), r"entry 0: type 0"),
+        ("term 2^64-1", raft_frames(2, claim, 2**64 - 1), r"RequestVote: term \d+ out of range"),
+        ("256 MiB header", raft_frames(2, claim, 5)[:40] + struct.pack("<QQ", 1, 256 << 20),
+         r"header length 268435456"),
+        ("unterminated address", struct.pack("<QQQ", 1, 2, 16) + b"x" * 16,
+         r"address not terminated"),
+        ("not a member", raft_frames(99, "127.0.0.1:9", 5), r"id 99 at 127.0.0.1:9: not a member"),
+    ]
+    for what, data, pattern in frames:
+        n0 = target.log_text().count("connection dropped")
+        assert attack_raft(port, data), what
+        H.wait_for(lambda: target.log_text().count("connection dropped") > n0,
+                   timeout=10, what=f"node 1 logs the {what} refusal")
+        assert re.search(pattern, target.log_text()), what
+    time.sleep(1.5)
+    assert all(k.running() for k in cl.nodes)
+    assert terms(cl) == before
+    C.send_until_accepted(cl.node(1), cl.names[0])
