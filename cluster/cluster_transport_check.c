@@ -362,8 +362,8 @@ cluster_tcheck_install_snapshot(struct cluster_tcheck *k, const uint8_t *h,
         (rv = cluster_tcheck_range(k, h, 4, names)) != 0) {
         return rv;
     }
-    if (clen > len - 48 || clen > CLUSTER_TCHECK_MAX_CONF ||
-        len - 48 - clen < 8) {
+    /* Five words, the configuration, the data length. */
+    if (clen > len - 48 || clen > CLUSTER_TCHECK_MAX_CONF) {
         return cluster_tcheck_fail(
             k, "InstallSnapshot: configuration of %llu bytes in %zu",
             (unsigned long long)clen, len);

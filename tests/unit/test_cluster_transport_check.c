@@ -391,6 +391,64 @@ unknown_message_type_is_refused(void **state)
     assert_non_null(strstr(ct->k.why, "message type 9"));
 }
 
+/* An InstallSnapshot as libraft 0.15 encodes it: five words, then the
+ * configuration (u8 format 1, u64 count, per server u64 id, the address
+ * with its NUL, u8 role; padded to 8), then the data length. */
+static void
+ck_install_snapshot(struct buf *b, uint64_t data_len, uint8_t role)
+{
+    struct buf conf;
+    uint8_t one = 1;
+
+    buf_init(&conf);
+    buf_append(&conf, &one, 1);
+    ck_put64(&conf, 1);
+    ck_put64(&conf, 2);
+    buf_append(&conf, "127.0.0.1:7002", 15);
+    buf_append(&conf, &role, 1);
+    while (conf.len % 8 != 0) {
+        buf_append_char(&conf, '\0');
+    }
+    ck_put64(b, 5);
+    ck_put64(b, 40 + conf.len + 8);
+    ck_put64(b, 3);  /* term */
+    ck_put64(b, 90); /* last_index */
+    ck_put64(b, 2);  /* last_term */
+    ck_put64(b, 80); /* conf_index */
+    ck_put64(b, conf.len);
+    buf_append(b, conf.data, conf.len);
+    ck_put64(b, data_len);
+    for (uint64_t i = 0; i < data_len; i++) {
+        buf_append_char(b, 's');
+    }
+    buf_fini(&conf);
+}
+
+static void
+install_snapshot_passes_with_its_data(void **state)
+{
+    struct ck_test *ct = *state;
+
+    ck_handshake(ct, 2, "127.0.0.1:7002");
+    ck_install_snapshot(&ct->frame, 100, 1);
+    ck_timeout_now(&ct->frame, 4);
+    assert_int_equal(ck_feed_all(ct), 0);
+    assert_int_equal(ct->k.messages, 2);
+    assert_int_equal(ct->out.len, ct->frame.len - ct->handshake_len);
+}
+
+static void
+install_snapshot_with_a_bad_configuration_is_refused(void **state)
+{
+    struct ck_test *ct = *state;
+
+    ck_handshake(ct, 2, "127.0.0.1:7002");
+    ck_install_snapshot(&ct->frame, 8, 7); /* role 7 */
+    assert_int_equal(ck_feed_all(ct), KM_EPROTO);
+    assert_non_null(strstr(ct->k.why, "server role 7"));
+    assert_int_equal(ct->out.len, 0);
+}
+
 static void
 results_from_a_standby_pass(void **state)
 {
@@ -429,6 +487,8 @@ main(void)
         T(request_vote_for_another_candidate_is_refused),
         T(unknown_message_type_is_refused),
         T(results_from_a_standby_pass),
+        T(install_snapshot_passes_with_its_data),
+        T(install_snapshot_with_a_bad_configuration_is_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
