@@ -275,8 +275,9 @@ kcli_render_tls(const json_t *m)
         return NULL;
     }
     if (json_is_integer(exp)) {
-        long long left = ((long long)json_integer_value(exp) -
-                          (long long)time(NULL)) / 86400;
+        long long left =
+            ((long long)json_integer_value(exp) - (long long)time(NULL)) /
+            86400;
         return km_asprintf("%s %lldd", tls, left);
     }
     return km_strdup(tls);
