@@ -152,6 +152,12 @@ struct cluster_config {
     /* Proposed in a ClusterSettings record by the first leader of a
      * bootstrapped group; the committed record wins afterwards. */
     struct cluster_settings settings;
+    /* Mutual TLS between nodes (docs/cluster.md "Certificates"): PEM
+     * files of the cluster CA, this node's certificate and its key; all
+     * NULL for plaintext, which a multi-node group accepts only on
+     * loopback or with insecure_plaintext (the wiring checks). */
+    const char *tls_ca, *tls_cert, *tls_key;
+    bool insecure_plaintext;
 };
 
 enum cluster_outcome {
@@ -319,6 +325,14 @@ struct cluster_member_status {
     char policy_checksum[72];
     char version[32];
     uint64_t uptime_s;
+    /* How this node talks to the member. For this node: "tls", or
+     * "plaintext" ("insecure" with insecure_plaintext). For another: "tls"
+     * if every raft connection between us that is up is mutual TLS, else
+     * "plaintext"/"insecure"; "" if none is up. cert_expiry: the notAfter
+     * (unix s) of this node's own certificate, or of the member's as seen
+     * on our TLS connections (the earliest); 0 unknown. */
+    char tls[16];
+    int64_t cert_expiry;
 };
 
 /* rows (n of them, in raft configuration order) are borrowed for the

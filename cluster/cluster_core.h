@@ -42,6 +42,8 @@ struct cluster_raft_barrier {
     uint64_t gen;
 };
 
+struct cluster_tls;
+
 struct cluster {
     uv_loop_t *loop;
     struct cluster_config cfg; /* strings point at the copies below */
@@ -52,6 +54,7 @@ struct cluster {
     struct raft raft;
     struct raft_io io;
     struct raft_uv_transport transport;
+    struct cluster_tls *tls; /* NULL: plaintext between nodes */
     struct raft_fsm raft_fsm;
     struct cluster_fsm *fsm;
     uv_check_t check;

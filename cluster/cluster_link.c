@@ -7,14 +7,17 @@
  * cluster_msg_link.c. Does not retry: a request gets one deadline. */
 #include "cluster_link.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
 #include <uv.h>
 
+#include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster_link_int.h"
@@ -45,6 +48,8 @@ struct cluster_link_peer {
     uint64_t node_id;
     char *url;
     nng_socket sock;
+    struct buf proof_out; /* ours, for requests to it (with TLS) */
+    struct buf proof_in;  /* its own, last checked (with TLS) */
 };
 
 /* One outgoing request. */
@@ -94,6 +99,10 @@ struct cluster_link {
     uint64_t next_req_id;
     uint64_t warned[CLUSTER_LINK_WARNED_MAX];
     size_t n_warned;
+    /* Mutual TLS: the PEM texts, and the listener's configuration. */
+    bool tls;
+    char *ca_pem, *cert_pem, *key_pem;
+    nng_tls_config *tls_server;
     bool closing;
     cluster_link_close_cb close_cb;
     void *close_arg;
@@ -226,9 +235,10 @@ cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
     return 0;
 }
 
-/* Log a refused envelope from `node` once per peer. */
+/* Log a refused envelope from `node` once per claimed sender. */
 static void
-cluster_link_warn_refused(struct cluster_link *l, uint64_t node, int rv)
+cluster_link_warn_refused(struct cluster_link *l, uint64_t node,
+                          const char *why)
 {
     for (size_t i = 0; i < l->n_warned; i++) {
         if (l->warned[i] == node) {
@@ -239,8 +249,49 @@ cluster_link_warn_refused(struct cluster_link *l, uint64_t node, int rv)
         l->warned[l->n_warned++] = node;
     }
     LOG_WARN("cluster_link: node %llu: refused request from node %llu: %s",
-             (unsigned long long)l->node_id, (unsigned long long)node,
-             km_strerror(rv));
+             (unsigned long long)l->node_id, (unsigned long long)node, why);
+}
+
+/* Why a decoded request must be refused, or NULL. Only the nodes this
+ * link knows as peers may send requests (issue 16: a request naming any
+ * from_node was obeyed). Without TLS the claim itself is not
+ * authenticated: see docs/security.md. */
+static const char *
+cluster_link_refusal(struct cluster_link *l, int rv,
+                     const struct cluster_link_env *env)
+{
+    struct cluster_link_peer *p;
+    const char *why = NULL;
+
+    if (rv == KM_E2BIG) {
+        return "envelope above the size limit";
+    }
+    if (rv != 0) {
+        return "not a well-formed envelope, or another cluster id or "
+               "protocol version";
+    }
+    if (env->msg.kind == CLUSTER_LINK_NONE) {
+        return "empty envelope";
+    }
+    if (env->from_node == l->node_id) {
+        return "claims to be this node";
+    }
+    p = cluster_link_peer_find(l, env->from_node);
+    if (p == NULL) {
+        return "not a peer of this node";
+    }
+    if (l->host.check_proof == NULL ||
+        (env->proof_len > 0 && env->proof_len == p->proof_in.len &&
+         memcmp(env->proof, p->proof_in.data, env->proof_len) == 0)) {
+        return NULL;
+    }
+    if (!l->host.check_proof(l->host.ctx, env->from_node, env->proof,
+                             env->proof_len, &why)) {
+        return why;
+    }
+    buf_reset(&p->proof_in);
+    buf_append(&p->proof_in, env->proof, env->proof_len);
+    return NULL;
 }
 
 /* Free the message an idle `aio` still owns after `stage`: a failed send
@@ -354,6 +405,16 @@ cluster_link_request(struct cluster_link *l, uint64_t to_node,
     q->to_node = to_node;
     q->deadline_ms = uv_now(l->loop) + l->timeout_ms;
     cluster_link_env_init(l, &env, q->req_id, req);
+    p = cluster_link_peer_find(l, to_node);
+    if (p != NULL && l->host.make_proof != NULL) {
+        buf_reset(&p->proof_out);
+        rv = l->host.make_proof(l->host.ctx, to_node, &p->proof_out);
+        if (rv != 0) {
+            goto err_after_alloc;
+        }
+        env.proof = (const uint8_t *)p->proof_out.data;
+        env.proof_len = p->proof_out.len;
+    }
     rv = cluster_link_msg_new(l, &env, &m);
     if (rv != 0) {
         goto err_after_alloc;
@@ -363,7 +424,6 @@ cluster_link_request(struct cluster_link *l, uint64_t to_node,
         l->reqs->prev = q;
     }
     l->reqs = q;
-    p = cluster_link_peer_find(l, to_node);
     if (p == NULL) {
         /* Reported through the queue so that cb never runs inside us. */
         nng_msg_free(m);
@@ -429,13 +489,18 @@ cluster_link_rep_send_env(struct cluster_link_reply *r,
 }
 
 /* Refuse the request of `r` with an empty envelope: the peer fails it
- * with KM_EPROTO at once instead of waiting for its deadline. */
+ * with KM_EPROTO at once instead of waiting for its deadline. The refusal
+ * carries neither our cluster id nor our node id: the requester may be a
+ * stranger guessing them (PROBE-2026-12 L0), and a member fails the reply
+ * with KM_EPROTO all the same. */
 static void
 cluster_link_rep_refuse(struct cluster_link_reply *r, uint64_t req_id)
 {
     struct cluster_link_env env;
 
     cluster_link_env_init(r->link, &env, req_id, NULL);
+    env.cluster_id_len = 0;
+    env.from_node = 0;
     if (cluster_link_rep_send_env(r, &env) != 0) {
         cluster_link_rep_recv(r);
     }
@@ -446,6 +511,7 @@ cluster_link_rep_advance(struct cluster_link_reply *r)
 {
     struct cluster_link *l = r->link;
     struct cluster_link_env env;
+    const char *why;
     int rv;
 
     rv = nng_aio_result(r->aio);
@@ -463,11 +529,9 @@ cluster_link_rep_advance(struct cluster_link_reply *r)
         return;
     }
     rv = cluster_link_take_env(l, r->aio, &env);
-    if (rv == 0 && env.msg.kind == CLUSTER_LINK_NONE) {
-        rv = KM_EPROTO;
-    }
-    if (rv != 0) {
-        cluster_link_warn_refused(l, env.from_node, rv);
+    why = cluster_link_refusal(l, rv, &env);
+    if (why != NULL) {
+        cluster_link_warn_refused(l, env.from_node, why);
         cluster_link_rep_refuse(r, env.req_id);
         cluster_msg_link_env_fini(&env);
         return;
@@ -530,6 +594,95 @@ cluster_link_on_async(uv_async_t *h)
     }
 }
 
+/* TLS */
+
+static char *
+cluster_link_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    struct buf b;
+    char tmp[4096];
+    size_t n;
+
+    if (f == NULL) {
+        return NULL;
+    }
+    buf_init(&b);
+    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
+        buf_append(&b, tmp, n);
+    }
+    fclose(f);
+    return b.data != NULL ? b.data : km_strdup(""); /* NUL-terminated */
+}
+
+/* "tcp://..." as NNG's "tls+tcp://..." when TLS is on (caller frees). */
+static char *
+cluster_link_url(const struct cluster_link *l, const char *url)
+{
+    if (l->tls && strncmp(url, "tcp://", 6) == 0) {
+        return km_asprintf("tls+%s", url);
+    }
+    return km_strdup(url);
+}
+
+/* A TLS configuration: the cluster CA only, our certificate, the peer's
+ * required; a client expects the server to be `server_name`. */
+static int
+cluster_link_tls_config(const struct cluster_link *l, bool server,
+                        const char *server_name, nng_tls_config **out)
+{
+    nng_tls_config *cfg;
+    int rv;
+
+    rv = nng_tls_config_alloc(&cfg, server ? NNG_TLS_MODE_SERVER
+                                           : NNG_TLS_MODE_CLIENT);
+    if (rv != 0) {
+        return cluster_link_nng_err(rv);
+    }
+    rv = nng_tls_config_ca_chain(cfg, l->ca_pem, NULL);
+    if (rv == 0) {
+        rv = nng_tls_config_own_cert(cfg, l->cert_pem, l->key_pem, NULL);
+    }
+    if (rv == 0) {
+        rv = nng_tls_config_auth_mode(cfg, NNG_TLS_AUTH_MODE_REQUIRED);
+    }
+    if (rv == 0 && server_name != NULL) {
+        rv = nng_tls_config_server_name(cfg, server_name);
+    }
+    if (rv != 0) {
+        nng_tls_config_free(cfg);
+        return KM_ECONFIG;
+    }
+    *out = cfg;
+    return 0;
+}
+
+static int
+cluster_link_tls_open(struct cluster_link *l,
+                      const struct cluster_link_config *cfg)
+{
+    const char *files[3] = {cfg->tls_ca, cfg->tls_cert, cfg->tls_key};
+    char **dst[3] = {&l->ca_pem, &l->cert_pem, &l->key_pem};
+    int rv;
+
+    for (int i = 0; i < 3; i++) {
+        if (files[i] == NULL ||
+            (*dst[i] = cluster_link_read_file(files[i])) == NULL) {
+            LOG_ERROR("cluster_link: TLS file %s: cannot be read",
+                      files[i] != NULL ? files[i] : "(none)");
+            return KM_ECONFIG;
+        }
+    }
+    l->tls = true;
+    rv = cluster_link_tls_config(l, true, NULL, &l->tls_server);
+    if (rv != 0) {
+        LOG_ERROR("cluster_link: TLS: NNG refused the certificate, key or "
+                  "CA (%s, %s, %s)",
+                  cfg->tls_cert, cfg->tls_key, cfg->tls_ca);
+    }
+    return rv;
+}
+
 /* Apply the options of CLUSTER.md §1.3 to `s`. */
 static int
 cluster_link_sock_opts(struct cluster_link *l, nng_socket s)
@@ -578,7 +731,18 @@ cluster_link_listen(struct cluster_link *l, const char *url)
         }
         l->n_reps++;
     }
-    rv = nng_listen(l->rep, url, NULL, 0);
+    {
+        char *u = cluster_link_url(l, url);
+        nng_listener lst;
+        rv = nng_listener_create(&lst, l->rep, u);
+        free(u);
+        if (rv == 0 && l->tls) {
+            rv = nng_listener_set_ptr(lst, NNG_OPT_TLS_CONFIG, l->tls_server);
+        }
+        if (rv == 0) {
+            rv = nng_listener_start(lst, 0);
+        }
+    }
     if (rv != 0) {
         return cluster_link_nng_err(rv);
     }
@@ -610,6 +774,8 @@ cluster_link_stop_nng(struct cluster_link *l)
     while ((p = l->peers) != NULL) {
         l->peers = p->next;
         nng_close(p->sock);
+        buf_fini(&p->proof_out);
+        buf_fini(&p->proof_in);
         free(p->url);
         free(p);
     }
@@ -624,6 +790,15 @@ cluster_link_free(struct cluster_link *l)
         nng_aio_free(r->aio);
     }
     uv_mutex_destroy(&l->mtx);
+    if (l->tls_server != NULL) {
+        nng_tls_config_free(l->tls_server);
+    }
+    free(l->ca_pem);
+    free(l->cert_pem);
+    if (l->key_pem != NULL) {
+        explicit_bzero(l->key_pem, strlen(l->key_pem));
+        free(l->key_pem);
+    }
     free(l);
 }
 
@@ -674,6 +849,12 @@ cluster_link_open(uv_loop_t *loop, const struct cluster_link_config *cfg,
         goto err_after_mutex;
     }
     l->async.data = l;
+    if (cfg->tls_ca != NULL || cfg->tls_cert != NULL || cfg->tls_key != NULL) {
+        rv = cluster_link_tls_open(l, cfg);
+        if (rv != 0) {
+            goto err_after_async;
+        }
+    }
     if (cfg->listen_url != NULL) {
         rv = cluster_link_listen(l, cfg->listen_url);
         if (rv != 0) {
@@ -696,6 +877,35 @@ err_after_alloc:
     return rv;
 }
 
+/* Dial peer p; with TLS its certificate must name node-<its id>. An NNG
+ * error code. */
+static int
+cluster_link_dial(struct cluster_link *l, struct cluster_link_peer *p)
+{
+    char *u = cluster_link_url(l, p->url);
+    char name[32];
+    nng_tls_config *cfg = NULL;
+    nng_dialer d;
+    int rv;
+
+    rv = nng_dialer_create(&d, p->sock, u);
+    free(u);
+    if (rv == 0 && l->tls) {
+        snprintf(name, sizeof(name), "node-%llu",
+                 (unsigned long long)p->node_id);
+        if (cluster_link_tls_config(l, false, name, &cfg) != 0) {
+            rv = NNG_EINVAL;
+        } else {
+            rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg);
+            nng_tls_config_free(cfg); /* the dialer holds it */
+        }
+    }
+    if (rv == 0) {
+        rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+    }
+    return rv;
+}
+
 int
 cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
 {
@@ -711,6 +921,8 @@ cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
     p = km_calloc(1, sizeof(*p));
     p->node_id = node_id;
     p->url = km_strdup(url);
+    buf_init(&p->proof_out);
+    buf_init(&p->proof_in);
     rv = nng_req0_open(&p->sock);
     if (rv != 0) {
         rv = cluster_link_nng_err(rv);
@@ -725,7 +937,7 @@ cluster_link_add_peer(struct cluster_link *l, uint64_t node_id, const char *url)
     rv = nng_socket_set_ms(p->sock, NNG_OPT_REQ_RESENDTIME,
                            NNG_DURATION_INFINITE);
     if (rv == 0) {
-        rv = nng_dial(p->sock, url, NULL, NNG_FLAG_NONBLOCK);
+        rv = cluster_link_dial(l, p);
     }
     if (rv != 0) {
         rv = cluster_link_nng_err(rv);
@@ -764,6 +976,8 @@ cluster_link_remove_peer(struct cluster_link *l, uint64_t node_id)
         }
     }
     nng_close(p->sock);
+    buf_fini(&p->proof_out);
+    buf_fini(&p->proof_in);
     free(p->url);
     free(p);
     return 0;

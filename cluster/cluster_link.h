@@ -90,6 +90,11 @@ struct cluster_link_config {
     const char *listen_url;      /* tcp://127.0.0.1:port; NULL: no listener */
     size_t max_msg_bytes;        /* 0: CLUSTER_LINK_MAX_MSG_DEFAULT */
     uint32_t request_timeout_ms; /* 0: CLUSTER_LINK_TIMEOUT_DEFAULT */
+    /* Mutual TLS (PEM files, read once at open): every listen and peer
+     * URL "tcp://..." is used as "tls+tcp://...", a peer must present a
+     * certificate of the cluster CA, and the peer we dial must name
+     * node-<its id>. NULL: plaintext. */
+    const char *tls_ca, *tls_cert, *tls_key;
 };
 
 /* A received request: `req` and what it points to are borrowed for the
@@ -99,9 +104,18 @@ typedef void (*cluster_link_request_fn)(void *ctx, uint64_t from_node,
                                         const struct cluster_link_msg *req,
                                         struct cluster_link_reply *r);
 
+struct buf;
+
 struct cluster_link_host {
     void *ctx;
     cluster_link_request_fn on_request; /* required with a listener */
+    /* With TLS (both or neither): append this node's sender proof for
+     * requests to `to` (0 or an error: the request is not sent), and check
+     * the proof of a request claiming `from` (false: refused, *why says
+     * why). A proof received is checked once while it stays the same. */
+    int (*make_proof)(void *ctx, uint64_t to, struct buf *out);
+    bool (*check_proof)(void *ctx, uint64_t from, const uint8_t *p, size_t n,
+                        const char **why);
 };
 
 /* The outcome of cluster_link_request(): 0 with the reply (borrowed for
@@ -117,8 +131,9 @@ typedef void (*cluster_link_close_cb)(void *arg);
 /* Open an endpoint on `loop`; with cfg->listen_url, listen there now.
  * `cfg` is copied; `host` is copied and its ctx must outlive the link. On
  * success *out holds the link, owned by the caller and released with
- * cluster_link_close(). Returns KM_EINVAL (bad config), KM_EIO or
- * -EADDRINUSE (cannot listen). */
+ * cluster_link_close(). Returns KM_EINVAL (bad config), KM_ECONFIG (a TLS
+ * file that cannot be read or used), KM_EIO or -EADDRINUSE (cannot
+ * listen). */
 int cluster_link_open(uv_loop_t *loop, const struct cluster_link_config *cfg,
                       const struct cluster_link_host *host,
                       struct cluster_link **out);

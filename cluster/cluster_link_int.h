@@ -17,6 +17,9 @@ struct cluster_link_env {
     size_t cluster_id_len;
     uint64_t from_node;
     uint64_t req_id;
+    /* Borrowed for encode; owned (malloc'd) after decode. */
+    const uint8_t *proof;
+    size_t proof_len;
     struct cluster_link_msg msg;
     uint8_t *owned;
 };

@@ -68,6 +68,8 @@ cluster_msg_link_encode(const struct cluster_link_env *env, size_t max_bytes,
     e.cluster_id.len = env->cluster_id_len;
     e.from_node = env->from_node;
     e.req_id = env->req_id;
+    e.sender_proof.data = (uint8_t *)(uintptr_t)env->proof;
+    e.sender_proof.len = env->proof_len;
     switch (m->kind) {
     case CLUSTER_LINK_NONE:
         break;
@@ -181,6 +183,12 @@ cluster_msg_link_decode(const uint8_t *p, size_t n, size_t max_bytes,
     out->cluster_id_len = e->cluster_id.len;
     out->from_node = e->from_node;
     out->req_id = e->req_id;
+    if (e->sender_proof.len > 0) {
+        uint8_t *proof = km_malloc(e->sender_proof.len);
+        memcpy(proof, e->sender_proof.data, e->sender_proof.len);
+        out->proof = proof;
+        out->proof_len = e->sender_proof.len;
+    }
     switch (e->msg_case) {
     case KUMO__CLUSTER__LINK_ENVELOPE__MSG__NOT_SET:
         out->msg.kind = CLUSTER_LINK_NONE;
@@ -223,5 +231,6 @@ void
 cluster_msg_link_env_fini(struct cluster_link_env *env)
 {
     free(env->owned);
+    free((uint8_t *)(uintptr_t)env->proof);
     memset(env, 0, sizeof(*env));
 }

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "cluster_core.h"
 #include "cluster_int.h"
+#include "cluster_tls.h"
 #include "cluster_transport.h"
 
 /* Records per FsmSnapshot chunk (one raft buffer each): a few MB. */
@@ -674,6 +675,7 @@ cluster_raft_free(struct cluster *c)
     free(c->cluster_id);
     free(c->raft_addr);
     free(c->raft_dir);
+    cluster_tls_free(c->tls);
     free(c);
 }
 
@@ -790,6 +792,25 @@ cluster_configured_peers(const struct cluster *c, uint64_t *out, size_t max)
 }
 
 static int
+cluster_raft_make_proof(void *ctx, uint64_t to, struct buf *out)
+{
+    struct cluster *c = ctx;
+
+    return cluster_tls_make_proof(c->tls, c->cluster_id, c->cfg.node_id, to,
+                                  out);
+}
+
+static bool
+cluster_raft_check_proof(void *ctx, uint64_t from, const uint8_t *p, size_t n,
+                         const char **why)
+{
+    struct cluster *c = ctx;
+
+    return cluster_tls_check_proof(c->tls, c->cluster_id, from, c->cfg.node_id,
+                                   p, n, why);
+}
+
+static int
 cluster_raft_open_link(struct cluster *c)
 {
     struct cluster_link_config lc = {
@@ -802,6 +823,17 @@ cluster_raft_open_link(struct cluster *c)
                                    .on_request = cluster_raft_on_request};
     int rv;
 
+    if (c->tls != NULL) {
+        struct cluster_tls_files f;
+        cluster_tls_get_files(c->tls, &f);
+        lc.tls_ca = f.ca;
+        lc.tls_cert = f.cert;
+        lc.tls_key = f.key;
+        /* NNG cannot show us the caller's certificate: each request
+         * proves its sender itself (cluster_tls_make_proof). */
+        lh.make_proof = cluster_raft_make_proof;
+        lh.check_proof = cluster_raft_check_proof;
+    }
     rv = cluster_link_open(c->loop, &lc, &lh, &c->link);
     if (rv != 0) {
         LOG_ERROR("cluster: link listen %s: %s", c->link_listen,
@@ -845,6 +877,67 @@ cluster_raft_initial_conf(struct cluster *c, struct raft_configuration *conf)
                                     RAFT_VOTER);
     }
     return rv;
+}
+
+/* Load the TLS files, or say loudly that there are none. The file names
+ * are not kept in c->cfg: cluster_tls keeps its own copies. */
+static int
+cluster_raft_open_tls(struct cluster *c, const struct cluster_config *cfg)
+{
+    struct cluster_tls_files f = {
+        .ca = cfg->tls_ca, .cert = cfg->tls_cert, .key = cfg->tls_key};
+    char err[512];
+    int rv;
+
+    c->cfg.tls_ca = c->cfg.tls_cert = c->cfg.tls_key = NULL;
+    if (f.ca == NULL && f.cert == NULL && f.key == NULL) {
+        if (cfg->insecure_plaintext) {
+            LOG_WARN("cluster: insecure_plaintext: raft and link traffic "
+                     "between nodes is neither authenticated nor encrypted");
+        }
+        return 0;
+    }
+    rv = cluster_tls_new(&f, &c->tls, err, sizeof(err));
+    if (rv != 0) {
+        LOG_ERROR("cluster: %s", err);
+        return rv;
+    }
+    LOG_INFO("cluster: mutual TLS between nodes (certificate valid until "
+             "%lld)",
+             (long long)cluster_tls_cert_expiry(c->tls));
+    return 0;
+}
+
+/* The transport's check of a connection's handshake: the id must be a
+ * member other than us, at the address the configuration gives it. The
+ * raft configuration decides once it has any server; before (a restart
+ * until the log is loaded, a node waiting to be added), the configured
+ * peers do, as voters. */
+static bool
+cluster_raft_is_member(void *ctx, uint64_t id, const char *address, bool *voter)
+{
+    const struct cluster *c = ctx;
+    const struct raft_configuration *conf = &c->raft.configuration;
+
+    if (id == c->cfg.node_id) {
+        return false;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == id) {
+            *voter = conf->servers[i].role == RAFT_VOTER;
+            return strcmp(conf->servers[i].address, address) == 0;
+        }
+    }
+    if (conf->n > 0) {
+        return false;
+    }
+    for (size_t i = 0; i < c->cfg.n_peers; i++) {
+        if (c->peers[i].id == id) {
+            *voter = true;
+            return strcmp(c->peers[i].raft_addr, address) == 0;
+        }
+    }
+    return false;
 }
 
 /* raft_uv's TCP transport parses the address with uv_ip4_addr and binds
@@ -897,12 +990,20 @@ cluster_open(uv_loop_t *loop, const struct cluster_config *cfg,
         goto err_after_alloc;
     }
 
+    rv = cluster_raft_open_tls(c, cfg);
+    if (rv != 0) {
+        goto err_after_alloc;
+    }
     rv = cluster_transport_init_tcp(&c->transport, loop);
     if (rv != 0) {
         LOG_ERROR("cluster: raft transport: %s", raft_strerror(rv));
         rv = cluster_raft_err(rv);
         goto err_after_alloc;
     }
+    cluster_transport_set_policy(
+        &c->transport,
+        &(struct cluster_transport_policy){
+            .ctx = c, .is_member = cluster_raft_is_member, .tls = c->tls});
     rv = raft_uv_init(&c->io, loop, c->raft_dir, &c->transport);
     if (rv != 0) {
         LOG_ERROR("cluster: raft io %s: %s", c->raft_dir, c->io.errmsg);

@@ -17,6 +17,8 @@
 #include "base/log.h"
 #include "cluster_core.h"
 #include "cluster_status_int.h"
+#include "cluster_tls.h"
+#include "cluster_transport.h"
 
 #define CLUSTER_STATUS_DEADLINE_MS 1500
 /* A local caller hears KM_ETIMEDOUT after this; the change itself goes on
@@ -310,6 +312,45 @@ cluster_status_on_member(void *arg, const struct cluster_member *m)
     return true;
 }
 
+static void
+cluster_status_on_conn(void *arg, const struct cluster_transport_conn *cn)
+{
+    struct cluster_member_status *row = arg;
+
+    if (cn->id != row->id) {
+        return;
+    }
+    if (row->tls[0] == '\0' || (!cn->tls && strcmp(row->tls, "tls") == 0)) {
+        cluster_status_copy(row->tls, sizeof(row->tls),
+                            cn->tls ? "tls" : "plaintext");
+    }
+    if (cn->tls && cn->cert_expiry > 0 &&
+        (row->cert_expiry == 0 || cn->cert_expiry < row->cert_expiry)) {
+        row->cert_expiry = cn->cert_expiry;
+    }
+}
+
+/* The TLS columns of `row`, from this node's raft connections. */
+static void
+cluster_status_tls(const struct cluster *c, struct cluster_member_status *row)
+{
+    const char *plain = c->cfg.insecure_plaintext ? "insecure" : "plaintext";
+
+    if (row->self) {
+        cluster_status_copy(row->tls, sizeof(row->tls),
+                            c->tls != NULL ? "tls" : plain);
+        row->cert_expiry = c->tls != NULL ? cluster_tls_cert_expiry(c->tls) : 0;
+        return;
+    }
+    cluster_transport_foreach_conn(&c->transport, cluster_status_on_conn, row);
+    if (strcmp(row->tls, "plaintext") == 0) {
+        cluster_status_copy(row->tls, sizeof(row->tls), plain);
+    } else if (row->tls[0] == '\0' && c->tls == NULL) {
+        /* Plaintext dials are not relayed: only what we accept is seen. */
+        cluster_status_copy(row->tls, sizeof(row->tls), plain);
+    }
+}
+
 int
 cluster_status_collect(struct cluster *c, uint32_t deadline_ms,
                        cluster_status_cb cb, void *arg)
@@ -346,8 +387,9 @@ cluster_status_collect(struct cluster *c, uint32_t deadline_ms,
                                     c->peers[k].link_url);
             }
         }
+        row->self = row->id == self;
+        cluster_status_tls(c, row);
         if (row->id == self) {
-            row->self = true;
             cluster_status_local(c, &r, &roles, &n_shards);
             free(roles);
             cluster_status_fill_row(row, &r);

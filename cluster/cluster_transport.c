@@ -1,4 +1,5 @@
-/* cluster_transport.c - raft's TCP transport with dead-peer detection.
+/* cluster_transport.c - raft's TCP transport: dead-peer detection, and a
+ * relay that validates everything a peer sends before libraft sees it.
  *
  * libraft 0.15's raft_uv_tcp leaves its sockets at the kernel's defaults.
  * When a peer vanishes without a FIN or RST (a partition, a dead switch
@@ -6,11 +7,8 @@
  * exponential backoff for many minutes, and a connect() waits through six
  * SYN retries (about two minutes). After the network heals, the next
  * retransmission may come tens of seconds later: drill D4 measured 48 s
- * before the healed old leader heard from the new one.
- *
- * This transport wraps raft_uv_tcp: it keeps its listener (every accepted
- * stream gets the options below) and dials peers itself on a socket set up
- * before connect():
+ * before the healed old leader heard from the new one. So every socket
+ * here gets:
  *
  * - TCP_USER_TIMEOUT: a connection whose data stays unacknowledged for
  *   CLUSTER_TRANSPORT_USER_TIMEOUT_MS is aborted; raft then reconnects
@@ -18,9 +16,23 @@
  * - TCP_SYNCNT: a connect() to a silent address gives up after two SYN
  *   retries (about 7 s), so a fresh attempt follows soon after a heal.
  *
- * The handshake written after connect() is raft_uv_tcp's own (protocol 1,
- * our id, the padded length of our address, the address), so both ends
- * stay wire-compatible with stock libraft. */
+ * libraft 0.15 also trusts whatever reaches its port (PROBE-2026-12 R1-R5:
+ * one frame kills a node, one term wedges the group, a forged entry is
+ * committed). So this transport listens itself, and each accepted
+ * connection is a relay: the peer's TCP stream ends here, every byte goes
+ * through cluster_transport_check (handshake, message preambles and
+ * headers, validated whole before they are passed on), and libraft is
+ * handed one end of a socketpair carrying only what passed (the relay is
+ * cluster_transport_relay.c; with TLS it also carries our dials). A refused
+ * connection is logged and dropped before libraft sees a byte of the
+ * offending unit. libraft only reads on accepted streams (replies travel
+ * on the replier's own outgoing connection), so the relay is one-way.
+ *
+ * Without TLS, outgoing connections are dialed here on a socket set up
+ * before connect(), and libraft writes to them directly. The handshake written
+ * after connect() is raft_uv_tcp's own (protocol 1, our id, the padded length
+ * of our address, the address), so both ends stay wire-compatible with stock
+ * libraft. */
 #include "cluster_transport.h"
 
 #include <netinet/in.h>
@@ -28,44 +40,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include "base/buf.h"
 #include "base/km.h"
 #include "base/log.h"
-
-#define CLUSTER_TRANSPORT_USER_TIMEOUT_MS 3000u
-#define CLUSTER_TRANSPORT_SYNCNT          2
-#define CLUSTER_TRANSPORT_HANDSHAKE_PROTO 1u
-
-struct cluster_transport_dial;
-
-struct cluster_transport {
-    struct raft_uv_transport inner; /* raft_uv_tcp: the listener */
-    struct raft_uv_transport *pub;  /* what raft_uv sees */
-    uv_loop_t *loop;
-    raft_id id;
-    char *address;
-    raft_uv_accept_cb accept_cb;
-    raft_uv_transport_close_cb close_cb;
-    struct cluster_transport_dial *dials; /* connects in progress */
-    bool closing;
-    bool inner_closed;
-};
-
-/* One outgoing connection being set up. */
-struct cluster_transport_dial {
-    struct cluster_transport_dial *prev, *next;
-    struct cluster_transport *t;
-    struct raft_uv_connect *req;
-    uv_tcp_t *tcp; /* malloc'd: raft frees it with raft_free() later */
-    uv_connect_t connect;
-    uv_write_t write;
-    uv_buf_t handshake;
-    int status;
-};
+#include "cluster_tls.h"
+#include "cluster_transport_int.h"
 
 /* Socket options */
 
-static void
+void
 cluster_transport_tune(uv_tcp_t *tcp)
 {
     uv_os_fd_t fd;
@@ -84,11 +69,11 @@ cluster_transport_tune(uv_tcp_t *tcp)
 
 /* Close */
 
-static void
+void
 cluster_transport_maybe_closed(struct cluster_transport *t)
 {
-    if (t->closing && t->inner_closed && t->dials == NULL &&
-        t->close_cb != NULL) {
+    if (t->closing && !t->listener_open && !t->reload_open &&
+        t->dials == NULL && t->relays == NULL && t->close_cb != NULL) {
         raft_uv_transport_close_cb cb = t->close_cb;
         t->close_cb = NULL;
         cb(t->pub);
@@ -96,11 +81,20 @@ cluster_transport_maybe_closed(struct cluster_transport *t)
 }
 
 static void
-cluster_transport_on_inner_closed(struct raft_uv_transport *inner)
+cluster_transport_on_listener_closed(uv_handle_t *h)
 {
-    struct cluster_transport *t = inner->data;
+    struct cluster_transport *t = h->data;
 
-    t->inner_closed = true;
+    t->listener_open = false;
+    cluster_transport_maybe_closed(t);
+}
+
+static void
+cluster_transport_on_reload_closed(uv_handle_t *h)
+{
+    struct cluster_transport *t = h->data;
+
+    t->reload_open = false;
     cluster_transport_maybe_closed(t);
 }
 
@@ -194,7 +188,7 @@ cluster_transport_put64(uint8_t *p, uint64_t v)
     }
 }
 
-static void
+void
 cluster_transport_handshake(const struct cluster_transport *t, uv_buf_t *buf)
 {
     size_t alen = (strlen(t->address) + 1 + 7) & ~(size_t)7;
@@ -208,9 +202,11 @@ cluster_transport_handshake(const struct cluster_transport *t, uv_buf_t *buf)
     buf->len = 24 + alen;
 }
 
-/* "ip:port" or "[ipv6]:port" into sa. */
+/* "ip:port" or "[ipv6]:port" into sa; port 0 only if `any_port` (a
+ * listener on an ephemeral port, as raft_uv_tcp allowed). */
 static int
-cluster_transport_parse(const char *address, struct sockaddr_storage *sa)
+cluster_transport_parse(const char *address, bool any_port,
+                        struct sockaddr_storage *sa)
 {
     char host[64];
     const char *colon = strrchr(address, ':');
@@ -233,7 +229,8 @@ cluster_transport_parse(const char *address, struct sockaddr_storage *sa)
     memcpy(host, h, hlen);
     host[hlen] = '\0';
     port = strtol(colon + 1, &end, 10);
-    if (end == colon + 1 || *end != '\0' || port <= 0 || port > 65535) {
+    if (end == colon + 1 || *end != '\0' || port < (any_port ? 0 : 1) ||
+        port > 65535) {
         return RAFT_NOCONNECTION;
     }
     if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa) == 0 ||
@@ -250,42 +247,57 @@ cluster_transport_init(struct raft_uv_transport *pub, raft_id id,
                        const char *address)
 {
     struct cluster_transport *t = pub->impl;
-    int rv = t->inner.init(&t->inner, id, address);
 
-    if (rv != 0) {
-        memcpy(pub->errmsg, t->inner.errmsg, sizeof(pub->errmsg));
-        return rv;
-    }
     t->id = id;
     free(t->address);
     t->address = km_strdup(address);
     return 0;
 }
 
-static void
-cluster_transport_on_accept(struct raft_uv_transport *inner, raft_id id,
-                            const char *address, struct uv_stream_s *stream)
-{
-    struct cluster_transport *t = inner->data;
-
-    if (stream != NULL && stream->type == UV_TCP) {
-        cluster_transport_tune((uv_tcp_t *)stream);
-    }
-    t->accept_cb(t->pub, id, address, stream);
-}
-
 static int
 cluster_transport_listen(struct raft_uv_transport *pub, raft_uv_accept_cb cb)
 {
     struct cluster_transport *t = pub->impl;
+    struct sockaddr_storage sa;
     int rv;
 
-    t->accept_cb = cb;
-    rv = t->inner.listen(&t->inner, cluster_transport_on_accept);
-    if (rv != 0) {
-        memcpy(pub->errmsg, t->inner.errmsg, sizeof(pub->errmsg));
+    memset(&sa, 0, sizeof(sa));
+    if (cluster_transport_parse(t->address, true, &sa) != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "bad raft address %s",
+                 t->address);
+        return RAFT_INVALID;
     }
-    return rv;
+    t->accept_cb = cb;
+    if (t->policy.tls != NULL) {
+        /* Rotated files are picked up within seconds, even while no
+         * connection is made (cluster status shows the new expiry). */
+        uv_timer_init(t->loop, &t->reload);
+        t->reload.data = t;
+        t->reload_open = true;
+        uv_timer_start(&t->reload, cluster_transport_on_reload_timer, 5000,
+                       5000);
+        uv_unref((uv_handle_t *)&t->reload);
+    }
+    rv = uv_tcp_init(t->loop, &t->listener);
+    if (rv != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "uv_tcp_init: %s",
+                 uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    t->listener.data = t;
+    t->listener_inited = true;
+    t->listener_open = true;
+    rv = uv_tcp_bind(&t->listener, (struct sockaddr *)&sa, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&t->listener, 128,
+                       cluster_transport_on_connection);
+    }
+    if (rv != 0) {
+        snprintf(pub->errmsg, sizeof(pub->errmsg), "listen %s: %s", t->address,
+                 uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    return 0;
 }
 
 static int
@@ -298,15 +310,18 @@ cluster_transport_connect(struct raft_uv_transport *pub,
     struct sockaddr_storage sa;
     int rv;
 
-    (void)id;
     KM_ASSERT(!t->closing);
     memset(&sa, 0, sizeof(sa));
-    if (cluster_transport_parse(address, &sa) != 0) {
+    if (cluster_transport_parse(address, false, &sa) != 0) {
         snprintf(pub->errmsg, sizeof(pub->errmsg), "bad raft address %s",
                  address);
         return RAFT_NOCONNECTION;
     }
     req->cb = cb;
+    if (t->policy.tls != NULL) {
+        cluster_transport_relay_dial(t, req, id, address, &sa);
+        return 0;
+    }
     d = km_calloc(1, sizeof(*d));
     d->t = t;
     d->req = req;
@@ -355,7 +370,19 @@ cluster_transport_close(struct raft_uv_transport *pub,
             cluster_transport_dial_abort(d, RAFT_CANCELED);
         }
     }
-    t->inner.close(&t->inner, cluster_transport_on_inner_closed);
+    for (struct cluster_transport_relay *r = t->relays; r != NULL;
+         r = r->next) {
+        cluster_transport_relay_close(r);
+    }
+    if (t->reload_open) {
+        uv_close((uv_handle_t *)&t->reload, cluster_transport_on_reload_closed);
+    }
+    if (t->listener_open) {
+        uv_close((uv_handle_t *)&t->listener,
+                 cluster_transport_on_listener_closed);
+    } else {
+        cluster_transport_maybe_closed(t);
+    }
 }
 
 /* Public */
@@ -364,14 +391,8 @@ int
 cluster_transport_init_tcp(struct raft_uv_transport *pub, uv_loop_t *loop)
 {
     struct cluster_transport *t = km_calloc(1, sizeof(*t));
-    int rv = raft_uv_tcp_init(&t->inner, loop);
 
-    if (rv != 0) {
-        free(t);
-        return rv;
-    }
     memset(pub, 0, sizeof(*pub));
-    t->inner.data = t;
     t->pub = pub;
     t->loop = loop;
     pub->impl = t;
@@ -383,6 +404,23 @@ cluster_transport_init_tcp(struct raft_uv_transport *pub, uv_loop_t *loop)
 }
 
 void
+cluster_transport_set_policy(struct raft_uv_transport *pub,
+                             const struct cluster_transport_policy *p)
+{
+    struct cluster_transport *t = pub->impl;
+
+    t->policy = *p;
+}
+
+uint64_t
+cluster_transport_refused(const struct raft_uv_transport *pub)
+{
+    const struct cluster_transport *t = pub->impl;
+
+    return t != NULL ? t->refused : 0;
+}
+
+void
 cluster_transport_release(struct raft_uv_transport *pub)
 {
     struct cluster_transport *t = pub->impl;
@@ -390,7 +428,8 @@ cluster_transport_release(struct raft_uv_transport *pub)
     if (t == NULL) {
         return;
     }
-    raft_uv_tcp_close(&t->inner);
+    /* Released without ever listening, or after the close callback. */
+    KM_ASSERT(!t->listener_open || !t->listener_inited);
     free(t->address);
     free(t);
     pub->impl = NULL;

@@ -453,6 +453,10 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         cc.settings = kd->cfg.cluster_settings;
         cc.election_timeout_ms = kd->cfg.election_timeout_ms;
         cc.heartbeat_ms = kd->cfg.heartbeat_ms;
+        cc.tls_ca = kd->cfg.cluster_tls_ca;
+        cc.tls_cert = kd->cfg.cluster_tls_cert;
+        cc.tls_key = kd->cfg.cluster_tls_key;
+        cc.insecure_plaintext = kd->cfg.cluster_insecure_plaintext;
     } else {
         kd->raft_dir = km_asprintf("%s/raft", state_dir);
         cc.node_id = 1;

@@ -18,6 +18,9 @@ kumod_config_fini(struct kumod_config *cfg)
     free(cfg->raft_listen);
     free(cfg->cluster_data_dir);
     free(cfg->link_listen);
+    free(cfg->cluster_tls_ca);
+    free(cfg->cluster_tls_cert);
+    free(cfg->cluster_tls_key);
     for (size_t i = 0; i < cfg->n_cluster_peers; i++) {
         free((char *)(uintptr_t)cfg->cluster_peers[i].raft_addr);
         free((char *)(uintptr_t)cfg->cluster_peers[i].link_url);

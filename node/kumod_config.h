@@ -31,6 +31,8 @@ struct kumod_config {
     size_t n_cluster_peers;
     bool cluster_bootstrap;
     char *link_listen; /* NULL: no node traffic (one node) */
+    char *cluster_tls_ca, *cluster_tls_cert, *cluster_tls_key; /* or NULL */
+    bool cluster_insecure_plaintext;
     struct cluster_settings cluster_settings;   /* configure_cluster.settings */
     uint32_t election_timeout_ms, heartbeat_ms; /* 0: defaults */
 

@@ -4,10 +4,12 @@
  * kumod_start() after the drop. Loop thread only. */
 #include "policy_glue.h"
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/km.h"
 #include "base/log.h"
@@ -313,6 +315,92 @@ policy_glue_check_peer(struct kumod *kd, size_t i, json_int_t id,
     return 0;
 }
 
+/* configure_cluster.tls = { ca, cert, key } and insecure_plaintext: the
+ * files must be readable now (cluster_open parses them and names the one
+ * that is bad). */
+static int
+policy_glue_cluster_tls(struct kumod *kd, json_t *params, char *err,
+                        size_t errlen)
+{
+    static const char *const keys[] = {"ca", "cert", "key"};
+    json_t *tls = json_object_get(params, "tls");
+    json_t *insecure = json_object_get(params, "insecure_plaintext");
+    char **dst[] = {&kd->cfg.cluster_tls_ca, &kd->cfg.cluster_tls_cert,
+                    &kd->cfg.cluster_tls_key};
+    const char *k;
+    json_t *v;
+
+    if (insecure != NULL && !json_is_boolean(insecure)) {
+        snprintf(err, errlen, "insecure_plaintext must be true or false");
+        return KM_ECONFIG;
+    }
+    kd->cfg.cluster_insecure_plaintext = json_is_true(insecure);
+    if (tls == NULL) {
+        return 0;
+    }
+    if (!json_is_object(tls)) {
+        snprintf(err, errlen, "tls must be a table { ca = , cert = , key = }");
+        return KM_ECONFIG;
+    }
+    json_object_foreach(tls, k, v)
+    {
+        if (strcmp(k, "ca") != 0 && strcmp(k, "cert") != 0 &&
+            strcmp(k, "key") != 0) {
+            snprintf(err, errlen, "tls.%s: unknown key (ca, cert, key)", k);
+            return KM_ECONFIG;
+        }
+    }
+    for (size_t i = 0; i < 3; i++) {
+        const char *path = json_string_value(json_object_get(tls, keys[i]));
+        if (path == NULL || path[0] == '\0') {
+            snprintf(err, errlen, "tls.%s is required (a PEM file)", keys[i]);
+            return KM_ECONFIG;
+        }
+        if (access(path, R_OK) != 0) {
+            snprintf(err, errlen, "tls.%s: %s: %s", keys[i], path,
+                     strerror(errno));
+            return KM_ECONFIG;
+        }
+        *dst[i] = km_strdup(path);
+    }
+    if (kd->cfg.cluster_insecure_plaintext) {
+        snprintf(err, errlen, "insecure_plaintext = true contradicts tls");
+        return KM_ECONFIG;
+    }
+    return 0;
+}
+
+/* Secure by default (issue 16): a group whose raft or link addresses are
+ * not all on loopback needs tls, or an explicit insecure_plaintext. */
+static int
+policy_glue_cluster_secure(struct kumod *kd, char *err, size_t errlen)
+{
+    const char *exposed = NULL;
+
+    if (kd->cfg.cluster_tls_ca != NULL || kd->cfg.cluster_insecure_plaintext ||
+        kd->cfg.n_cluster_peers < 2) {
+        return 0;
+    }
+    for (size_t i = 0; i < kd->cfg.n_cluster_peers && exposed == NULL; i++) {
+        const char *raft = kd->cfg.cluster_peers[i].raft_addr;
+        const char *link = kd->cfg.cluster_peers[i].link_url;
+        if (strncmp(raft, "127.", 4) != 0) {
+            exposed = raft;
+        } else if (link != NULL && strncmp(link, "tcp://127.", 10) != 0) {
+            exposed = link;
+        }
+    }
+    if (exposed == NULL) {
+        return 0;
+    }
+    snprintf(err, errlen,
+             "tls: required for a cluster whose nodes are not all on "
+             "loopback (%s): set tls = { ca = , cert = , key = }, or "
+             "insecure_plaintext = true to run without authentication",
+             exposed);
+    return KM_ECONFIG;
+}
+
 static int
 policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
 {
@@ -357,11 +445,9 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
     kd->cfg.raft_listen = km_strdup(listen);
     kd->cfg.cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
     kd->cfg.cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
-    if (json_object_get(params, "tls") != NULL) {
-        snprintf(err, errlen,
-                 "tls: TLS between nodes is not supported by this version "
-                 "(use a private network or firewall the link ports)");
-        return KM_ECONFIG;
+    rv = policy_glue_cluster_tls(kd, params, err, errlen);
+    if (rv != 0) {
+        return rv;
     }
     if (link_listen != NULL && !policy_glue_is_link_url(link_listen)) {
         snprintf(err, errlen,
@@ -419,7 +505,7 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
         /* This node is an initial voter even if peers leaves it out. */
         policy_glue_add_peer(kd, kd->cfg.cluster_node_id, listen, link_listen);
     }
-    return 0;
+    return policy_glue_cluster_secure(kd, err, errlen);
 }
 
 int

@@ -222,6 +222,7 @@ static const struct policy_param policy_cfg_cluster[] = {
     P_STR("data_dir"),
     P_BOOL("bootstrap"),
     P_TABLE("tls", policy_cfg_cluster_tls),
+    P_BOOL("insecure_plaintext"),
     P_TABLE("settings", policy_cfg_cluster_settings),
     P_DUR("election_timeout"),
     P_DUR("heartbeat"),

@@ -663,6 +663,12 @@ http_api_cluster_row(const struct http_api *h,
                   "raft_addr", m->raft_addr, "raft_address", m->raft_addr,
                   "link_url", m->link_url, "role", m->role, "voter", m->voter,
                   "self", m->self, "reachable", m->reachable);
+    json_object_set_new(j, "tls",
+                        m->tls[0] != '\0' ? json_string(m->tls) : json_null());
+    json_object_set_new(j, "cert_expiry",
+                        m->cert_expiry > 0
+                            ? json_integer((json_int_t)m->cert_expiry)
+                            : json_null());
     if (!m->reachable) {
         json_object_set_new(j, "unreachable", json_true());
         json_object_set_new(j, "state", json_string("unreachable"));

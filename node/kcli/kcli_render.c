@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/buf.h"
 #include "base/km.h"
@@ -262,6 +263,26 @@ kcli_render_lag(const json_t *m, const json_t *st)
     return NULL;
 }
 
+/* "tls 29d" (days left on the member's certificate), "plaintext",
+ * "insecure" (insecure_plaintext), or NULL when not known. */
+static char *
+kcli_render_tls(const json_t *m)
+{
+    const char *tls = json_string_value(json_object_get(m, "tls"));
+    const json_t *exp = json_object_get(m, "cert_expiry");
+
+    if (tls == NULL) {
+        return NULL;
+    }
+    if (json_is_integer(exp)) {
+        long long left =
+            ((long long)json_integer_value(exp) - (long long)time(NULL)) /
+            86400;
+        return km_asprintf("%s %lldd", tls, left);
+    }
+    return km_strdup(tls);
+}
+
 static char *
 kcli_render_member_state(const json_t *m)
 {
@@ -318,7 +339,7 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
     static const char *const hdr[] = {
         "ID",   "RAFT ADDRESS", "ROLE",    "APPLIED", "LAG",
         "PING", "QUEUED",       "LEASE",   "SHARDS",  "UNDER",
-        "FREE", "POLICY",       "VERSION", "STATE"};
+        "FREE", "POLICY",       "VERSION", "TLS",     "STATE"};
     static const char *const labels[][3] = {
         {"CLUSTER", "cluster_id", "id"},
         {"TERM", "term", NULL},
@@ -338,7 +359,7 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
     if (!json_is_array(members)) {
         members = json_object_get(st, "nodes");
     }
-    KM_ASSERT(kcli_table_new(14, hdr, &t) == 0);
+    KM_ASSERT(kcli_table_new(15, hdr, &t) == 0);
     for (size_t c = 3; c <= 6; c++) {
         kcli_table_align_right(t, c);
     }
@@ -347,7 +368,7 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
     kcli_table_align_right(t, 10);
     for (size_t i = 0; i < json_array_size(members); i++) {
         const json_t *m = json_array_get(members, i);
-        char *cells[14] = {
+        char *cells[15] = {
             kcli_render_field(m, "id", "node"),
             kcli_render_field(m, "raft_address", "address"),
             kcli_render_field(m, "role", "raft_state"),
@@ -361,11 +382,12 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
             kcli_render_free(m),
             kcli_render_field(m, "policy_checksum", NULL),
             kcli_render_field(m, "version", NULL),
+            kcli_render_tls(m),
             kcli_render_member_state(m),
         };
 
         kcli_table_add_row(t, (const char *const *)cells);
-        kcli_render_free_cells(cells, 14);
+        kcli_render_free_cells(cells, 15);
     }
     kcli_render_table_out(t, out);
 }

@@ -9,6 +9,9 @@
 #   single   one kumod (no configure_cluster); G generators against it
 #   cluster  three kumod nodes (configure_cluster, raft + NNG link on
 #            loopback); G generators spread round-robin over the nodes
+#   cluster_tls  the same three nodes with tls = { ca, cert, key } (mutual
+#            TLS on raft and link; a CA and node certificates are made with
+#            openssl in a run dir), unless TLS=0
 # Generator g sends N/G messages to bench@bench<g>.test, so the traffic covers
 # G routing domains (G shards, spread over owners); every *.test domain is
 # relayed to the sink by mx_list. accept = N / time until the last generator
@@ -16,11 +19,13 @@
 # Summary line (last):
 #   BENCH cluster n=.. size=.. sessions=.. single_accept_mps=.. single_e2e_mps=..
 #         cluster_accept_mps=.. cluster_e2e_mps=.. cluster_delivered=.. accept_ratio=.. e2e_ratio=..
+#         tls_accept_mps=.. tls_e2e_mps=.. tls_accept_ratio=.. tls_e2e_ratio=..
+#   (tls_*_ratio: the TLS cluster over the plaintext cluster)
 #
 # Environment: KUMOD_BIN (default build-release/bin/kumod), N=6000, SIZE=4096,
 # SESSIONS=21 (split over the generators), GENS=3, PORT=2525 (nodes: PORT,
 # PORT+1, PORT+2), SINK_PORT=30025, RAFT_BASE=37110, LINK_BASE=37120,
-# HTTP_BASE=38010, TIMEOUT=300, STALL=30 (stop waiting for the sink when its
+# HTTP_BASE=38010, TLS=1, TIMEOUT=300, STALL=30 (stop waiting for the sink when its
 # count has not moved for that long), KEEP=0 (1 keeps the run dirs).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,7 +34,7 @@ KUMOD_BIN=${KUMOD_BIN:-$repo/build-release/bin/kumod}
 N=${N:-6000} SIZE=${SIZE:-4096} SESSIONS=${SESSIONS:-21} GENS=${GENS:-3}
 PORT=${PORT:-2525} SINK_PORT=${SINK_PORT:-30025}
 RAFT_BASE=${RAFT_BASE:-37110} LINK_BASE=${LINK_BASE:-37120} HTTP_BASE=${HTTP_BASE:-38010}
-TIMEOUT=${TIMEOUT:-300} STALL=${STALL:-30}
+TIMEOUT=${TIMEOUT:-300} STALL=${STALL:-30} TLS=${TLS:-1}
 export PATH=$PATH:/usr/sbin:/sbin
 
 [ -x "$KUMOD_BIN" ] || { echo "cluster bench: no kumod at $KUMOD_BIN (make release)" >&2; exit 1; }
@@ -108,8 +113,24 @@ end)
 EOF
 }
 
-cluster_lua() {  # cluster_lua NODE_ID
-  local peers="" i
+PKI=""
+make_pki() {  # a CA and node-1..3 certificates in $PKI (docs/cluster.md)
+  PKI=$(mktemp -d "$repo/var/bench-pki.XXXXXX"); RUNS+=("$PKI")
+  (cd "$PKI" &&
+   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+     -keyout ca.key -out ca.crt -days 2 -subj /CN=bench-ca &&
+   for i in 1 2 3; do
+     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+       -keyout node-$i.key -out node-$i.csr -subj /CN=node-$i &&
+     printf 'subjectAltName=DNS:node-%s\n' "$i" >node-$i.ext &&
+     openssl x509 -req -in node-$i.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+       -days 2 -extfile node-$i.ext -out node-$i.crt || exit 1
+   done) >/dev/null 2>&1 || { echo "cluster bench: openssl failed" >&2; exit 1; }
+}
+
+cluster_lua() {  # cluster_lua NODE_ID [tls]
+  local peers="" i tls=""
+  [ "${2:-}" = tls ] && tls="tls = { ca = '$PKI/ca.crt', cert = '$PKI/node-$1.crt', key = '$PKI/node-$1.key' },"
   for i in 0 1 2; do
     peers+="{ id = $((i + 1)), raft = '127.0.0.1:$((RAFT_BASE + i))', link = 'tcp://127.0.0.1:$((LINK_BASE + i))' }, "
   done
@@ -119,7 +140,7 @@ cluster_lua() {  # cluster_lua NODE_ID
     raft_listen = '127.0.0.1:$((RAFT_BASE + $1 - 1))',
     link_listen = 'tcp://127.0.0.1:$((LINK_BASE + $1 - 1))',
     peers = { $peers},
-    bootstrap = true,
+    bootstrap = true, $tls
   }
 EOF
 }
@@ -206,20 +227,31 @@ S_ACC=$ACC S_E2E=$E2E
 stop_all
 
 # --- three nodes ----------------------------------------------------------------
-start_sink
-runs=()
-for i in 1 2 3; do
-  start_node "node$i" $((PORT + i - 1)) $((HTTP_BASE + i - 1)) "$(cluster_lua "$i")"
-  runs+=("$LAST_RUN")
-done
-wait_ready "${runs[@]}"
-echo "# cluster: 3 nodes, run dirs ${runs[*]}"
-curl -s "http://127.0.0.1:$HTTP_BASE/api/admin/cluster/status/v1" | head -c 400; echo
-measure cluster "$PORT" $((PORT + 1)) $((PORT + 2))
+run_cluster() {  # run_cluster LABEL [tls]
+  start_sink
+  local runs=() i
+  for i in 1 2 3; do
+    start_node "node$i" $((PORT + i - 1)) $((HTTP_BASE + i - 1)) "$(cluster_lua "$i" "${2:-}")"
+    runs+=("$LAST_RUN")
+  done
+  wait_ready "${runs[@]}"
+  echo "# $1: 3 nodes, run dirs ${runs[*]}"
+  curl -s "http://127.0.0.1:$HTTP_BASE/api/admin/cluster/status/v1" | head -c 400; echo
+  measure "$1" "$PORT" $((PORT + 1)) $((PORT + 2))
+  stop_all
+}
+run_cluster cluster
 C_ACC=$ACC C_E2E=$E2E C_GOT=$GOT
-stop_all
+T_ACC="" T_E2E=""
+if [ "$TLS" = 1 ]; then
+  make_pki
+  run_cluster cluster_tls tls
+  T_ACC=$ACC T_E2E=$E2E
+fi
 
 echo "BENCH cluster n=$N size=$SIZE sessions=$SESSIONS single_accept_mps=${S_ACC:-n/a}" \
      "single_e2e_mps=${S_E2E:-n/a} cluster_accept_mps=${C_ACC:-n/a} cluster_e2e_mps=${C_E2E:-n/a}" \
-     "cluster_delivered=$C_GOT accept_ratio=$(ratio "$C_ACC" "$S_ACC") e2e_ratio=$(ratio "$C_E2E" "$S_E2E")"
-[ -n "$S_E2E" ] && [ -n "$C_E2E" ]
+     "cluster_delivered=$C_GOT accept_ratio=$(ratio "$C_ACC" "$S_ACC") e2e_ratio=$(ratio "$C_E2E" "$S_E2E")" \
+     "tls_accept_mps=${T_ACC:-n/a} tls_e2e_mps=${T_E2E:-n/a}" \
+     "tls_accept_ratio=$(ratio "$T_ACC" "$C_ACC") tls_e2e_ratio=$(ratio "$T_E2E" "$C_E2E")"
+[ -n "$S_E2E" ] && [ -n "$C_E2E" ] && { [ "$TLS" != 1 ] || [ -n "$T_E2E" ]; }

@@ -431,6 +431,33 @@ end)
 """
 
 
+# DRILL_TLS=1: every node gets tls = { ca, cert, key } (docs/cluster.md
+# "Certificates"), made with openssl beside the node dirs.
+DRILL_TLS = os.environ.get("DRILL_TLS") == "1"
+
+
+def drill_tls_files(pki, i):
+    """The CA (made once) and node i's certificate in pki; the tls table."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=pki, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pki.mkdir(exist_ok=True)
+    if not (pki / "ca.crt").exists():
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+                "-subj", "/CN=drill-ca")
+    name = f"node-{i}"
+    if not (pki / f"{name}.crt").exists():
+        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        (pki / f"{name}.ext").write_text(f"subjectAltName=DNS:{name}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext",
+                "-out", f"{name}.crt")
+    return {"ca": str(pki / "ca.crt"), "cert": str(pki / f"{name}.crt"),
+            "key": str(pki / f"{name}.key")}
+
+
 def cluster_block(net, n, i, cluster_id, data_dir, compat, members=None, bootstrap=True):
     members = members or range(1, n + 1)
     peers = [{"id": j, "raft": f"{net.host(j)}:{net.port(j, 'raft')}",
@@ -440,6 +467,12 @@ def cluster_block(net, n, i, cluster_id, data_dir, compat, members=None, bootstr
          "link_listen": f"tcp://{net.host(i)}:{net.port(i, 'link')}",
          "peers": peers, "data_dir": data_dir, "bootstrap": bootstrap}
     if not compat:
+        if DRILL_TLS:
+            c["tls"] = drill_tls_files(Path(data_dir).parent.parent / "pki", i)
+        else:
+            # The drills' namespaces are a private test network on
+            # 10.77.0.0/24, not loopback: plaintext needs saying so.
+            c["insecure_plaintext"] = True
         c["settings"] = dict(DRILL_SETTINGS)
         c.update(DRILL_TIMERS)
     return c

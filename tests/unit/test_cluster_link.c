@@ -5,6 +5,7 @@
  * codec on its own (round trips, garbage, oversize). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +15,8 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -427,6 +430,133 @@ other_cluster_id_gets_eproto_and_no_handler_call(void **state)
 }
 
 static void
+request_from_a_node_that_is_not_a_peer_is_refused(void **state)
+{
+    struct link_test *t = *state;
+    struct cluster_link_msg ping = link_test_ping(1);
+
+    /* Node 3 knows the cluster id and node 2's address, but node 2 does
+     * not have it as a peer (PROBE-2026-12 L4-L11). */
+    link_test_open_pair(t, 2000);
+    link_test_open_node(t, 2, "c1", 2000);
+    assert_int_equal(
+        cluster_link_add_peer(t->nodes[2].link, 2, t->nodes[1].url), 0);
+    assert_int_equal(cluster_link_request(t->nodes[2].link, 2, &ping,
+                                          link_test_on_reply, &t->res[0]),
+                     0);
+    assert_true(link_test_wait(t, 1, 3000));
+    assert_int_equal(t->res[0].status, KM_EPROTO);
+    assert_int_equal(t->nodes[1].handled, 0);
+    /* Its peer still gets answers. */
+    assert_int_equal(cluster_link_request(t->nodes[0].link, 2, &ping,
+                                          link_test_on_reply, &t->res[1]),
+                     0);
+    assert_true(link_test_wait(t, 2, 3000));
+    assert_int_equal(t->res[1].status, 0);
+    assert_int_equal(t->nodes[1].handled, 1);
+}
+
+static void
+request_claiming_to_come_from_the_receiver_is_refused(void **state)
+{
+    struct link_test *t = *state;
+    struct cluster_link_msg ping = link_test_ping(1);
+
+    /* Node 3 pretends to be node 2 talking to node 2. */
+    link_test_open_pair(t, 2000);
+    t->nodes[2].t = t;
+    t->nodes[2].id = 2;
+    {
+        struct cluster_link_config cfg = {.node_id = 2,
+                                          .cluster_id = (const uint8_t *)"c1",
+                                          .cluster_id_len = 2};
+        struct cluster_link_host host = {.ctx = &t->nodes[2],
+                                         .on_request = link_test_on_request};
+        assert_int_equal(
+            cluster_link_open(&t->loop, &cfg, &host, &t->nodes[2].link), 0);
+    }
+    assert_int_equal(
+        cluster_link_add_peer(t->nodes[2].link, 2, t->nodes[1].url), 0);
+    assert_int_equal(cluster_link_request(t->nodes[2].link, 2, &ping,
+                                          link_test_on_reply, &t->res[0]),
+                     0);
+    assert_true(link_test_wait(t, 1, 3000));
+    assert_int_equal(t->res[0].status, KM_EPROTO);
+    assert_int_equal(t->nodes[1].handled, 0);
+}
+
+/* A stranger's REQ socket, on its own thread while the loop runs. */
+struct link_test_stranger {
+    const char *url;
+    uint8_t *bytes;
+    size_t n;
+    void *reply;
+    size_t reply_len;
+    int rv;
+    atomic_int done;
+};
+
+static void
+link_test_stranger_run(void *arg)
+{
+    struct link_test_stranger *st = arg;
+    nng_socket s;
+
+    st->rv = nng_req0_open(&s);
+    if (st->rv == 0) {
+        st->rv = nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, 3000);
+    }
+    if (st->rv == 0) {
+        st->rv = nng_dial(s, st->url, NULL, 0);
+    }
+    if (st->rv == 0) {
+        st->rv = nng_send(s, st->bytes, st->n, 0);
+    }
+    if (st->rv == 0) {
+        st->rv = nng_recv(s, &st->reply, &st->reply_len, NNG_FLAG_ALLOC);
+    }
+    nng_close(s);
+    atomic_store(&st->done, 1);
+}
+
+static void
+refusal_carries_neither_cluster_id_nor_node_id(void **state)
+{
+    struct link_test *t = *state;
+    struct cluster_link_env env = {
+        .version = CLUSTER_LINK_VERSION, .from_node = 99, .req_id = 5};
+    struct cluster_link_env got;
+    struct link_test_stranger st = {0};
+    uv_thread_t th;
+
+    link_test_open_pair(t, 2000);
+    memcpy(env.cluster_id, "wrong-guess", 11);
+    env.cluster_id_len = 11;
+    env.msg = link_test_ping(1);
+    assert_int_equal(cluster_msg_link_encode(&env, 1 << 20, &st.bytes, &st.n),
+                     0);
+    st.url = t->nodes[0].url;
+    assert_int_equal(uv_thread_create(&th, link_test_stranger_run, &st), 0);
+    for (int i = 0; i < 5000 && !atomic_load(&st.done); i++) {
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    uv_thread_join(&th);
+    free(st.bytes);
+    assert_int_equal(st.rv, 0);
+    assert_int_equal(
+        cluster_msg_link_decode(st.reply, st.reply_len, 1 << 20, &got), 0);
+    assert_int_equal(got.msg.kind, CLUSTER_LINK_NONE);
+    assert_int_equal(got.req_id, 5);
+    /* PROBE-2026-12 L0: the reply used to carry the real cluster id. */
+    assert_int_equal(got.cluster_id_len, 0);
+    assert_int_equal(got.from_node, 0);
+    cluster_msg_link_env_fini(&got);
+    nng_free(st.reply, st.reply_len);
+    assert_int_equal(t->nodes[0].handled, 0);
+}
+
+static void
 removed_peer_cancels_its_requests(void **state)
 {
     struct link_test *t = *state;
@@ -471,6 +601,8 @@ oversize_request_is_dropped_by_the_receiver(void **state)
         cluster_link_open(&t->loop, &cfg, &host, &t->nodes[2].link), 0);
     assert_int_equal(
         cluster_link_add_peer(t->nodes[0].link, 3, t->nodes[2].url), 0);
+    assert_int_equal(
+        cluster_link_add_peer(t->nodes[2].link, 1, t->nodes[0].url), 0);
     m.u.raw.type = 13;
     m.u.raw.data = big;
     m.u.raw.len = sizeof(big);
@@ -666,6 +798,15 @@ main(void)
             link_test_teardown),
         cmocka_unit_test_setup_teardown(
             oversize_request_is_dropped_by_the_receiver, link_test_setup,
+            link_test_teardown),
+        cmocka_unit_test_setup_teardown(
+            request_from_a_node_that_is_not_a_peer_is_refused, link_test_setup,
+            link_test_teardown),
+        cmocka_unit_test_setup_teardown(
+            request_claiming_to_come_from_the_receiver_is_refused,
+            link_test_setup, link_test_teardown),
+        cmocka_unit_test_setup_teardown(
+            refusal_carries_neither_cluster_id_nor_node_id, link_test_setup,
             link_test_teardown),
         cmocka_unit_test_setup_teardown(removed_peer_cancels_its_requests,
                                         link_test_setup, link_test_teardown),

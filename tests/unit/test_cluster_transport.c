@@ -1,8 +1,10 @@
 /* test_cluster_transport.c - raft's TCP transport with dead-peer
- * detection: our dialer speaks raft_uv_tcp's handshake (the stock
- * listener hands over the right id and address), both ends of the stream
- * carry TCP_USER_TIMEOUT, a bad address fails cleanly, and close cancels
- * a dial still in progress. */
+ * detection and the checking relay: our dialer speaks raft_uv_tcp's
+ * handshake (our listener hands over the right id and address), the
+ * dialed socket carries TCP_USER_TIMEOUT, raft receives a relayed stream
+ * carrying exactly the valid messages, a bad handshake or frame is dropped
+ * before raft sees it, a bad address fails cleanly, and close cancels a
+ * dial still in progress. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "base/buf.h"
 #include "cluster_transport.h"
 #include "test_util.h"
 
@@ -28,8 +31,9 @@ struct tr_test {
     char srv_addr[32];
     raft_id got_id;
     char got_addr[64];
-    unsigned accepted_timeout;
     uv_stream_t *accepted;
+    struct buf got; /* read from the accepted stream */
+    bool got_eof;
     struct raft_uv_connect req;
     int connect_status;
     bool connected;
@@ -58,7 +62,6 @@ tr_on_accept(struct raft_uv_transport *t, raft_id id, const char *address,
 
     tt->got_id = id;
     snprintf(tt->got_addr, sizeof(tt->got_addr), "%s", address);
-    tt->accepted_timeout = tr_user_timeout(stream);
     tt->accepted = stream;
 }
 
@@ -95,6 +98,7 @@ tr_setup(void **state)
 
     assert_true(port > 0);
     snprintf(tt->srv_addr, sizeof(tt->srv_addr), "127.0.0.1:%d", port);
+    buf_init(&tt->got);
     uv_loop_init(&tt->loop);
     assert_int_equal(cluster_transport_init_tcp(&tt->srv, &tt->loop), 0);
     assert_int_equal(cluster_transport_init_tcp(&tt->cli, &tt->loop), 0);
@@ -128,6 +132,7 @@ tr_teardown(void **state)
     cluster_transport_release(&tt->srv);
     cluster_transport_release(&tt->cli);
     assert_int_equal(uv_loop_close(&tt->loop), 0);
+    buf_fini(&tt->got);
     free(tt);
     return 0;
 }
@@ -149,9 +154,136 @@ dial_hands_our_id_and_address_to_the_stock_listener(void **state)
     assert_non_null(tt->accepted);
     assert_int_equal(tt->got_id, 7);
     assert_string_equal(tt->got_addr, "127.0.0.1:65001");
-    /* Both ends detect a silent peer within seconds. */
-    assert_int_equal(tt->accepted_timeout, 3000);
+    /* Raft reads the relay's socketpair, never the peer's socket. */
+    assert_int_equal(tt->accepted->type, UV_NAMED_PIPE);
+    /* Our end detects a silent peer within seconds. */
     assert_int_equal(tr_user_timeout(tt->stream), 3000);
+}
+
+/* Raw peers and what raft reads */
+
+static void
+tr_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+static void
+tr_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    buf->base = malloc(suggested);
+    buf->len = suggested;
+}
+
+static void
+tr_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tr_test *tt = s->data;
+
+    if (nread > 0) {
+        buf_append(&tt->got, buf->base, (size_t)nread);
+    } else if (nread < 0) {
+        tt->got_eof = true;
+    }
+    free(buf->base);
+}
+
+static void
+tr_on_write(uv_write_t *w, int status)
+{
+    assert_int_equal(status, 0);
+    free(w);
+}
+
+static void
+tr_write(uv_stream_t *s, const void *p, size_t n)
+{
+    uv_write_t *w = calloc(1, sizeof(*w));
+    uv_buf_t b = uv_buf_init((char *)(uintptr_t)p, (unsigned)n);
+
+    assert_int_equal(uv_write(w, s, &b, 1, tr_on_write), 0);
+}
+
+static void
+tr_run_for(struct tr_test *tt, int rounds, const bool *until)
+{
+    for (int i = 0; i < rounds && !(until != NULL && *until); i++) {
+        uv_run(&tt->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+}
+
+static void
+relay_hands_raft_the_valid_messages_and_drops_a_bad_one(void **state)
+{
+    struct tr_test *tt = *state;
+    uint8_t hb[56] = {0}, bad[72] = {0};
+
+    assert_int_equal(
+        tt->cli.connect(&tt->cli, &tt->req, 1, tt->srv_addr, tr_on_connect), 0);
+    test_run_until(&tt->loop, &tt->connected);
+    assert_int_equal(tt->connect_status, 0);
+    /* A heartbeat: AppendEntries with no entries. */
+    tr_put64(hb, 1);
+    tr_put64(hb + 8, 40);
+    tr_put64(hb + 16, 2);
+    tr_write(tt->stream, hb, sizeof(hb));
+    for (int i = 0; i < 2000 && tt->accepted == NULL; i++) {
+        uv_run(&tt->loop, UV_RUN_ONCE);
+    }
+    assert_non_null(tt->accepted);
+    tt->accepted->data = tt;
+    assert_int_equal(uv_read_start(tt->accepted, tr_alloc, tr_on_read), 0);
+    for (int i = 0; i < 2000 && tt->got.len < sizeof(hb); i++) {
+        uv_run(&tt->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(tt->got.len, sizeof(hb));
+    assert_memory_equal(tt->got.data, hb, sizeof(hb));
+    /* An entry of type 0 (PROBE-2026-12 R5): raft gets no byte of it and
+     * reads EOF instead. */
+    tr_put64(bad, 1);
+    tr_put64(bad + 8, 56);
+    tr_put64(bad + 16, 2);
+    tr_put64(bad + 48, 1);
+    tr_put64(bad + 56, 2);
+    tr_write(tt->stream, bad, sizeof(bad));
+    tr_run_for(tt, 2000, &tt->got_eof);
+    assert_true(tt->got_eof);
+    assert_int_equal(tt->got.len, sizeof(hb));
+    assert_int_equal(cluster_transport_refused(&tt->srv), 1);
+}
+
+static void
+relay_drops_an_unterminated_handshake_before_raft_hears_of_it(void **state)
+{
+    struct tr_test *tt = *state;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    uint8_t hs[24 + 16];
+    char c;
+
+    assert_true(fd >= 0);
+    sa.sin_port = htons((uint16_t)atoi(strchr(tt->srv_addr, ':') + 1));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    tr_put64(hs, 1);
+    tr_put64(hs + 8, 2);
+    tr_put64(hs + 16, 16);
+    memset(hs + 24, 'x', 16);
+    assert_int_equal(write(fd, hs, sizeof(hs)), (ssize_t)sizeof(hs));
+    for (int i = 0; i < 2000 && cluster_transport_refused(&tt->srv) == 0; i++) {
+        uv_run(&tt->loop, UV_RUN_NOWAIT);
+        usleep(1000);
+    }
+    assert_int_equal(cluster_transport_refused(&tt->srv), 1);
+    tr_run_for(tt, 20, NULL);
+    assert_null(tt->accepted);
+    /* The server closed the connection. */
+    assert_int_equal(read(fd, &c, 1), 0);
+    close(fd);
 }
 
 static void
@@ -213,6 +345,8 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, tr_setup, tr_teardown)
     const struct CMUnitTest tests[] = {
         T(dial_hands_our_id_and_address_to_the_stock_listener),
+        T(relay_hands_raft_the_valid_messages_and_drops_a_bad_one),
+        T(relay_drops_an_unterminated_handshake_before_raft_hears_of_it),
         T(dial_to_a_closed_port_fails_with_no_connection),
         T(bad_address_is_refused_at_once),
         T(close_cancels_a_dial_in_progress),

@@ -199,13 +199,13 @@ kcli_render_cluster_status_marks_unreachable_member(void **state)
         "COMMIT   1000\n"
         "\n"
         "ID  RAFT ADDRESS    ROLE      APPLIED  LAG  PING  QUEUED  LEASE  "
-        "SHARDS  UNDER  FREE  POLICY            VERSION  STATE\n"
+        "SHARDS  UNDER  FREE  POLICY            VERSION  TLS  STATE\n"
         "n1  127.0.0.1:7001  leader       1000    0   0ms       5  ok      "
-        "22/43      2    5G  9f3c1a2e0b7d4c11  0.1.0    up\n"
+        "22/43      2    5G  9f3c1a2e0b7d4c11  0.1.0    -    up\n"
         "n2  127.0.0.1:7002  follower      990   10    1s       0  -      "
-        "     -      -     -  -                 0.1.0    up\n"
+        "     -      -     -  -                 0.1.0    -    up\n"
         "n3  127.0.0.1:7003  follower      900  100  1m5s       -  -      "
-        "     -      -     -  -                 -        unreachable\n");
+        "     -      -     -  -                 -        -    unreachable\n");
 }
 
 static void
