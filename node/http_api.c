@@ -22,6 +22,7 @@
 #include "cluster.h"
 #include "http_api_int.h"
 #include "kumod.h"
+#include "kumod_body.h"
 #include "metrics.h"
 #include "policy.h"
 #include "queue.h"
@@ -726,15 +727,21 @@ http_api_cluster_doc(struct kumod *kd, const struct cluster_member_status *rows,
         json_array_append_new(members, http_api_cluster_row(kd, &rows[i]));
         reachable += rows[i].reachable ? 1 : 0;
     }
-    return json_pack(
-        "{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "cluster_id",
-        kd->cluster_id != NULL ? kd->cluster_id : "", "node_id", kd->nodeid,
-        "raft_node_id", (json_int_t)self_id, "role",
-        st.state != NULL ? st.state : "unavailable", "term",
-        (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id, "leader",
-        (json_int_t)st.leader_id, "commit_index", (json_int_t)st.commit_index,
-        "member_count", (json_int_t)n, "reachable_count", (json_int_t)reachable,
-        "members", members);
+    json_t *doc =
+        json_pack("{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "cluster_id",
+                  kd->cluster_id != NULL ? kd->cluster_id : "", "node_id",
+                  kd->nodeid, "raft_node_id", (json_int_t)self_id, "role",
+                  st.state != NULL ? st.state : "unavailable", "term",
+                  (json_int_t)st.term, "leader_id", (json_int_t)st.leader_id,
+                  "leader", (json_int_t)st.leader_id, "commit_index",
+                  (json_int_t)st.commit_index, "member_count", (json_int_t)n,
+                  "reachable_count", (json_int_t)reachable, "members", members);
+    if (doc != NULL && kd->cluster != NULL && kumod_body_in_group(kd)) {
+        json_object_set_new(
+            doc, "unowned_messages",
+            json_integer((json_int_t)cluster_unowned(kd->cluster)));
+    }
+    return doc;
 }
 
 /* Members and reachable members, kept for the metrics gauges. */
