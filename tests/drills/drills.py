@@ -477,6 +477,12 @@ def main(argv):
     if bad:
         print(f"unknown drill(s): {' '.join(bad)}; known: {' '.join(DRILLS)}", file=sys.stderr)
         return 2
+    seed = os.environ.get("DRILL_SEED")
+    if seed:
+        # make soak varies the kill timing and which node a drill hits by
+        # seed; the same seed (and DRILL_RATE, DRILL_THREADS) replays a run
+        random.seed(int(seed))
+        log(f"seed {seed}")
     rc = 0
     for did in ids:
         rc = max(rc, run_drill(did))
