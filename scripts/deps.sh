@@ -8,7 +8,7 @@ lua5.4 libnng-dev libprotobuf-c-dev protobuf-c-compiler librocksdb-dev libraft-d
 libc-ares-dev libjansson-dev libzstd-dev zstd libcurl4-openssl-dev curl libedit-dev
 libcmocka-dev python3 python3-pytest python3-aiosmtpd python3-dnslib swaks
 libnet-ssleay-perl libio-socket-ssl-perl postfix
-iproute2 tmux util-linux ansible-core ansible-lint"
+iproute2 nftables faketime tmux util-linux ansible-core ansible-lint"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' \

@@ -145,6 +145,43 @@ def d4(dr):
     inj.stop()
 
 
+# -- D5 ------------------------------------------------------------------------
+
+def d5(dr):
+    """One-way partition: the leader stops hearing its peers (they still hear it)."""
+    c, net = dr.cluster, dr.net
+    if not shutil.which("nft"):
+        raise RuntimeError("nft not found (apt-get install nftables)")
+    inj = dr.injector().start()
+    time.sleep(4)
+    lid = c.wait_leader()
+    if not dr.expect(lid, "no leader before the partition"):
+        inj.stop()
+        return
+    victim = c.node(lid)
+    peers = [nd for nd in c.nodes if nd is not victim]
+    net.one_way(victim.i, [nd.i for nd in peers])
+    t = time.monotonic()
+    log(f"n{victim.i} (leader) hears nothing from {[nd.i for nd in peers]}")
+    stepped = L.wait_for(lambda: (victim.status() or {}).get("role") != "leader", 10,
+                         what="the deaf leader to step down")
+    if dr.expect(stepped, "the deaf leader did not step down within 10s"):
+        dr.notes.append(f"the deaf leader stepped down after {time.monotonic() - t:.1f}s")
+    new = c.wait_leader(nodes=peers, timeout=15)
+    dr.expect(new and new != victim.i, "its peers did not elect a leader within 15s")
+    time.sleep(max(0.0, FENCE_MARGIN - (time.monotonic() - t)))
+    codes = [L.probe(dr, victim, f"p5-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the deaf node: {codes}")
+    dr.expect(_not_250(codes), f"the deaf node accepted mail (probe codes {codes})")
+    time.sleep(DOWN_WAIT)
+    net.heal_one_way(victim.i)
+    log(f"n{victim.i} hears again")
+    dr.expect(c.wait_leader(timeout=15), "no agreed leader after the heal")
+    dr.expect(c.caught_up(victim), "the healed node did not catch up")
+    time.sleep(4)
+    inj.stop()
+
+
 # -- D6 ------------------------------------------------------------------------
 
 def d6(dr):
@@ -183,6 +220,60 @@ def d6(dr):
     dr.expect(L.wait_for(victim.ready, 30, what="restart ready"),
               "the node did not come back after freeing space")
     dr.expect(c.caught_up(victim), "the node did not catch up after freeing space")
+    time.sleep(4)
+    inj.stop()
+
+
+# -- D8 ------------------------------------------------------------------------
+
+SKEW = os.environ.get("DRILL_SKEW", "+300s")
+
+
+def d8(dr):
+    """Clock skew: one node's wall clock off by DRILL_SKEW (monotonic untouched)."""
+    c = dr.cluster
+    if not shutil.which("faketime"):
+        raise RuntimeError("faketime not found (apt-get install faketime)")
+    inj = dr.injector().start()
+    time.sleep(3)
+    lid = c.wait_leader()
+    if not dr.expect(lid, "no leader before the skew"):
+        inj.stop()
+        return
+    skewed = c.node(random.choice([nd.i for nd in c.nodes if nd.i != lid]))
+    # restart one follower with a skewed wall clock; leases, pings and
+    # election timers run on CLOCK_MONOTONIC, which faketime leaves alone
+    skewed.kill9()
+    skewed.wrap = ["faketime", "-f", SKEW]
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    skewed.env_extra = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                        "ASAN_OPTIONS": (asan + ":" if asan else "") +
+                        "verify_asan_link_order=0"}
+    skewed.start()
+    dr.expect(L.wait_for(skewed.ready, 30, what="the skewed node ready"),
+              "the skewed node did not get ready")
+    dr.expect(c.caught_up(skewed), "the skewed node did not catch up")
+    log(f"n{skewed.i} runs {SKEW} off")
+    time.sleep(DOWN_WAIT)
+    codes = [L.probe(dr, skewed, f"p8-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the skewed node: {codes}")
+    dr.expect(all(x == 250 for x in codes), f"the skewed node did not accept mail ({codes})")
+    st = skewed.status() or {}
+    me = next((m for m in st.get("members", []) if m.get("self")), None) or {}
+    dr.expect(me.get("lease", "ok") == "ok", f"the skewed node has no lease ({me.get('lease')})")
+    # leadership may now land on the skewed node: its clock stamps the FSM
+    c.node(lid).kill9()
+    log(f"killed leader n{lid}")
+    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes if nd.i != lid],
+                        timeout=10)
+    dr.expect(new, "no new leader after the kill")
+    if new:
+        dr.notes.append("the skewed node became leader" if new == skewed.i
+                        else f"n{new} became leader")
+    time.sleep(DOWN_WAIT)
+    c.node(lid).start()
+    dr.expect(L.wait_for(c.node(lid).ready, 30, what=f"n{lid} ready"), f"n{lid} did not restart")
+    dr.expect(c.caught_up(c.node(lid)), f"n{lid} did not catch up")
     time.sleep(4)
     inj.stop()
 
@@ -335,18 +426,33 @@ def d12(dr):
     dr.notes.append("the leader was killed " + ("after remove-node returned" if done_before
                                                 else "while remove-node was running"))
     log(f"killed leader n{lid} during remove-node {fresh.i}")
-    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes
-                                               if nd.i not in (lid, fresh.i)], timeout=15)
+    # any agreed leader but the killed one, the node being removed included
+    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes if nd.i != lid],
+                        timeout=15)
     dr.expect(new, "no new leader after the kill")
+    if new == fresh.i:
+        dr.notes.append(f"the node being removed (n{fresh.i}) won the election")
     c.node(lid).start()
     L.wait_for(c.node(lid).ready, 30, what=f"n{lid} ready")
     t.join(timeout=90)
     r = result.get("r")
-    if r is None or r.returncode != 0:
-        # the change was cut short by the kill: ask again, as an operator would
+    deadline = time.monotonic() + 30
+    while (r is None or r.returncode != 0) and time.monotonic() < deadline:
+        # the change was cut short by the kill: ask again, as an operator
+        # would
         lid2 = c.wait_leader(timeout=15)
-        if lid2:
-            r = c.kcli(c.node(lid2), "cluster", "remove-node", str(fresh.i))
+        if not lid2:
+            break
+        via2 = next((nd for nd in c.nodes if nd.i not in (lid2, fresh.i) and nd.running()),
+                    c.node(lid2))
+        r = c.kcli(via2, "cluster", "remove-node", str(fresh.i))
+        if r.returncode != 0 and "transfer leadership first" in (r.stdout + r.stderr):
+            # the node being removed won the election: do as the error says
+            t = c.kcli(via2, "cluster", "transfer-leader")
+            dr.notes.append(f"n{fresh.i} led after the kill; transfer-leader: exit "
+                            f"{t.returncode}")
+        if r.returncode != 0:
+            time.sleep(1)
     dr.expect(r is not None and r.returncode == 0, f"cluster remove-node {fresh.i} failed")
 
     def gone():
@@ -438,7 +544,9 @@ DRILLS = {
     "D2": ("follower-kill", d2, {}),
     "D3": ("partition", d3, {"netns": True}),
     "D4": ("leader-minority", d4, {"netns": True, "n": 5}),
+    "D5": ("one-way", d5, {"netns": True}),
     "D6": ("disk-full", d6, {"tmpfs": "256m"}),
+    "D8": ("clock-skew", d8, {}),
     "D9": ("stale-data", d9, {}),
     "D11": ("leader-churn", d11, {}),
     "D12": ("membership", d12, {}),
