@@ -30,6 +30,30 @@ def _not_250(codes):
     return all(c != 250 for c in codes)
 
 
+def _watch_unowned(dr, leader, t0, secs):
+    """Sample the leader's `unowned_messages` (queued messages whose shard's
+    owner cannot deliver them) until t0 + secs: it must be 0 again by
+    node_down_after + failover_grace (7 s) + 2 s after t0."""
+    peak, last_nonzero, seen = 0, None, False
+    while time.monotonic() < t0 + secs:
+        st = leader.status() or {}
+        if "unowned_messages" in st:
+            seen = True
+            n = st["unowned_messages"]
+            peak = max(peak, n)
+            if n > 0:
+                last_nonzero = time.monotonic() - t0
+        time.sleep(0.25)
+    if not seen:
+        dr.notes.append("the leader's status has no unowned_messages")
+        return
+    dr.notes.append(f"unowned messages on the leader: peak {peak}" +
+                    (f", last seen {last_nonzero:.1f}s after the fault" if last_nonzero else ""))
+    if last_nonzero is not None:
+        dr.expect(last_nonzero <= 9.0,
+                  f"messages without an able owner {last_nonzero:.1f}s after the fault")
+
+
 # -- D1 ------------------------------------------------------------------------
 
 def d1(dr):
@@ -63,7 +87,7 @@ def d2(dr):
     term0 = c.node(lid).status()["term"]
     victim = next(nd for nd in c.nodes if nd.i != lid)
     victim.kill9()
-    time.sleep(DOWN_WAIT)
+    _watch_unowned(dr, c.node(lid), time.monotonic(), DOWN_WAIT)
     st = c.node(lid).status() or {}
     dr.expect(st.get("role") == "leader" and st.get("term") == term0,
               f"leader or term changed after a follower kill (term {term0} -> {st.get('term')})")
@@ -426,9 +450,22 @@ def d12(dr):
     dr.notes.append("the leader was killed " + ("after remove-node returned" if done_before
                                                 else "while remove-node was running"))
     log(f"killed leader n{lid} during remove-node {fresh.i}")
-    # any agreed leader but the killed one, the node being removed included
-    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes if nd.i != lid],
-                        timeout=15)
+    # the survivors agree on a leader other than the killed one; it may be
+    # the node being removed (still a voter if its removal had not
+    # committed), which a removed node, no longer told, would never agree on
+    survivors = [nd for nd in c.nodes if nd.i not in (lid, fresh.i)]
+
+    def agreed():
+        sts = [nd.status() for nd in survivors]
+        ids = {s.get("leader_id") if s else None for s in sts}
+        if len(ids) != 1:
+            return None
+        x = ids.pop()
+        if not x or x == lid:
+            return None
+        ls = c.node(x).status() if any(nd.i == x for nd in c.nodes) else None
+        return x if ls and ls.get("role") == "leader" else None
+    new = L.wait_for(agreed, 15, interval=0.25, what="an agreed leader")
     dr.expect(new, "no new leader after the kill")
     if new == fresh.i:
         dr.notes.append(f"the node being removed (n{fresh.i}) won the election")
@@ -489,10 +526,13 @@ def d13(dr):
     victim = _owner(c)
     pause = float(os.environ.get("DRILL_PAUSE", "20"))
     victim.pause()
+    t0 = time.monotonic()
     others = [nd for nd in c.nodes if nd is not victim]
-    dr.expect(c.wait_leader(nodes=others, timeout=10), "no leader among the others during "
-                                                      "the pause")
-    time.sleep(max(0.0, pause - 10))
+    lid = c.wait_leader(nodes=others, timeout=10)
+    dr.expect(lid, "no leader among the others during the pause")
+    if lid and pause >= 12:
+        _watch_unowned(dr, c.node(lid), t0, 11.0)
+    time.sleep(max(0.0, pause - (time.monotonic() - t0)))
     victim.resume()
     dr.expect(c.wait_leader(timeout=15), "no agreed leader after SIGCONT")
     dr.expect(c.caught_up(victim), "the paused node did not catch up")
