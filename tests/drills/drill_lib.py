@@ -490,9 +490,7 @@ class Node:
         self.proc = None
         self.runs = []
         self.stopped = False  # SIGSTOPped
-        # argv prefix (after the namespace's) and environment of the next
-        # start(), e.g. faketime for D8
-        self.wrap = []
+        # environment added at the next start(), e.g. libfaketime for D8
         self.env_extra = {}
 
     @property
@@ -507,7 +505,7 @@ class Node:
         assert not self.running(), f"n{self.i} already running"
         logp = self.dir / f"kumod.{len(self.runs)}.log"
         self.runs.append(logp)
-        argv = [*self.net.argv_prefix(self.i), *self.wrap, kumod_bin(), "--policy",
+        argv = [*self.net.argv_prefix(self.i), kumod_bin(), "--policy",
                 str(self.dir / "policy.lua"), *H.user_args()]
         env = dict(os.environ)
         env.setdefault("UV_THREADPOOL_SIZE", "4")

@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 
 import drill_lib as L
 from drill_lib import log
@@ -256,8 +257,9 @@ SKEW = os.environ.get("DRILL_SKEW", "+300s")
 def d8(dr):
     """Clock skew: one node's wall clock off by DRILL_SKEW (monotonic untouched)."""
     c = dr.cluster
-    if not shutil.which("faketime"):
-        raise RuntimeError("faketime not found (apt-get install faketime)")
+    libs = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not libs:
+        raise RuntimeError("libfaketime not found (apt-get install faketime)")
     inj = dr.injector().start()
     time.sleep(3)
     lid = c.wait_leader()
@@ -268,9 +270,11 @@ def d8(dr):
     # restart one follower with a skewed wall clock; leases, pings and
     # election timers run on CLOCK_MONOTONIC, which faketime leaves alone
     skewed.kill9()
-    skewed.wrap = ["faketime", "-f", SKEW]
+    # preloaded directly (not the faketime wrapper, which forks): the drill
+    # must hold kumod's own PID to kill it
     asan = os.environ.get("ASAN_OPTIONS", "")
-    skewed.env_extra = {"FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    skewed.env_extra = {"LD_PRELOAD": str(libs[0]), "FAKETIME": SKEW,
+                        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
                         "ASAN_OPTIONS": (asan + ":" if asan else "") +
                         "verify_asan_link_order=0"}
     skewed.start()
@@ -453,15 +457,14 @@ def d12(dr):
     # the survivors agree on a leader other than the killed one; it may be
     # the node being removed (still a voter if its removal had not
     # committed), which a removed node, no longer told, would never agree on
-    survivors = [nd for nd in c.nodes if nd.i not in (lid, fresh.i)]
-
-    def agreed():
-        sts = [nd.status() for nd in survivors]
+    def agreed(killed=lid):
+        sts = [nd.status() for nd in c.nodes
+               if nd.i not in (killed, fresh.i) and nd.running()]
         ids = {s.get("leader_id") if s else None for s in sts}
         if len(ids) != 1:
             return None
         x = ids.pop()
-        if not x or x == lid:
+        if not x or x == killed:
             return None
         ls = c.node(x).status() if any(nd.i == x for nd in c.nodes) else None
         return x if ls and ls.get("role") == "leader" else None
@@ -477,7 +480,8 @@ def d12(dr):
     while (r is None or r.returncode != 0) and time.monotonic() < deadline:
         # the change was cut short by the kill: ask again, as an operator
         # would
-        lid2 = c.wait_leader(timeout=15)
+        lid2 = L.wait_for(lambda: agreed(killed=None), 15, interval=0.25,
+                          what="an agreed leader")
         if not lid2:
             break
         via2 = next((nd for nd in c.nodes if nd.i not in (lid2, fresh.i) and nd.running()),
