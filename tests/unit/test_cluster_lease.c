@@ -264,6 +264,21 @@ lease_test_open_all(struct lease_test *t)
         lease_test_open(&t->nodes[i]);
     }
     lease_test_wait_settled(t, 2);
+    /* A follower is ready once it has applied both raft's commit index and
+     * the one of its last lease Pong: that can be a loop turn after the map
+     * settled here. */
+    uint64_t deadline = km_now_mono_ms() + LEASE_WAIT;
+    bool ready = false;
+    while (!ready && km_now_mono_ms() < deadline) {
+        ready = true;
+        for (int i = 0; i < LEASE_N; i++) {
+            ready = ready && t->nodes[i].ready > 0;
+        }
+        if (!ready) {
+            uv_run(&t->loop, UV_RUN_ONCE);
+        }
+    }
+    assert_true(ready);
 }
 
 /* A node other than the leader, which owns at least one shard. */
