@@ -13,9 +13,11 @@ JOBS       ?= $(shell nproc)
 PYTHON     ?= /usr/bin/python3
 RUN_DIR    ?= $(CURDIR)/var/run
 CMAKE_ARGS ?=
+SOAK_RUNS  ?= 20
+SOAK_DRILLS ?=
 
 .PHONY: all deps build release run test unit e2e bench install clean format format-check tidy \
-        drills drills-fast ansible-test fuzz fuzz-run
+        drills drills-fast soak ansible-test fuzz fuzz-run
 
 all: build
 
@@ -78,6 +80,12 @@ drills: build
 
 drills-fast: build
 	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod tests/drills/run.sh D1 D2 D3
+
+# Every drill (or SOAK_DRILLS) SOAK_RUNS times with varied seeds and load;
+# one line per drill with the totals; a lost message fails it.
+soak: build
+	KUMOD_BIN=$(CURDIR)/$(BUILD)/bin/kumod SOAK_RUNS=$(SOAK_RUNS) \
+	    $(PYTHON) tests/drills/soak.py $(SOAK_DRILLS)
 
 # The Ansible roles against three local nodes (ansible-core, ansible-lint).
 ansible-test: build

@@ -442,6 +442,14 @@ int cluster_replica_update(struct cluster *c, uint32_t shard,
                            uint64_t remove_node, cluster_commit_cb cb,
                            void *arg);
 
+/* The number of queued messages whose shard has no owner able to deliver
+ * them, as far as this node knows (cluster_lease_owner_able: an owner not
+ * UP, outside the raft configuration, or with its lease run out; the
+ * leader judges every node, a follower only itself). Down detection
+ * reassigns such shards within node_down_after, and the new owner delivers
+ * after failover_grace. 0 for a group without a link. */
+size_t cluster_unowned(const struct cluster *c);
+
 /* The number of queued messages that are under-replicated (0 for one
  * node, or before the settings are committed). */
 size_t cluster_under_replicated(const struct cluster *c);

@@ -430,6 +430,13 @@ void cluster_lease_on_leader_ready(struct cluster *c);
 /* cluster_lease.c: whether this node's FSM has applied the commit index
  * of the last Pong (the leader: whether it is ready). */
 bool cluster_lease_caught_up(const struct cluster *c);
+/* cluster_lease.c: whether node `id` can deliver what it owns, as far as
+ * this node knows: UP in the FSM, a member of the raft configuration, and
+ * holding a lease (this node), or heard within self_fence_after (another
+ * node, judged on the leader only). */
+bool cluster_lease_owner_able(const struct cluster *c, uint64_t id);
+/* cluster_lease.c: the commit index of the last lease Pong (0: none). */
+uint64_t cluster_lease_leader_commit(const struct cluster *c);
 
 /* cluster_replica.c: ReplicaUpdate records and under-replicated messages
  * (CLUSTER.md §4.6 "Bodies after failover", §5). */

@@ -426,7 +426,12 @@ cluster_lease_on_ping(struct cluster *c, uint64_t from,
     struct cluster_settings st;
     uint64_t now = cluster_lease_now();
 
-    if (l == NULL || !cluster_is_leader(c)) {
+    /* A node outside the raft configuration (removed, perhaps while the
+     * leadership changed before its REMOVED record committed) gets no
+     * lease, and its pings do not keep it alive: down detection then takes
+     * its shards within node_down_after. */
+    if (l == NULL || !cluster_is_leader(c) ||
+        (from != c->cfg.node_id && !cluster_lease_is_member(c, from))) {
         cluster_lease_pong(c, r, ping->seq, false);
         return;
     }
@@ -479,6 +484,12 @@ cluster_has_lease(const struct cluster *c)
            cluster_lease_valid(l->lease_sent_ms, st.self_fence_after_ms, now);
 }
 
+uint64_t
+cluster_lease_leader_commit(const struct cluster *c)
+{
+    return c->lease != NULL ? c->lease->caught_up_index : 0;
+}
+
 bool
 cluster_lease_caught_up(const struct cluster *c)
 {
@@ -493,6 +504,35 @@ cluster_lease_caught_up(const struct cluster *c)
     }
     cluster_get_stats(c, &rs);
     return rs.applied_index >= l->caught_up_index;
+}
+
+bool
+cluster_lease_owner_able(const struct cluster *c, uint64_t id)
+{
+    const struct cluster_lease *l = c->lease;
+    const struct cluster_fsm_node *fn = cluster_fsm_node(c->fsm, id);
+    struct cluster_settings st;
+
+    if (id == 0 || fn == NULL || fn->state != CLUSTER_NODE_UP ||
+        !cluster_lease_is_member(c, id)) {
+        return false;
+    }
+    if (id == c->cfg.node_id) {
+        return cluster_has_lease(c);
+    }
+    if (l == NULL || !cluster_is_leader(c)) {
+        return true; /* a follower knows only its own lease */
+    }
+    cluster_get_settings(c, &st);
+    for (size_t i = 0; i < l->n_nodes; i++) {
+        if (l->nodes[i].id == id) {
+            /* Silent for self_fence_after: its lease has run out. */
+            return !cluster_node_is_down(l->nodes[i].last_ping_ms,
+                                         st.self_fence_after_ms,
+                                         cluster_lease_now());
+        }
+    }
+    return true; /* not judged yet in this term */
 }
 
 /* Proposals */

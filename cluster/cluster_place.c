@@ -119,3 +119,44 @@ cluster_may_deliver(const struct cluster *c, uint32_t shard)
     return !c->closing && cluster_owns(c, shard) && cluster_has_lease(c) &&
            cluster_lease_caught_up(c);
 }
+
+struct cluster_place_unowned {
+    const bool *able; /* per shard */
+    uint32_t shards;
+    size_t n;
+};
+
+static bool
+cluster_place_count_unowned(void *arg, const struct cluster_msg *m)
+{
+    struct cluster_place_unowned *u = arg;
+
+    if (m->shard >= u->shards || !u->able[m->shard]) {
+        u->n++;
+    }
+    return true;
+}
+
+size_t
+cluster_unowned(const struct cluster *c)
+{
+    struct cluster_settings st;
+    struct cluster_place_unowned u = {0};
+    bool *able;
+
+    if (cluster_place_linkless(c) || !cluster_fsm_settings(c->fsm, &st) ||
+        cluster_fsm_count(c->fsm) == 0) {
+        return 0;
+    }
+    able = km_calloc(st.shards, sizeof(*able));
+    for (uint32_t s = 0; s < st.shards; s++) {
+        const uint64_t *list = NULL;
+        able[s] = cluster_fsm_shard(c->fsm, s, &list, NULL) > 0 &&
+                  cluster_lease_owner_able(c, list[0]);
+    }
+    u.able = able;
+    u.shards = st.shards;
+    cluster_fsm_foreach(c->fsm, cluster_place_count_unowned, &u);
+    free(able);
+    return u.n;
+}

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "cluster_core.h"
 #include "cluster_int.h"
+#include "cluster_shard.h"
 #include "cluster_tls.h"
 #include "cluster_transport.h"
 
@@ -533,15 +534,21 @@ cluster_raft_follower_ready(struct cluster *c)
     const char *addr = NULL;
 
     raft_leader(&c->raft, &leader, &addr);
-    if (leader == 0 || c->raft.commit_index == 0 ||
-        raft_last_applied(&c->raft) < c->raft.commit_index) {
+    /* Not c->raft.commit_index alone: after a restart it is this node's
+     * own (the bootstrap configuration) until the leader's first matching
+     * AppendEntries, and a node that went ready then ran its recovery on
+     * an empty FSM and replayed the group's history with the host
+     * callbacks live (drill D12). */
+    if (leader == 0 || !cluster_follower_caught_up(
+                           c->raft.commit_index, raft_last_applied(&c->raft),
+                           c->link != NULL, cluster_lease_leader_commit(c))) {
         return;
     }
     LOG_INFO("cluster: node %llu: follower of node %llu in term %llu, "
              "applied %llu, ready",
              (unsigned long long)c->cfg.node_id, (unsigned long long)leader,
              (unsigned long long)c->raft.current_term,
-             (unsigned long long)c->raft.commit_index);
+             (unsigned long long)raft_last_applied(&c->raft));
     c->ready_fired = true;
     cluster_fsm_set_ready(c->fsm, true);
     if (c->host.on_ready != NULL) {

@@ -321,6 +321,16 @@ cluster_node_is_down(uint64_t last_ping_mono_ms, uint64_t node_down_after_ms,
     return now_mono_ms - last_ping_mono_ms >= node_down_after_ms;
 }
 
+bool
+cluster_follower_caught_up(uint64_t raft_commit, uint64_t applied,
+                           bool have_link, uint64_t leader_commit)
+{
+    if (raft_commit == 0 || applied < raft_commit) {
+        return false;
+    }
+    return !have_link || (leader_commit != 0 && applied >= leader_commit);
+}
+
 int
 cluster_settings_check(uint64_t node_down_after_ms,
                        uint64_t self_fence_after_ms,

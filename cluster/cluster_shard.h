@@ -131,6 +131,16 @@ bool cluster_lease_valid(uint64_t ping_sent_mono_ms,
 bool cluster_node_is_down(uint64_t last_ping_mono_ms,
                           uint64_t node_down_after_ms, uint64_t now_mono_ms);
 
+/* Return whether a follower may call itself ready (its FSM holds what the
+ * group committed before it started): it has applied its own raft commit
+ * index (non-zero) and, with a link, the commit index the leader reported
+ * in a lease Pong (0: none yet). A restarted follower's raft commit index
+ * is its own until the leader's first matching AppendEntries (often just
+ * the bootstrap configuration, 1), so with a link only the leader's word
+ * counts. */
+bool cluster_follower_caught_up(uint64_t raft_commit, uint64_t applied,
+                                bool have_link, uint64_t leader_commit);
+
 /* Check the safety rule of §4.6: node_down_after >= self_fence_after +
  * 2 * election_timeout + margin, with self_fence_after and election_timeout
  * non-zero. Returns 0 or KM_ECONFIG (also when the sum overflows). */

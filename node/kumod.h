@@ -77,6 +77,8 @@ struct kumod {
     struct metrics *metrics;   /* counters for /metrics */
     struct dkim_ctx *dkim;     /* DKIM signer caches (dkim.c) */
     struct kumod_repl *repl;   /* kumod_repl.c; NULL on one node */
+    /* kumod_body.c: ids whose body is being fetched (NULL when none). */
+    struct km_map *body_fetching;
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;

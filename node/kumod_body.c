@@ -14,10 +14,12 @@
 
 #include "base/buf.h"
 #include "base/km.h"
+#include "base/km_map.h"
 #include "base/log.h"
 #include "cluster.h"
 #include "kumod.h"
 #include "message.h"
+#include "metrics.h"
 #include "queue.h"
 #include "spool.h"
 
@@ -211,8 +213,18 @@ kumod_body_fetch_on_closed(uv_handle_t *h)
 static void
 kumod_body_fetch_end(struct kumod_body_fetch *f)
 {
-    KM_ASSERT(f->kd->inflight_body_ops > 0);
-    f->kd->inflight_body_ops--;
+    struct kumod *kd = f->kd;
+
+    KM_ASSERT(kd->inflight_body_ops > 0);
+    kd->inflight_body_ops--;
+    if (kd->body_fetching != NULL &&
+        km_map_get(kd->body_fetching, f->id) == f) {
+        km_map_remove(kd->body_fetching, f->id, NULL);
+        if (km_map_count(kd->body_fetching) == 0) {
+            km_map_free(kd->body_fetching);
+            kd->body_fetching = NULL;
+        }
+    }
     if (f->retry_open) {
         uv_close((uv_handle_t *)&f->retry, kumod_body_fetch_on_closed);
     } else {
@@ -365,14 +377,22 @@ void
 kumod_body_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
                        int64_t min_due_ms)
 {
-    struct kumod_body_fetch *f = km_calloc(1, sizeof(*f));
+    struct kumod_body_fetch *f;
 
+    if (kd->body_fetching != NULL && km_map_has(kd->body_fetching, cm->id)) {
+        return; /* one fetch per id: it queues the message when done */
+    }
+    f = km_calloc(1, sizeof(*f));
     f->kd = kd;
     memcpy(f->id, cm->id, sizeof(f->id));
     f->min_due_ms = min_due_ms;
     f->status = KM_ENOENT;
     kumod_body_fetch_plan(f, cm);
     kd->inflight_body_ops++;
+    if (kd->body_fetching == NULL) {
+        kd->body_fetching = km_map_new();
+    }
+    km_map_put(kd->body_fetching, f->id, f, NULL);
     kumod_body_fetch_next(f);
 }
 
@@ -405,6 +425,49 @@ kumod_body_on_cluster_enqueue(void *ctx, const struct cluster_msg *cm)
         return;
     }
     kumod_body_take_message(kd, cm, 0, "Received");
+}
+
+struct kumod_body_sweep {
+    struct kumod *kd;
+    size_t taken;
+};
+
+static bool
+kumod_body_reconcile_one(void *arg, const struct cluster_msg *cm)
+{
+    struct kumod_body_sweep *sw = arg;
+    struct kumod *kd = sw->kd;
+
+    if (!cluster_owns(kd->cluster, cm->shard) ||
+        queue_find(kd->queues, cm->id) != NULL ||
+        (kd->body_fetching != NULL && km_map_has(kd->body_fetching, cm->id))) {
+        return true;
+    }
+    LOG_WARN("kumod: %s: queued in the group in shard %u, which this node "
+             "owns, but not in its queue: queuing it",
+             cm->id, (unsigned)cm->shard);
+    sw->taken++;
+    kumod_body_take_message(kd, cm, 0, "Reconciled");
+    return true;
+}
+
+size_t
+kumod_body_reconcile(struct kumod *kd)
+{
+    struct kumod_body_sweep sw = {.kd = kd};
+
+    if (!kumod_body_in_group(kd) || kd->state != KUMOD_RUNNING ||
+        kumod_is_stopping(kd)) {
+        return 0;
+    }
+    cluster_foreach(kd->cluster, kumod_body_reconcile_one, &sw);
+    if (sw.taken > 0 && kd->metrics != NULL) {
+        metrics_inc(kd->metrics, "kumod_cluster_reconciled_messages",
+                    "owned messages the owner's sweep found missing from its "
+                    "queue and queued",
+                    NULL, NULL, sw.taken);
+    }
+    return sw.taken;
 }
 
 struct kumod_body_inherit {

@@ -20,6 +20,13 @@ bool kumod_body_has_local_body(struct kumod *kd, const char *id);
 void kumod_body_fetch_start(struct kumod *kd, const struct cluster_msg *cm,
                             int64_t min_due_ms);
 
+/* The owner's sweep (every replication round): queue each message the
+ * FSM lists in a shard this node owns that its queue does not hold and
+ * whose body is not being fetched. Returns how many it took; each is
+ * logged. The shard-owner and Enqueue callbacks are edges; this is the
+ * level that catches whatever an edge missed. */
+size_t kumod_body_reconcile(struct kumod *kd);
+
 /* Cluster host callbacks (struct cluster_host). ctx is the kumod. */
 void kumod_body_on_cluster_enqueue(void *ctx, const struct cluster_msg *cm);
 void kumod_body_on_cluster_done(void *ctx, const char *id, int outcome);

@@ -19,6 +19,7 @@
 #include "base/km.h"
 #include "base/log.h"
 #include "cluster.h"
+#include "kumod_body.h"
 #include "metrics.h"
 #include "spool.h"
 
@@ -104,6 +105,10 @@ kumod_repl_gauge(struct kumod_repl *r)
                     "queued messages with fewer UP replicas than "
                     "min(replication_factor, UP nodes)",
                     NULL, NULL, (double)cluster_under_replicated(kd->cluster));
+        metrics_set(kd->metrics, "kumod_cluster_unowned_messages",
+                    "queued messages whose shard has no owner able to deliver "
+                    "them (an owner not up, removed, or without a lease)",
+                    NULL, NULL, (double)cluster_unowned(kd->cluster));
     }
 }
 
@@ -293,6 +298,7 @@ kumod_repl_on_tick(uv_timer_t *t)
     if (!kumod_repl_active(r)) {
         return;
     }
+    (void)kumod_body_reconcile(r->kd);
     kumod_repl_gauge(r);
     if (r->copies > 0 || r->commits > 0 || !cluster_has_lease(r->kd->cluster)) {
         return; /* the previous round is still going */

@@ -9,7 +9,7 @@ libc-ares-dev libjansson-dev libzstd-dev zstd libcurl4-openssl-dev curl libedit-
 libcmocka-dev libpcre2-dev libtomlplusplus-dev libyaml-dev
 libpsl-dev publicsuffix python3 python3-pytest python3-aiosmtpd python3-dnslib python3-dkim swaks
 libnet-ssleay-perl libio-socket-ssl-perl postfix opendkim
-iproute2 tmux util-linux ansible-core ansible-lint clang libclang-rt-14-dev"
+iproute2 nftables faketime tmux util-linux ansible-core ansible-lint clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' \

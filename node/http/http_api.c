@@ -728,7 +728,7 @@ http_api_cluster_doc(const struct http_api *h,
         json_array_append_new(members, http_api_cluster_row(h, &rows[i]));
         reachable += rows[i].reachable ? 1 : 0;
     }
-    return json_pack(
+    json_t *doc = json_pack(
         "{s:s,s:s,s:I,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "cluster_id",
         nd->cluster_id, "node_id", nd->nodeid,
         "raft_node_id", (json_int_t)self_id, "role",
@@ -737,6 +737,12 @@ http_api_cluster_doc(const struct http_api *h,
         (json_int_t)st.leader_id, "commit_index", (json_int_t)st.commit_index,
         "member_count", (json_int_t)n, "reachable_count", (json_int_t)reachable,
         "members", members);
+    if (doc != NULL && cluster_is_group(nd->cluster)) {
+        json_object_set_new(
+            doc, "unowned_messages",
+            json_integer((json_int_t)cluster_unowned(nd->cluster)));
+    }
+    return doc;
 }
 
 /* Members and reachable members, kept for the metrics gauges. */

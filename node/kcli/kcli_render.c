@@ -355,6 +355,13 @@ kcli_render_cluster_status(const json_t *st, struct buf *out)
         buf_appendf(out, "%-8s %s\n", labels[i][0], v != NULL ? v : "-");
         free(v);
     }
+    /* Queued messages whose shard's owner cannot deliver them (a group's
+     * node says so; older ones do not). */
+    const json_t *unowned = json_object_get(st, "unowned_messages");
+    if (json_is_integer(unowned)) {
+        buf_appendf(out, "%-8s %" JSON_INTEGER_FORMAT "\n", "UNOWNED",
+                    json_integer_value(unowned));
+    }
     buf_append_char(out, '\n');
     if (!json_is_array(members)) {
         members = json_object_get(st, "nodes");

@@ -261,6 +261,23 @@ class NamespaceNet(LoopbackNet):
         for i in minority:
             self._sw("link", "set", f"sw{i}", "master", "br1")
 
+    def one_way(self, i, peers):
+        """Node i hears nothing from `peers` while they still hear it: an
+        nftables input rule in its namespace drops every packet from their
+        addresses (TCP then carries its segments to them, but never their
+        acknowledgements back)."""
+        ns = ["ip", "netns", "exec", self.nsname(i), "nft"]
+        run([*ns, "add", "table", "inet", "kdrill"])
+        run([*ns, "add", "chain", "inet", "kdrill", "in",
+             "{ type filter hook input priority 0; policy accept; }"])
+        for p in peers:
+            run([*ns, "add", "rule", "inet", "kdrill", "in", "ip", "saddr",
+                 self.host(p), "drop"])
+
+    def heal_one_way(self, i):
+        run(["ip", "netns", "exec", self.nsname(i), "nft", "delete", "table", "inet",
+             "kdrill"], check=False)
+
     def teardown(self):
         for ex in [self.ctl, *self._execs.values()]:
             ex.shutdown(wait=False)
@@ -506,6 +523,8 @@ class Node:
         self.proc = None
         self.runs = []
         self.stopped = False  # SIGSTOPped
+        # environment added at the next start(), e.g. libfaketime for D8
+        self.env_extra = {}
 
     @property
     def net(self):
@@ -523,6 +542,7 @@ class Node:
                 str(self.dir / "policy.lua"), *H.user_args()]
         env = dict(os.environ)
         env.setdefault("UV_THREADPOOL_SIZE", "4")
+        env.update(self.env_extra)
         with open(logp, "wb") as f:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f,
                                          stderr=subprocess.STDOUT, cwd=self.dir, env=env)

@@ -18,6 +18,7 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 
 import drill_lib as L
 from drill_lib import log
@@ -28,6 +29,30 @@ DOWN_WAIT = 9.0  # node_down_after (4s) + failover_grace (3s) + slack
 
 def _not_250(codes):
     return all(c != 250 for c in codes)
+
+
+def _watch_unowned(dr, leader, t0, secs):
+    """Sample the leader's `unowned_messages` (queued messages whose shard's
+    owner cannot deliver them) until t0 + secs: it must be 0 again by
+    node_down_after + failover_grace (7 s) + 2 s after t0."""
+    peak, last_nonzero, seen = 0, None, False
+    while time.monotonic() < t0 + secs:
+        st = leader.status() or {}
+        if "unowned_messages" in st:
+            seen = True
+            n = st["unowned_messages"]
+            peak = max(peak, n)
+            if n > 0:
+                last_nonzero = time.monotonic() - t0
+        time.sleep(0.25)
+    if not seen:
+        dr.notes.append("the leader's status has no unowned_messages")
+        return
+    dr.notes.append(f"unowned messages on the leader: peak {peak}" +
+                    (f", last seen {last_nonzero:.1f}s after the fault" if last_nonzero else ""))
+    if last_nonzero is not None:
+        dr.expect(last_nonzero <= 9.0,
+                  f"messages without an able owner {last_nonzero:.1f}s after the fault")
 
 
 # -- D1 ------------------------------------------------------------------------
@@ -63,7 +88,7 @@ def d2(dr):
     term0 = c.node(lid).status()["term"]
     victim = next(nd for nd in c.nodes if nd.i != lid)
     victim.kill9()
-    time.sleep(DOWN_WAIT)
+    _watch_unowned(dr, c.node(lid), time.monotonic(), DOWN_WAIT)
     st = c.node(lid).status() or {}
     dr.expect(st.get("role") == "leader" and st.get("term") == term0,
               f"leader or term changed after a follower kill (term {term0} -> {st.get('term')})")
@@ -145,6 +170,43 @@ def d4(dr):
     inj.stop()
 
 
+# -- D5 ------------------------------------------------------------------------
+
+def d5(dr):
+    """One-way partition: the leader stops hearing its peers (they still hear it)."""
+    c, net = dr.cluster, dr.net
+    if not shutil.which("nft"):
+        raise RuntimeError("nft not found (apt-get install nftables)")
+    inj = dr.injector().start()
+    time.sleep(4)
+    lid = c.wait_leader()
+    if not dr.expect(lid, "no leader before the partition"):
+        inj.stop()
+        return
+    victim = c.node(lid)
+    peers = [nd for nd in c.nodes if nd is not victim]
+    net.one_way(victim.i, [nd.i for nd in peers])
+    t = time.monotonic()
+    log(f"n{victim.i} (leader) hears nothing from {[nd.i for nd in peers]}")
+    stepped = L.wait_for(lambda: (victim.status() or {}).get("role") != "leader", 10,
+                         what="the deaf leader to step down")
+    if dr.expect(stepped, "the deaf leader did not step down within 10s"):
+        dr.notes.append(f"the deaf leader stepped down after {time.monotonic() - t:.1f}s")
+    new = c.wait_leader(nodes=peers, timeout=15)
+    dr.expect(new and new != victim.i, "its peers did not elect a leader within 15s")
+    time.sleep(max(0.0, FENCE_MARGIN - (time.monotonic() - t)))
+    codes = [L.probe(dr, victim, f"p5-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the deaf node: {codes}")
+    dr.expect(_not_250(codes), f"the deaf node accepted mail (probe codes {codes})")
+    time.sleep(DOWN_WAIT)
+    net.heal_one_way(victim.i)
+    log(f"n{victim.i} hears again")
+    dr.expect(c.wait_leader(timeout=15), "no agreed leader after the heal")
+    dr.expect(c.caught_up(victim), "the healed node did not catch up")
+    time.sleep(4)
+    inj.stop()
+
+
 # -- D6 ------------------------------------------------------------------------
 
 def d6(dr):
@@ -183,6 +245,63 @@ def d6(dr):
     dr.expect(L.wait_for(victim.ready, 30, what="restart ready"),
               "the node did not come back after freeing space")
     dr.expect(c.caught_up(victim), "the node did not catch up after freeing space")
+    time.sleep(4)
+    inj.stop()
+
+
+# -- D8 ------------------------------------------------------------------------
+
+SKEW = os.environ.get("DRILL_SKEW", "+300s")
+
+
+def d8(dr):
+    """Clock skew: one node's wall clock off by DRILL_SKEW (monotonic untouched)."""
+    c = dr.cluster
+    libs = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    if not libs:
+        raise RuntimeError("libfaketime not found (apt-get install faketime)")
+    inj = dr.injector().start()
+    time.sleep(3)
+    lid = c.wait_leader()
+    if not dr.expect(lid, "no leader before the skew"):
+        inj.stop()
+        return
+    skewed = c.node(random.choice([nd.i for nd in c.nodes if nd.i != lid]))
+    # restart one follower with a skewed wall clock; leases, pings and
+    # election timers run on CLOCK_MONOTONIC, which faketime leaves alone
+    skewed.kill9()
+    # preloaded directly (not the faketime wrapper, which forks): the drill
+    # must hold kumod's own PID to kill it
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    skewed.env_extra = {"LD_PRELOAD": str(libs[0]), "FAKETIME": SKEW,
+                        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+                        "ASAN_OPTIONS": (asan + ":" if asan else "") +
+                        "verify_asan_link_order=0"}
+    skewed.start()
+    dr.expect(L.wait_for(skewed.ready, 30, what="the skewed node ready"),
+              "the skewed node did not get ready")
+    dr.expect(c.caught_up(skewed), "the skewed node did not catch up")
+    log(f"n{skewed.i} runs {SKEW} off")
+    time.sleep(DOWN_WAIT)
+    codes = [L.probe(dr, skewed, f"p8-{k}") for k in range(3)]
+    dr.notes.append(f"probe codes of the skewed node: {codes}")
+    dr.expect(all(x == 250 for x in codes), f"the skewed node did not accept mail ({codes})")
+    st = skewed.status() or {}
+    me = next((m for m in st.get("members", []) if m.get("self")), None) or {}
+    dr.expect(me.get("lease", "ok") == "ok", f"the skewed node has no lease ({me.get('lease')})")
+    # leadership may now land on the skewed node: its clock stamps the FSM
+    c.node(lid).kill9()
+    log(f"killed leader n{lid}")
+    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes if nd.i != lid],
+                        timeout=10)
+    dr.expect(new, "no new leader after the kill")
+    if new:
+        dr.notes.append("the skewed node became leader" if new == skewed.i
+                        else f"n{new} became leader")
+    time.sleep(DOWN_WAIT)
+    c.node(lid).start()
+    dr.expect(L.wait_for(c.node(lid).ready, 30, what=f"n{lid} ready"), f"n{lid} did not restart")
+    dr.expect(c.caught_up(c.node(lid)), f"n{lid} did not catch up")
     time.sleep(4)
     inj.stop()
 
@@ -335,18 +454,46 @@ def d12(dr):
     dr.notes.append("the leader was killed " + ("after remove-node returned" if done_before
                                                 else "while remove-node was running"))
     log(f"killed leader n{lid} during remove-node {fresh.i}")
-    new = c.wait_leader(exclude=(lid,), nodes=[nd for nd in c.nodes
-                                               if nd.i not in (lid, fresh.i)], timeout=15)
+    # the survivors agree on a leader other than the killed one; it may be
+    # the node being removed (still a voter if its removal had not
+    # committed), which a removed node, no longer told, would never agree on
+    def agreed(killed=lid):
+        sts = [nd.status() for nd in c.nodes
+               if nd.i not in (killed, fresh.i) and nd.running()]
+        ids = {s.get("leader_id") if s else None for s in sts}
+        if len(ids) != 1:
+            return None
+        x = ids.pop()
+        if not x or x == killed:
+            return None
+        ls = c.node(x).status() if any(nd.i == x for nd in c.nodes) else None
+        return x if ls and ls.get("role") == "leader" else None
+    new = L.wait_for(agreed, 15, interval=0.25, what="an agreed leader")
     dr.expect(new, "no new leader after the kill")
+    if new == fresh.i:
+        dr.notes.append(f"the node being removed (n{fresh.i}) won the election")
     c.node(lid).start()
     L.wait_for(c.node(lid).ready, 30, what=f"n{lid} ready")
     t.join(timeout=90)
     r = result.get("r")
-    if r is None or r.returncode != 0:
-        # the change was cut short by the kill: ask again, as an operator would
-        lid2 = c.wait_leader(timeout=15)
-        if lid2:
-            r = c.kcli(c.node(lid2), "cluster", "remove-node", str(fresh.i))
+    deadline = time.monotonic() + 30
+    while (r is None or r.returncode != 0) and time.monotonic() < deadline:
+        # the change was cut short by the kill: ask again, as an operator
+        # would
+        lid2 = L.wait_for(lambda: agreed(killed=None), 15, interval=0.25,
+                          what="an agreed leader")
+        if not lid2:
+            break
+        via2 = next((nd for nd in c.nodes if nd.i not in (lid2, fresh.i) and nd.running()),
+                    c.node(lid2))
+        r = c.kcli(via2, "cluster", "remove-node", str(fresh.i))
+        if r.returncode != 0 and "transfer leadership first" in (r.stdout + r.stderr):
+            # the node being removed won the election: do as the error says
+            t = c.kcli(via2, "cluster", "transfer-leader")
+            dr.notes.append(f"n{fresh.i} led after the kill; transfer-leader: exit "
+                            f"{t.returncode}")
+        if r.returncode != 0:
+            time.sleep(1)
     dr.expect(r is not None and r.returncode == 0, f"cluster remove-node {fresh.i} failed")
 
     def gone():
@@ -383,10 +530,13 @@ def d13(dr):
     victim = _owner(c)
     pause = float(os.environ.get("DRILL_PAUSE", "20"))
     victim.pause()
+    t0 = time.monotonic()
     others = [nd for nd in c.nodes if nd is not victim]
-    dr.expect(c.wait_leader(nodes=others, timeout=10), "no leader among the others during "
-                                                      "the pause")
-    time.sleep(max(0.0, pause - 10))
+    lid = c.wait_leader(nodes=others, timeout=10)
+    dr.expect(lid, "no leader among the others during the pause")
+    if lid and pause >= 12:
+        _watch_unowned(dr, c.node(lid), t0, 11.0)
+    time.sleep(max(0.0, pause - (time.monotonic() - t0)))
     victim.resume()
     dr.expect(c.wait_leader(timeout=15), "no agreed leader after SIGCONT")
     dr.expect(c.caught_up(victim), "the paused node did not catch up")
@@ -438,7 +588,9 @@ DRILLS = {
     "D2": ("follower-kill", d2, {}),
     "D3": ("partition", d3, {"netns": True}),
     "D4": ("leader-minority", d4, {"netns": True, "n": 5}),
+    "D5": ("one-way", d5, {"netns": True}),
     "D6": ("disk-full", d6, {"tmpfs": "256m"}),
+    "D8": ("clock-skew", d8, {}),
     "D9": ("stale-data", d9, {}),
     "D11": ("leader-churn", d11, {}),
     "D12": ("membership", d12, {}),
@@ -477,6 +629,12 @@ def main(argv):
     if bad:
         print(f"unknown drill(s): {' '.join(bad)}; known: {' '.join(DRILLS)}", file=sys.stderr)
         return 2
+    seed = os.environ.get("DRILL_SEED")
+    if seed:
+        # make soak varies the kill timing and which node a drill hits by
+        # seed; the same seed (and DRILL_RATE, DRILL_THREADS) replays a run
+        random.seed(int(seed))
+        log(f"seed {seed}")
     rc = 0
     for did in ids:
         rc = max(rc, run_drill(did))

@@ -264,6 +264,21 @@ lease_test_open_all(struct lease_test *t)
         lease_test_open(&t->nodes[i]);
     }
     lease_test_wait_settled(t, 2);
+    /* A follower is ready once it has applied both raft's commit index and
+     * the one of its last lease Pong: that can be a loop turn after the map
+     * settled here. */
+    uint64_t deadline = km_now_mono_ms() + LEASE_WAIT;
+    bool ready = false;
+    while (!ready && km_now_mono_ms() < deadline) {
+        ready = true;
+        for (int i = 0; i < LEASE_N; i++) {
+            ready = ready && t->nodes[i].ready > 0;
+        }
+        if (!ready) {
+            uv_run(&t->loop, UV_RUN_ONCE);
+        }
+    }
+    assert_true(ready);
 }
 
 /* A node other than the leader, which owns at least one shard. */
@@ -433,6 +448,67 @@ lease_drained_node_hands_its_shards_over_without_failover(void **state)
     }
 }
 
+/* The leader's count of messages without an able owner (issue 17): a
+ * message of a shard whose owner went silent counts once that owner's
+ * lease must have lapsed, and stops counting when down detection moves
+ * the shard, within node_down_after. */
+static void
+lease_unowned_counts_a_silent_owner_until_its_shard_moves(void **state)
+{
+    struct lease_test *t = *state;
+    struct lease_node *leader = NULL;
+    struct cluster_msg m;
+    int committed = 1;
+
+    lease_test_open_all(t);
+    struct lease_node *gone = lease_test_follower_owner(t);
+    assert_non_null(gone);
+    for (int i = 0; i < LEASE_N; i++) {
+        if (cluster_is_leader(t->nodes[i].c)) {
+            leader = &t->nodes[i];
+        }
+    }
+    assert_non_null(leader);
+    memset(&m, 0, sizeof(m));
+    snprintf(m.id, sizeof(m.id), "%032x", 17);
+    m.queue = "example.com";
+    while (!cluster_owns(gone->c, m.shard)) {
+        m.shard++;
+    }
+    m.accepted_by = (uint64_t)(leader - t->nodes) + 1;
+    m.replicas[0] = m.accepted_by;
+    m.n_replicas = 1;
+    assert_int_equal(
+        cluster_enqueue(leader->c, &m, lease_test_on_commit, &committed), 0);
+    uint64_t deadline = km_now_mono_ms() + LEASE_WAIT;
+    while (committed == 1 && km_now_mono_ms() < deadline) {
+        uv_run(&t->loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(committed, 0);
+    assert_int_equal(cluster_unowned(leader->c), 0);
+
+    lease_test_close(gone);
+    uint64_t t0 = km_now_mono_ms();
+    uint64_t seen_at = 0, cleared_at = 0;
+    deadline = t0 + LEASE_WAIT;
+    while (cleared_at == 0 && km_now_mono_ms() < deadline) {
+        uv_run(&t->loop, UV_RUN_NOWAIT);
+        size_t n = cluster_unowned(leader->c);
+        if (n == 1 && seen_at == 0) {
+            seen_at = km_now_mono_ms();
+        } else if (n == 0 && seen_at != 0) {
+            cleared_at = km_now_mono_ms();
+        }
+        uv_sleep(5);
+    }
+    /* Counted once its last ping is self_fence_after (500 ms) old,
+     * cleared by the DOWN that node_down_after (1500 ms) brings, with
+     * slack for a loaded machine. */
+    assert_true(seen_at != 0);
+    assert_true(cleared_at != 0);
+    assert_true(cleared_at - t0 <= 1500 + 3000);
+}
+
 static void
 ping_link_url_survives_the_codec(void **state)
 {
@@ -477,6 +553,7 @@ main(void)
         T(lease_closed_node_goes_down_and_its_shards_fail_over),
         T(lease_returning_node_joins_then_owns_shards_again),
         T(lease_drained_node_hands_its_shards_over_without_failover),
+        T(lease_unowned_counts_a_silent_owner_until_its_shard_moves),
 #undef T
         cmocka_unit_test(ping_link_url_survives_the_codec),
     };

@@ -209,6 +209,21 @@ kcli_render_cluster_status_marks_unreachable_member(void **state)
 }
 
 static void
+kcli_render_cluster_status_shows_unowned_messages(void **state)
+{
+    json_t *j = kcli_table_test_json(
+        "{\"cluster_id\":\"c-42\",\"term\":3,\"leader\":3,"
+        "\"commit_index\":1796,\"unowned_messages\":12,\"members\":[]}");
+    struct buf *out = *state;
+
+    kcli_render_cluster_status(j, out);
+    json_decref(j);
+    assert_non_null(strstr(buf_cstr(out), "COMMIT   1796\n"
+                                          "UNOWNED  12\n"
+                                          "\n"));
+}
+
+static void
 kcli_render_http_error_prefers_json_error_then_first_line(void **state)
 {
     static const char json_body[] = "{\"error\":\"no such rule\"}";
@@ -243,6 +258,7 @@ main(void)
         T(kcli_render_bounce_list_shows_remain_count_and_criteria),
         T(kcli_render_suspend_lists_show_their_columns),
         T(kcli_render_cluster_status_marks_unreachable_member),
+        T(kcli_render_cluster_status_shows_unowned_messages),
         T(kcli_render_http_error_prefers_json_error_then_first_line),
 #undef T
     };
