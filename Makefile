@@ -32,8 +32,8 @@ $(RELBUILD)/CMakeCache.txt: | deps
 
 # The fuzz tree: clang, ASan + UBSan + libFuzzer coverage, -O1.
 $(FUZZBUILD)/CMakeCache.txt: | deps
-	CC=clang cmake -S . -B $(FUZZBUILD) -DCMAKE_BUILD_TYPE=Debug \
-	    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DKUMO_SANITIZE=address,undefined \
+	CC=clang CXX=clang++ cmake -S . -B $(FUZZBUILD) -DCMAKE_BUILD_TYPE=Debug \
+	    -DCMAKE_C_FLAGS_DEBUG="-g -O1" -DCMAKE_CXX_FLAGS_DEBUG="-g -O1" -DKUMO_SANITIZE=address,undefined \
 	    -DKUMO_FUZZ=ON $(CMAKE_ARGS)
 
 build: deps $(BUILD)/CMakeCache.txt
