@@ -189,4 +189,59 @@ void cluster_body_on_request(struct cluster *c, uint64_t from,
 void cluster_status_on_request(struct cluster *c, uint64_t from,
                                const struct cluster_link_raw *raw,
                                struct cluster_link_reply *r);
+/* Shared by cluster_raft.c and cluster_raft_batch.c. */
+/* Records per FsmSnapshot chunk (one raft buffer each): a few MB. */
+#define CLUSTER_RAFT_SNAPSHOT_CHUNK 16384
+
+/* Translate a RAFT_* code (STYLE §4: where the call is made). */
+
+int cluster_raft_err(int rv);
+void cluster_raft_fail_fill(struct cluster *c, int status);
+
+/* Shared by cluster_fsm.c and cluster_fsm_snapshot.c. */
+struct cluster_fsm {
+    struct km_map *msgs;      /* id -> struct cluster_fsm_msg */
+    struct km_map *tombs;     /* id -> struct cluster_tomb */
+    struct km_map *rules;     /* admin rule id -> struct cluster_fsm_admin */
+    struct km_map *throttles; /* key -> struct cluster_throttle_win */
+    /* Tombstones in FSM-time order, oldest first, for O(1) pruning. */
+    struct cluster_tomb *tomb_head;
+    struct cluster_tomb **tomb_tail;
+    int64_t time_ms;
+    struct cluster_host host;
+    bool ready;
+    cluster_fsm_node_cb node_cb;
+    void *node_ctx;
+
+    /* ClusterSettings, once committed (shards and replication_factor
+     * never 0 then). */
+    bool has_settings;
+    struct cluster_settings settings;
+    char *cluster_id;
+    /* NodeState table, sorted by id. */
+    struct cluster_fsm_node *nodes;
+    size_t n_nodes;
+    /* The shard map: for shard s, map_replicas[s * map_r + i] for
+     * i < map_n[s], owner first; epochs[s] starts at 1 with its first
+     * list. map_shards 0: no map yet. */
+    uint32_t map_shards;
+    uint32_t map_r;
+    uint32_t *map_n;
+    uint64_t *map_replicas;
+    uint64_t *epochs;
+};
+
+void cluster_fsm_admin_free(struct cluster_fsm_admin *a);
+void cluster_fsm_clear(struct cluster_fsm *f);
+struct cluster_fsm_msg *cluster_fsm_msg_from_rec(const struct cluster_rec *r);
+void cluster_fsm_add_tomb(struct cluster_fsm *f, const char *id, int64_t at_ms);
+struct cluster_fsm_admin *
+cluster_fsm_admin_from_rec(const struct cluster_rec *r);
+void cluster_fsm_admin(struct cluster_fsm *f, const struct cluster_rec *r);
+struct cluster_fsm_node *cluster_fsm_find_node(const struct cluster_fsm *f,
+                                               uint64_t id);
+struct cluster_fsm_node *cluster_fsm_get_node(struct cluster_fsm *f,
+                                              uint64_t id);
+void cluster_fsm_apply_settings(struct cluster_fsm *f,
+                                const struct cluster_rec *r);
 #endif /* KUMO_CLUSTER_CORE_H */

@@ -18,38 +18,6 @@
 #include "cluster_core.h"
 #include "cluster_shard.h"
 
-struct cluster_fsm {
-    struct km_map *msgs;      /* id -> struct cluster_fsm_msg */
-    struct km_map *tombs;     /* id -> struct cluster_tomb */
-    struct km_map *rules;     /* admin rule id -> struct cluster_fsm_admin */
-    struct km_map *throttles; /* key -> struct cluster_throttle_win */
-    /* Tombstones in FSM-time order, oldest first, for O(1) pruning. */
-    struct cluster_tomb *tomb_head;
-    struct cluster_tomb **tomb_tail;
-    int64_t time_ms;
-    struct cluster_host host;
-    bool ready;
-    cluster_fsm_node_cb node_cb;
-    void *node_ctx;
-
-    /* ClusterSettings, once committed (shards and replication_factor
-     * never 0 then). */
-    bool has_settings;
-    struct cluster_settings settings;
-    char *cluster_id;
-    /* NodeState table, sorted by id. */
-    struct cluster_fsm_node *nodes;
-    size_t n_nodes;
-    /* The shard map: for shard s, map_replicas[s * map_r + i] for
-     * i < map_n[s], owner first; epochs[s] starts at 1 with its first
-     * list. map_shards 0: no map yet. */
-    uint32_t map_shards;
-    uint32_t map_r;
-    uint32_t *map_n;
-    uint64_t *map_replicas;
-    uint64_t *epochs;
-};
-
 void
 cluster_fsm_msg_free(struct cluster_fsm_msg *m)
 {
@@ -65,7 +33,7 @@ cluster_fsm_msg_free(struct cluster_fsm_msg *m)
     free(m);
 }
 
-static void
+void
 cluster_fsm_admin_free(struct cluster_fsm_admin *a)
 {
     if (a != NULL) {
@@ -98,7 +66,7 @@ cluster_fsm_clear_cluster(struct cluster_fsm *f)
     f->map_r = 0;
 }
 
-static void
+void
 cluster_fsm_clear(struct cluster_fsm *f)
 {
     struct km_map_iter it;
@@ -178,7 +146,7 @@ cluster_fsm_set_node_notify(struct cluster_fsm *f, cluster_fsm_node_cb cb,
 }
 
 /* Build an FSM entry from an Enqueue record (borrowed). */
-static struct cluster_fsm_msg *
+struct cluster_fsm_msg *
 cluster_fsm_msg_from_rec(const struct cluster_rec *r)
 {
     struct cluster_fsm_msg *m = km_calloc(1, sizeof(*m));
@@ -247,7 +215,7 @@ cluster_fsm_prune(struct cluster_fsm *f)
     }
 }
 
-static void
+void
 cluster_fsm_add_tomb(struct cluster_fsm *f, const char *id, int64_t at_ms)
 {
     struct cluster_tomb *t = km_calloc(1, sizeof(*t));
@@ -335,7 +303,7 @@ cluster_fsm_expire_rules(struct cluster_fsm *f)
     }
 }
 
-static struct cluster_fsm_admin *
+struct cluster_fsm_admin *
 cluster_fsm_admin_from_rec(const struct cluster_rec *r)
 {
     struct cluster_fsm_admin *a = km_calloc(1, sizeof(*a));
@@ -349,7 +317,7 @@ cluster_fsm_admin_from_rec(const struct cluster_rec *r)
     return a;
 }
 
-static void
+void
 cluster_fsm_admin(struct cluster_fsm *f, const struct cluster_rec *r)
 {
     void *old = NULL;
@@ -376,7 +344,7 @@ cluster_fsm_admin(struct cluster_fsm *f, const struct cluster_rec *r)
 
 /* Cluster state */
 
-static struct cluster_fsm_node *
+struct cluster_fsm_node *
 cluster_fsm_find_node(const struct cluster_fsm *f, uint64_t id)
 {
     size_t lo = 0, hi = f->n_nodes;
@@ -396,7 +364,7 @@ cluster_fsm_find_node(const struct cluster_fsm *f, uint64_t id)
 }
 
 /* The node `id`, added in id order (state 0) if missing. */
-static struct cluster_fsm_node *
+struct cluster_fsm_node *
 cluster_fsm_get_node(struct cluster_fsm *f, uint64_t id)
 {
     struct cluster_fsm_node *n = cluster_fsm_find_node(f, id);
@@ -507,7 +475,7 @@ cluster_fsm_settings_norm(struct cluster_settings *st)
     }
 }
 
-static void
+void
 cluster_fsm_apply_settings(struct cluster_fsm *f, const struct cluster_rec *r)
 {
     f->settings = r->settings;
@@ -664,236 +632,6 @@ cluster_fsm_apply(struct cluster_fsm *f, const void *data, size_t len)
     }
     cluster_fsm_apply_batch(f, &b);
     cluster_batch_fini(&b);
-    return 0;
-}
-
-int
-cluster_fsm_snapshot(const struct cluster_fsm *f, size_t chunk_records,
-                     cluster_alloc_fn alloc, cluster_free_fn release,
-                     struct cluster_blob **out, size_t *n)
-{
-    size_t n_msgs = km_map_count(f->msgs);
-    size_t n_tombs = 0, i = 0;
-    const struct cluster_fsm_msg **msgs;
-    const struct cluster_tomb **tombs;
-    struct km_map_iter it;
-    void *v;
-
-    msgs = km_calloc(n_msgs + 1, sizeof(*msgs));
-    km_map_iter_init(&it, f->msgs);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        msgs[i++] = v;
-    }
-    /* Live tombstones in FIFO order, so the restored list stays sorted. */
-    tombs = km_calloc(km_map_count(f->tombs) + 1, sizeof(*tombs));
-    for (const struct cluster_tomb *t = f->tomb_head; t != NULL; t = t->next) {
-        if (km_map_get(f->tombs, t->id) == t &&
-            cluster_fsm_is_tombstoned(f, t->id)) {
-            tombs[n_tombs++] = t;
-        }
-    }
-    size_t n_rules = 0;
-    const struct cluster_fsm_admin **rules =
-        km_calloc(km_map_count(f->rules) + 1, sizeof(*rules));
-    km_map_iter_init(&it, f->rules);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        rules[n_rules++] = v;
-    }
-    size_t n_thr = 0;
-    const struct cluster_throttle_win **thr =
-        km_calloc(km_map_count(f->throttles) + 1, sizeof(*thr));
-    km_map_iter_init(&it, f->throttles);
-    while (km_map_iter_next(&it, NULL, &v)) {
-        thr[n_thr++] = v;
-    }
-    struct cluster_snap_cluster cl = {
-        .settings = f->has_settings ? &f->settings : NULL,
-        .cluster_id = f->cluster_id,
-        .nodes = f->nodes,
-        .n_nodes = f->n_nodes,
-        .shards = f->map_shards,
-        .r = f->map_r,
-        .n_replicas = f->map_n,
-        .replicas = f->map_replicas,
-        .epochs = f->epochs,
-        .throttles = (const struct cluster_throttle_win *const *)thr,
-        .n_throttles = n_thr,
-    };
-    int rv = cluster_msg_encode_snapshot(
-        f->time_ms, (const struct cluster_fsm_msg *const *)msgs, n_msgs,
-        (const struct cluster_tomb *const *)tombs, n_tombs,
-        (const struct cluster_fsm_admin *const *)rules, n_rules, &cl,
-        chunk_records, alloc, release, out, n);
-    free(thr);
-    free(rules);
-    free(tombs);
-    free(msgs);
-    return rv;
-}
-
-static void
-cluster_fsm_on_snap_time(void *ctx, int64_t fsm_time_ms)
-{
-    struct cluster_fsm *f = ctx;
-
-    f->time_ms = fsm_time_ms;
-}
-
-static int
-cluster_fsm_on_snap_msg(void *ctx, const struct cluster_rec *rec)
-{
-    struct cluster_fsm *f = ctx;
-
-    if (km_map_has(f->msgs, rec->id)) {
-        return KM_ECORRUPT;
-    }
-    struct cluster_fsm_msg *m = cluster_fsm_msg_from_rec(rec);
-    km_map_put(f->msgs, m->pub.id, m, NULL);
-    return 0;
-}
-
-static int
-cluster_fsm_on_snap_tomb(void *ctx, const char *id, int64_t done_at_ms)
-{
-    struct cluster_fsm *f = ctx;
-
-    cluster_fsm_add_tomb(f, id, done_at_ms);
-    return 0;
-}
-
-static int
-cluster_fsm_on_snap_admin(void *ctx, const struct cluster_rec *rec)
-{
-    struct cluster_fsm *f = ctx;
-    struct cluster_fsm_admin *a = cluster_fsm_admin_from_rec(rec);
-    void *old = NULL;
-
-    km_map_put(f->rules, a->id, a, &old);
-    cluster_fsm_admin_free(old);
-    return 0;
-}
-
-static int
-cluster_fsm_on_snap_settings(void *ctx, const struct cluster_rec *rec)
-{
-    cluster_fsm_apply_settings(ctx, rec);
-    return 0;
-}
-
-static int
-cluster_fsm_on_snap_node(void *ctx, const struct cluster_rec *rec)
-{
-    struct cluster_fsm *f = ctx;
-
-    if (cluster_fsm_find_node(f, rec->node) != NULL ||
-        f->n_nodes >= CLUSTER_MAX_NODES) {
-        return KM_ECORRUPT;
-    }
-    struct cluster_fsm_node *n = cluster_fsm_get_node(f, rec->node);
-    n->state = rec->node_state;
-    n->weight = rec->weight != 0 ? rec->weight : 1;
-    n->raft_addr = rec->raft_addr != NULL ? km_strdup(rec->raft_addr) : NULL;
-    n->link_url = rec->link_url != NULL ? km_strdup(rec->link_url) : NULL;
-    return 0;
-}
-
-/* Shards come in order 0..S-1, S = the settings' shard count. */
-static int
-cluster_fsm_on_snap_shard(void *ctx, uint32_t shard, uint64_t epoch,
-                          const uint64_t *replicas, size_t n)
-{
-    struct cluster_fsm *f = ctx;
-
-    if (!f->has_settings || shard != f->map_shards ||
-        shard >= f->settings.shards || n > f->settings.replication_factor) {
-        return KM_ECORRUPT;
-    }
-    if (f->epochs == NULL) {
-        f->map_r = f->settings.replication_factor;
-        f->map_n = km_calloc(f->settings.shards, sizeof(*f->map_n));
-        f->map_replicas = km_calloc((size_t)f->settings.shards * f->map_r,
-                                    sizeof(*f->map_replicas));
-        f->epochs = km_calloc(f->settings.shards, sizeof(*f->epochs));
-    }
-    f->map_n[shard] = (uint32_t)n;
-    if (n > 0) {
-        memcpy(&f->map_replicas[(size_t)shard * f->map_r], replicas,
-               n * sizeof(*replicas));
-    }
-    f->epochs[shard] = epoch;
-    f->map_shards = shard + 1;
-    return 0;
-}
-
-static int
-cluster_fsm_on_snap_throttle(void *ctx, const struct cluster_throttle_win *w)
-{
-    struct cluster_fsm *f = ctx;
-
-    if (km_map_has(f->throttles, w->key) ||
-        km_map_count(f->throttles) >= CLUSTER_MAX_THROTTLES) {
-        return KM_ECORRUPT;
-    }
-    struct cluster_throttle_win *c = cluster_throttle_win_dup(w);
-    km_map_put(f->throttles, c->key, c, NULL);
-    return 0;
-}
-
-int
-cluster_fsm_restore(struct cluster_fsm *f, const void *data, size_t len)
-{
-    /* Decode into a fresh FSM so that a bad image keeps the old state. */
-    struct cluster_fsm *tmp = cluster_fsm_new();
-    struct cluster_snap_sink sink = {
-        .ctx = tmp,
-        .on_time = cluster_fsm_on_snap_time,
-        .on_msg = cluster_fsm_on_snap_msg,
-        .on_tomb = cluster_fsm_on_snap_tomb,
-        .on_admin = cluster_fsm_on_snap_admin,
-        .on_settings = cluster_fsm_on_snap_settings,
-        .on_node = cluster_fsm_on_snap_node,
-        .on_shard = cluster_fsm_on_snap_shard,
-        .on_throttle = cluster_fsm_on_snap_throttle,
-    };
-    int rv = cluster_msg_decode_snapshot(data, len, &sink);
-
-    if (rv == 0 && tmp->map_shards != 0 &&
-        tmp->map_shards != tmp->settings.shards) {
-        rv = KM_ECORRUPT; /* a partial map */
-    }
-    if (rv != 0) {
-        cluster_fsm_free(tmp);
-        return rv;
-    }
-    cluster_fsm_clear(f);
-    km_map_free(f->msgs);
-    km_map_free(f->tombs);
-    km_map_free(f->rules);
-    km_map_free(f->throttles);
-    f->msgs = tmp->msgs;
-    f->throttles = tmp->throttles;
-    f->tombs = tmp->tombs;
-    f->rules = tmp->rules;
-    f->tomb_head = tmp->tomb_head;
-    f->tomb_tail = tmp->tomb_head != NULL ? tmp->tomb_tail : &f->tomb_head;
-    f->time_ms = tmp->time_ms;
-    /* cluster_fsm_clear released f's cluster state above: move tmp's. */
-    f->has_settings = tmp->has_settings;
-    f->settings = tmp->settings;
-    f->cluster_id = tmp->cluster_id;
-    f->nodes = tmp->nodes;
-    f->n_nodes = tmp->n_nodes;
-    f->map_shards = tmp->map_shards;
-    f->map_r = tmp->map_r;
-    f->map_n = tmp->map_n;
-    f->map_replicas = tmp->map_replicas;
-    f->epochs = tmp->epochs;
-    free(tmp);
-    if (f->node_cb != NULL) {
-        for (size_t i = 0; i < f->n_nodes; i++) {
-            f->node_cb(f->node_ctx, &f->nodes[i]);
-        }
-    }
     return 0;
 }
 

@@ -22,92 +22,6 @@
 #include "base/log.h"
 #include "cluster_link_int.h"
 
-/* REP contexts receiving at once: requests being handled at one time. */
-#define CLUSTER_LINK_REP_CTXS 8
-/* Peers whose refused envelopes were already logged (then: no more). */
-#define CLUSTER_LINK_WARNED_MAX    32
-#define CLUSTER_LINK_RECONN_MIN_MS 100
-#define CLUSTER_LINK_RECONN_MAX_MS 2000
-
-enum cluster_link_stage {
-    CLUSTER_LINK_STAGE_IDLE,    /* no NNG operation */
-    CLUSTER_LINK_STAGE_SEND,    /* nng_ctx_send in flight */
-    CLUSTER_LINK_STAGE_RECV,    /* nng_ctx_recv in flight */
-    CLUSTER_LINK_STAGE_HANDLER, /* REP: the host holds the reply */
-    CLUSTER_LINK_STAGE_NOPEER,  /* REQ: queued only to report KM_ENOENT */
-};
-
-/* A completed NNG operation waiting for the loop. */
-struct cluster_link_item {
-    struct cluster_link_item *next;
-    bool is_req; /* struct cluster_link_req, else cluster_link_reply */
-};
-
-struct cluster_link_peer {
-    struct cluster_link_peer *next;
-    uint64_t node_id;
-    char *url;
-    nng_socket sock;
-    struct buf proof_out; /* ours, for requests to it (with TLS) */
-    struct buf proof_in;  /* its own, last checked (with TLS) */
-};
-
-/* One outgoing request. */
-struct cluster_link_req {
-    struct cluster_link_item item; /* first: items are cast back */
-    struct cluster_link_req *prev, *next;
-    struct cluster_link *link;
-    enum cluster_link_stage stage;
-    bool has_nng;
-    nng_ctx ctx;
-    nng_aio *aio;
-    uint64_t req_id;
-    uint64_t to_node;
-    bool canceled; /* its peer was removed */
-    uint64_t deadline_ms;
-    cluster_link_reply_cb cb;
-    void *arg;
-};
-
-/* One REP context; the host sees it as its reply handle. */
-struct cluster_link_reply {
-    struct cluster_link_item item; /* first: items are cast back */
-    struct cluster_link *link;
-    enum cluster_link_stage stage;
-    nng_ctx ctx;
-    nng_aio *aio;
-    uint64_t req_id;
-};
-
-struct cluster_link {
-    uv_loop_t *loop;
-    uint64_t node_id;
-    uint8_t cluster_id[CLUSTER_LINK_ID_MAX];
-    size_t cluster_id_len;
-    size_t max_msg_bytes;
-    uint32_t timeout_ms;
-    struct cluster_link_host host;
-    uv_async_t async;
-    uv_mutex_t mtx; /* guards head/tail only */
-    struct cluster_link_item *head, *tail;
-    bool has_rep;
-    nng_socket rep;
-    struct cluster_link_reply reps[CLUSTER_LINK_REP_CTXS];
-    size_t n_reps;
-    struct cluster_link_peer *peers;
-    struct cluster_link_req *reqs; /* in flight, doubly linked */
-    uint64_t next_req_id;
-    uint64_t warned[CLUSTER_LINK_WARNED_MAX];
-    size_t n_warned;
-    /* Mutual TLS: the PEM texts, and the listener's configuration. */
-    bool tls;
-    char *ca_pem, *cert_pem, *key_pem;
-    nng_tls_config *tls_server;
-    bool closing;
-    cluster_link_close_cb close_cb;
-    void *close_arg;
-};
-
 static int
 cluster_link_nng_err(int rv)
 {
@@ -176,7 +90,7 @@ cluster_link_peer_find(struct cluster_link *l, uint64_t node_id)
 }
 
 /* Build an nng message holding `env` encoded. */
-static int
+int
 cluster_link_msg_new(struct cluster_link *l, const struct cluster_link_env *env,
                      nng_msg **out)
 {
@@ -196,7 +110,7 @@ cluster_link_msg_new(struct cluster_link *l, const struct cluster_link_env *env,
     return cluster_link_nng_err(rv);
 }
 
-static void
+void
 cluster_link_env_init(struct cluster_link *l, struct cluster_link_env *env,
                       uint64_t req_id, const struct cluster_link_msg *msg)
 {
@@ -213,7 +127,7 @@ cluster_link_env_init(struct cluster_link *l, struct cluster_link_env *env,
 
 /* Decode the message held by `aio` (then freed) and check that it comes
  * from our cluster and protocol version. */
-static int
+int
 cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
                       struct cluster_link_env *env)
 {
@@ -236,7 +150,7 @@ cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
 }
 
 /* Log a refused envelope from `node` once per claimed sender. */
-static void
+void
 cluster_link_warn_refused(struct cluster_link *l, uint64_t node,
                           const char *why)
 {
@@ -256,7 +170,7 @@ cluster_link_warn_refused(struct cluster_link *l, uint64_t node,
  * link knows as peers may send requests (issue 16: a request naming any
  * from_node was obeyed). Without TLS the claim itself is not
  * authenticated: see docs/security.md. */
-static const char *
+const char *
 cluster_link_refusal(struct cluster_link *l, int rv,
                      const struct cluster_link_env *env)
 {
@@ -297,7 +211,7 @@ cluster_link_refusal(struct cluster_link *l, int rv,
 /* Free the message an idle `aio` still owns after `stage`: a failed send
  * leaves it with us, and so does a receive not yet taken. A successful
  * send's message belongs to NNG, though the aio still points to it. */
-static void
+void
 cluster_link_aio_drop_msg(nng_aio *aio, enum cluster_link_stage stage)
 {
     nng_msg *m = nng_aio_get_msg(aio);
@@ -456,113 +370,6 @@ err_after_msg:
     rv = cluster_link_nng_err(rv);
 err_after_alloc:
     free(q);
-    return rv;
-}
-
-/* Replies */
-
-static void
-cluster_link_rep_recv(struct cluster_link_reply *r)
-{
-    r->stage = CLUSTER_LINK_STAGE_RECV;
-    nng_aio_set_timeout(r->aio, NNG_DURATION_INFINITE);
-    nng_ctx_recv(r->ctx, r->aio);
-}
-
-/* Send `env` as the reply of `r`. */
-static int
-cluster_link_rep_send_env(struct cluster_link_reply *r,
-                          const struct cluster_link_env *env)
-{
-    nng_msg *m;
-    int rv;
-
-    rv = cluster_link_msg_new(r->link, env, &m);
-    if (rv != 0) {
-        return rv;
-    }
-    r->stage = CLUSTER_LINK_STAGE_SEND;
-    nng_aio_set_msg(r->aio, m);
-    nng_aio_set_timeout(r->aio, (nng_duration)r->link->timeout_ms);
-    nng_ctx_send(r->ctx, r->aio);
-    return 0;
-}
-
-/* Refuse the request of `r` with an empty envelope: the peer fails it
- * with KM_EPROTO at once instead of waiting for its deadline. The refusal
- * carries neither our cluster id nor our node id: the requester may be a
- * stranger guessing them (PROBE-2026-12 L0), and a member fails the reply
- * with KM_EPROTO all the same. */
-static void
-cluster_link_rep_refuse(struct cluster_link_reply *r, uint64_t req_id)
-{
-    struct cluster_link_env env;
-
-    cluster_link_env_init(r->link, &env, req_id, NULL);
-    env.cluster_id_len = 0;
-    env.from_node = 0;
-    if (cluster_link_rep_send_env(r, &env) != 0) {
-        cluster_link_rep_recv(r);
-    }
-}
-
-static void
-cluster_link_rep_advance(struct cluster_link_reply *r)
-{
-    struct cluster_link *l = r->link;
-    struct cluster_link_env env;
-    const char *why;
-    int rv;
-
-    rv = nng_aio_result(r->aio);
-    if (r->stage == CLUSTER_LINK_STAGE_SEND) {
-        cluster_link_aio_drop_msg(r->aio, r->stage);
-        cluster_link_rep_recv(r);
-        return;
-    }
-    if (rv == NNG_ECLOSED || rv == NNG_ECANCELED) {
-        r->stage = CLUSTER_LINK_STAGE_IDLE;
-        return;
-    }
-    if (rv != 0) {
-        cluster_link_rep_recv(r);
-        return;
-    }
-    rv = cluster_link_take_env(l, r->aio, &env);
-    why = cluster_link_refusal(l, rv, &env);
-    if (why != NULL) {
-        cluster_link_warn_refused(l, env.from_node, why);
-        cluster_link_rep_refuse(r, env.req_id);
-        cluster_msg_link_env_fini(&env);
-        return;
-    }
-    r->stage = CLUSTER_LINK_STAGE_HANDLER;
-    r->req_id = env.req_id;
-    l->host.on_request(l->host.ctx, env.from_node, &env.msg, r);
-    cluster_msg_link_env_fini(&env);
-}
-
-int
-cluster_link_reply_send(struct cluster_link_reply *r,
-                        const struct cluster_link_msg *reply)
-{
-    struct cluster_link_env env;
-    int rv;
-
-    KM_ASSERT(r->stage == CLUSTER_LINK_STAGE_HANDLER);
-    if (r->link->closing) {
-        r->stage = CLUSTER_LINK_STAGE_IDLE;
-        return KM_ECLOSING;
-    }
-    cluster_link_env_init(r->link, &env, r->req_id, reply);
-    if (reply == NULL || reply->kind == CLUSTER_LINK_NONE) {
-        rv = KM_EINVAL;
-    } else {
-        rv = cluster_link_rep_send_env(r, &env);
-    }
-    if (rv != 0) {
-        cluster_link_rep_refuse(r, r->req_id);
-    }
     return rv;
 }
 

@@ -4,9 +4,15 @@
  * Any thread; no state. */
 #ifndef KUMO_CLUSTER_LINK_INT_H
 #define KUMO_CLUSTER_LINK_INT_H
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/tls/tls.h>
+#include <uv.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "cluster_link.h"
 
 /* A LinkEnvelope. After cluster_msg_link_decode() it owns the raw payload
@@ -39,4 +45,104 @@ int cluster_msg_link_decode(const uint8_t *p, size_t n, size_t max_bytes,
 
 /* Release what a decoded envelope owns; safe on a zeroed one. */
 void cluster_msg_link_env_fini(struct cluster_link_env *env);
+/* Shared by cluster_link.c and cluster_link_reply.c. */
+/* REP contexts receiving at once: requests being handled at one time. */
+#define CLUSTER_LINK_REP_CTXS 8
+/* Peers whose refused envelopes were already logged (then: no more). */
+#define CLUSTER_LINK_WARNED_MAX    32
+#define CLUSTER_LINK_RECONN_MIN_MS 100
+#define CLUSTER_LINK_RECONN_MAX_MS 2000
+
+enum cluster_link_stage {
+    CLUSTER_LINK_STAGE_IDLE,    /* no NNG operation */
+    CLUSTER_LINK_STAGE_SEND,    /* nng_ctx_send in flight */
+    CLUSTER_LINK_STAGE_RECV,    /* nng_ctx_recv in flight */
+    CLUSTER_LINK_STAGE_HANDLER, /* REP: the host holds the reply */
+    CLUSTER_LINK_STAGE_NOPEER,  /* REQ: queued only to report KM_ENOENT */
+};
+
+/* A completed NNG operation waiting for the loop. */
+struct cluster_link_item {
+    struct cluster_link_item *next;
+    bool is_req; /* struct cluster_link_req, else cluster_link_reply */
+};
+
+struct cluster_link_peer {
+    struct cluster_link_peer *next;
+    uint64_t node_id;
+    char *url;
+    nng_socket sock;
+    struct buf proof_out; /* ours, for requests to it (with TLS) */
+    struct buf proof_in;  /* its own, last checked (with TLS) */
+};
+
+/* One outgoing request. */
+struct cluster_link_req {
+    struct cluster_link_item item; /* first: items are cast back */
+    struct cluster_link_req *prev, *next;
+    struct cluster_link *link;
+    enum cluster_link_stage stage;
+    bool has_nng;
+    nng_ctx ctx;
+    nng_aio *aio;
+    uint64_t req_id;
+    uint64_t to_node;
+    bool canceled; /* its peer was removed */
+    uint64_t deadline_ms;
+    cluster_link_reply_cb cb;
+    void *arg;
+};
+
+/* One REP context; the host sees it as its reply handle. */
+struct cluster_link_reply {
+    struct cluster_link_item item; /* first: items are cast back */
+    struct cluster_link *link;
+    enum cluster_link_stage stage;
+    nng_ctx ctx;
+    nng_aio *aio;
+    uint64_t req_id;
+};
+
+struct cluster_link {
+    uv_loop_t *loop;
+    uint64_t node_id;
+    uint8_t cluster_id[CLUSTER_LINK_ID_MAX];
+    size_t cluster_id_len;
+    size_t max_msg_bytes;
+    uint32_t timeout_ms;
+    struct cluster_link_host host;
+    uv_async_t async;
+    uv_mutex_t mtx; /* guards head/tail only */
+    struct cluster_link_item *head, *tail;
+    bool has_rep;
+    nng_socket rep;
+    struct cluster_link_reply reps[CLUSTER_LINK_REP_CTXS];
+    size_t n_reps;
+    struct cluster_link_peer *peers;
+    struct cluster_link_req *reqs; /* in flight, doubly linked */
+    uint64_t next_req_id;
+    uint64_t warned[CLUSTER_LINK_WARNED_MAX];
+    size_t n_warned;
+    /* Mutual TLS: the PEM texts, and the listener's configuration. */
+    bool tls;
+    char *ca_pem, *cert_pem, *key_pem;
+    nng_tls_config *tls_server;
+    bool closing;
+    cluster_link_close_cb close_cb;
+    void *close_arg;
+};
+
+int cluster_link_msg_new(struct cluster_link *l,
+                         const struct cluster_link_env *env, nng_msg **out);
+void cluster_link_env_init(struct cluster_link *l, struct cluster_link_env *env,
+                           uint64_t req_id, const struct cluster_link_msg *msg);
+int cluster_link_take_env(struct cluster_link *l, nng_aio *aio,
+                          struct cluster_link_env *env);
+void cluster_link_warn_refused(struct cluster_link *l, uint64_t node,
+                               const char *why);
+const char *cluster_link_refusal(struct cluster_link *l, int rv,
+                                 const struct cluster_link_env *env);
+void cluster_link_aio_drop_msg(nng_aio *aio, enum cluster_link_stage stage);
+void cluster_link_rep_recv(struct cluster_link_reply *r);
+void cluster_link_rep_advance(struct cluster_link_reply *r);
 #endif /* KUMO_CLUSTER_LINK_INT_H */

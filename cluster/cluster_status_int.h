@@ -9,6 +9,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <raft.h>
+#include <uv.h>
+
+#include "cluster_core.h"
+#include "cluster_link.h"
+
 /* Largest shard count a report may list (ShardStatus entries). */
 #define CLUSTER_STATUS_MAX_SHARDS 65536
 
@@ -77,4 +83,34 @@ int cluster_msg_decode_admin(const void *data, size_t len,
                              struct cluster_admin_req *out);
 int cluster_msg_decode_admin_ack(const void *data, size_t len,
                                  struct cluster_admin_ack *out);
+/* A membership change in flight (cluster_member.c), or forwarded to the
+ * leader for a follower (cluster_status.c). */
+struct cluster_status_admin {
+    struct cluster *c;
+    struct cluster_admin_req req;
+    cluster_admin_cb cb;
+    void *arg;
+    struct cluster_link_reply *reply; /* serving a follower's request */
+    /* Local callers: the deadline, then one loop turn before cb. */
+    uv_timer_t timer;
+    bool finished; /* the outcome is known */
+    bool reported; /* cb has run */
+    struct raft_change change;
+    struct raft_transfer transfer;
+    int status;
+    char message[256];
+};
+
+/* Shared by cluster_status.c and cluster_member.c. */
+#define CLUSTER_STATUS_DEADLINE_MS 1500
+/* A local caller hears KM_ETIMEDOUT after this; the change itself goes on
+ * (libraft has no way to cancel a promotion that waits for catch-up). */
+#define CLUSTER_STATUS_ADMIN_DEADLINE_MS 15000
+
+void cluster_status_admin_on_timer(uv_timer_t *t);
+void cluster_status_admin_done(struct cluster_status_admin *op, int status,
+                               const char *fmt, ...);
+void cluster_status_transfer(struct cluster_status_admin *op);
+void cluster_status_add(struct cluster_status_admin *op);
+void cluster_status_remove(struct cluster_status_admin *op);
 #endif /* KUMO_CLUSTER_STATUS_INT_H */

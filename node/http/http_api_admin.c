@@ -491,12 +491,11 @@ http_api_admin_handle(struct http_api *h, struct http_req *req, bool *taken)
         strcmp(p, "/api/admin/rebind/v1") != 0) {
         return false;
     }
-    if (!h->ready ||
-        h->shutting_down) {
+    if (!h->ready || h->shutting_down) {
         http_api_reply_error(req, 503, "%s",
                              h->ready ? "shutting down"
-                                                   : "waiting for spool "
-                                                     "startup");
+                                      : "waiting for spool "
+                                        "startup");
         return true;
     }
     if (strcmp(p, "/api/admin/bounce/v1") == 0) {

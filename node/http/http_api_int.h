@@ -168,4 +168,165 @@ bool http_api_admin_handle(struct http_api *h, struct http_req *req,
                            bool *taken);
 /* "4m 59s" style (humantime), whole seconds. */
 void http_api_admin_humantime(int64_t ms, char *out, size_t len);
+/* Shared by http_api.c and http_api_endpoints.c. */
+#define HTTP_API_DEFAULT_LISTEN     "127.0.0.1:8000"
+#define HTTP_API_DEFAULT_BODY_LIMIT (2u * 1024u * 1024u)
+#define HTTP_API_AUTH_CACHE_MS      (60 * 1000)
+#define HTTP_API_AUTH_CACHE_MAX     4096
+#define HTTP_API_TRUSTED_GROUP      "kumomta:http-listener-trusted-ip"
+
+struct http_api_auth_entry {
+    int64_t expires_ms;
+    bool ok;
+};
+
+enum http_api_access {
+    HTTP_API_OPEN,    /* anyone */
+    HTTP_API_INJECT,  /* trusted or authenticated */
+    HTTP_API_TRUSTED, /* trusted hosts only */
+};
+
+void http_api_liveness(struct http_api *h, struct http_req *req);
+void http_api_metrics_text(struct http_api *h, struct http_req *req);
+void http_api_metrics_json(struct http_api *h, struct http_req *req);
+void http_api_queue_summary(struct http_api *h, struct http_req *req);
+bool http_api_cluster_status(struct http_api *h, struct http_req *req);
+bool http_api_cluster_admin(struct http_api *h, struct http_req *req,
+                            const char *what);
+
+/* Shared by http_api_inject.c and http_api_inject_build.c. */
+struct http_api_inject_rcpt {
+    char *email;
+    char *name;    /* NULL if absent */
+    json_t *subst; /* object or NULL */
+    json_t *metadata;
+};
+
+struct http_api_inject_attach {
+    char *content_type;
+    char *file_name;  /* NULL if absent */
+    char *content_id; /* NULL if absent */
+    struct buf data;  /* decoded bytes */
+};
+
+struct http_api_inject_header {
+    char *name;
+    struct http_api_template *value;
+};
+
+struct http_api_inject {
+    char *sender;
+    struct http_api_inject_rcpt *rcpts;
+    size_t n_rcpts;
+    json_t *subst;                 /* object or NULL */
+    struct http_api_template *raw; /* raw content, or NULL: builder */
+    struct http_api_template *subject, *text_body, *html_body;
+    struct http_api_template *from_name;
+    char *from_email;
+    char *reply_to; /* formatted address, or NULL */
+    struct http_api_inject_header *headers;
+    size_t n_headers;
+    struct http_api_inject_attach *attach;
+    size_t n_attach;
+};
+
+void http_api_inject_quoted(const char *s, struct buf *out);
+int http_api_inject_b64_decode(const char *s, size_t n, struct buf *out);
+void http_api_inject_fmt_addr(const char *name, const char *email,
+                              struct buf *out);
+
+/* Shared by http_api_template.c and http_api_template_render.c. */
+enum http_api_template_filter {
+    HTTP_API_TPL_F_DEFAULT,
+    HTTP_API_TPL_F_UPPER,
+    HTTP_API_TPL_F_LOWER,
+    HTTP_API_TPL_F_TRIM,
+};
+
+struct http_api_template_operand {
+    json_t *path;    /* array of keys (strings) and indexes, or NULL */
+    json_t *literal; /* when path is NULL */
+    enum http_api_template_filter *filters;
+    json_t **filter_args; /* default()'s argument, or NULL */
+    size_t n_filters;
+};
+
+enum http_api_template_op {
+    HTTP_API_TPL_OP_NONE,
+    HTTP_API_TPL_OP_EQ,
+    HTTP_API_TPL_OP_NE,
+};
+
+struct http_api_template_expr {
+    bool negate;
+    struct http_api_template_operand lhs;
+    enum http_api_template_op op;
+    struct http_api_template_operand rhs;
+};
+
+/* The deepest nesting of if blocks a template may have. */
+#define HTTP_API_TEMPLATE_MAX_DEPTH 64
+
+struct http_api_template_nodes {
+    struct http_api_template_node *v;
+    size_t n;
+    size_t cap;
+};
+
+enum http_api_template_kind {
+    HTTP_API_TPL_TEXT,
+    HTTP_API_TPL_VAR,
+    HTTP_API_TPL_IF,
+};
+
+struct http_api_template_branch {
+    struct http_api_template_expr cond;
+    struct http_api_template_nodes body;
+};
+
+struct http_api_template_node {
+    enum http_api_template_kind kind;
+    struct buf text;                           /* TEXT */
+    struct http_api_template_expr expr;        /* VAR */
+    struct http_api_template_branch *branches; /* IF: if and elifs */
+    size_t n_branches;
+    struct http_api_template_nodes else_body;
+};
+
+struct http_api_template {
+    struct http_api_template_nodes root;
+};
+
+/* Compiler state. */
+struct http_api_template_parser {
+    const char *src;
+    size_t len;
+    size_t pos;
+    unsigned depth;   /* if blocks open */
+    bool lstrip_next; /* the previous tag ended with "-%}" or "-}}" */
+    char *err;
+    size_t errlen;
+};
+
+/* A tag's inside, tokenised. */
+enum http_api_template_tok {
+    HTTP_API_TPL_T_END,
+    HTTP_API_TPL_T_IDENT,
+    HTTP_API_TPL_T_STRING,
+    HTTP_API_TPL_T_NUMBER,
+    HTTP_API_TPL_T_PUNCT, /* . [ ] ( ) | , == != */
+};
+
+struct http_api_template_lexer {
+    struct http_api_template_parser *p;
+    size_t pos, end; /* within p->src */
+    enum http_api_template_tok tok;
+    size_t tok_start;
+    struct buf val; /* identifier, decoded string, number or punct */
+};
+
+int http_api_template_operand(struct http_api_template_lexer *lx,
+                              struct http_api_template_operand *o);
+int http_api_template_expr(struct http_api_template_lexer *lx,
+                           struct http_api_template_expr *e);
 #endif /* KUMO_HTTP_API_INT_H */
