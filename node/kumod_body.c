@@ -30,8 +30,7 @@
 bool
 kumod_body_in_group(const struct kumod *kd)
 {
-    return kd->cfg.n_cluster_peers > 1 && kd->cfg.link_listen != NULL &&
-           kd->cluster != NULL;
+    return cluster_is_group(kd->cluster);
 }
 
 /* A StoreBody being written: two synced puts, then the answer. Counted in

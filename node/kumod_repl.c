@@ -316,8 +316,7 @@ kumod_repl_start(struct kumod *kd)
 {
     struct kumod_repl *r;
 
-    if (kd->repl != NULL || kd->cfg.n_cluster_peers <= 1 ||
-        kd->cfg.link_listen == NULL || kd->cluster == NULL) {
+    if (kd->repl != NULL || !cluster_is_group(kd->cluster)) {
         return;
     }
     r = km_calloc(1, sizeof(*r));
