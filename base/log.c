@@ -87,6 +87,9 @@ log_set_filter(const char *filter)
     return rv;
 }
 
+static void log_vwrite(const char *tag, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_vwrite(const char *tag, const char *fmt, va_list ap)
 {

@@ -109,7 +109,8 @@ struct cluster_status_admin {
 
 void cluster_status_admin_on_timer(uv_timer_t *t);
 void cluster_status_admin_done(struct cluster_status_admin *op, int status,
-                               const char *fmt, ...);
+                               const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void cluster_status_transfer(struct cluster_status_admin *op);
 void cluster_status_add(struct cluster_status_admin *op);
 void cluster_status_remove(struct cluster_status_admin *op);

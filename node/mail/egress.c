@@ -349,7 +349,7 @@ egress_submit(struct egress_mgr *em, struct message *m,
     if (src == NULL) {
         /* The macro carries the code: keep the enhanced code onwards. As
          * KumoMTA does, the text names the scheduled queue. */
-        snprintf(text, sizeof(text), "%s %s.", EGRESS_TXT_NO_SOURCES + 4,
+        snprintf(text, sizeof(text), "%s %s.", &EGRESS_TXT_NO_SOURCES[4],
                  it->queue);
         egress_item_fail(it, EGRESS_TRANSIENT, 451, text, NULL);
         return;

@@ -247,7 +247,9 @@ tls_conn_new(struct tls_ctx *ctx, const char *sni, struct tls_conn **out)
     } else {
         SSL_set_connect_state(c->ssl);
         if (sni != NULL && sni[0] != '\0') {
-            SSL_set_tlsext_host_name(c->ssl, sni);
+            /* SSL_set_tlsext_host_name() without its const-dropping cast. */
+            SSL_ctrl(c->ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME,
+                     TLSEXT_NAMETYPE_host_name, (void *)(uintptr_t)sni);
             if (ctx->verify && SSL_set1_host(c->ssl, sni) != 1) {
                 goto err_after_ssl;
             }
