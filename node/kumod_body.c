@@ -26,13 +26,6 @@
 /* Pause before asking every node again for a body none could provide. */
 #define KUMOD_BODY_FETCH_RETRY_MS 5000u
 
-/* A multi-node group: bodies are replicated, shards have owners. */
-bool
-kumod_body_in_group(const struct kumod *kd)
-{
-    return cluster_is_group(kd->cluster);
-}
-
 /* A StoreBody being written: two synced puts, then the answer. Counted in
  * inflight_body_ops so that shutdown waits for the answer (the cluster and
  * its link close only after that). */
@@ -419,7 +412,7 @@ kumod_body_on_cluster_enqueue(void *ctx, const struct cluster_msg *cm)
 {
     struct kumod *kd = ctx;
 
-    if (!kumod_body_in_group(kd) || kd->state != KUMOD_RUNNING ||
+    if (!cluster_is_group(kd->cluster) || kd->state != KUMOD_RUNNING ||
         !cluster_owns(kd->cluster, cm->shard)) {
         return;
     }
@@ -455,7 +448,7 @@ kumod_body_reconcile(struct kumod *kd)
 {
     struct kumod_body_sweep sw = {.kd = kd};
 
-    if (!kumod_body_in_group(kd) || kd->state != KUMOD_RUNNING ||
+    if (!cluster_is_group(kd->cluster) || kd->state != KUMOD_RUNNING ||
         kumod_is_stopping(kd)) {
         return 0;
     }
@@ -495,7 +488,7 @@ kumod_body_on_shard_owner(void *ctx, uint32_t shard, uint64_t old_owner,
     struct cluster_settings st;
 
     (void)old_owner;
-    if (!kumod_body_in_group(kd) || kd->state != KUMOD_RUNNING ||
+    if (!cluster_is_group(kd->cluster) || kd->state != KUMOD_RUNNING ||
         new_owner != cluster_self_id(kd->cluster)) {
         return;
     }
@@ -515,7 +508,7 @@ kumod_body_on_cluster_done(void *ctx, const char *id, int outcome)
     struct kumod *kd = ctx;
 
     (void)outcome;
-    if (!kumod_body_in_group(kd)) {
+    if (!cluster_is_group(kd->cluster)) {
         return; /* one node: queue.c deletes after its own Done */
     }
     if (kd->queues != NULL) { /* NULL before the pipeline opens */

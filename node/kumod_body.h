@@ -10,8 +10,6 @@
 
 struct kumod;
 
-/* A multi-node group: bodies are replicated, shards have owners. */
-bool kumod_body_in_group(const struct kumod *kd);
 /* Whether both spools hold message `id`. */
 bool kumod_body_has_local_body(struct kumod *kd, const char *id);
 /* Fetch the body of cm from its replicas (then every peer), store it

@@ -43,7 +43,7 @@ kumod_recover_one(void *arg, const struct cluster_msg *cm)
 
     /* In a group, the shard's owner queues the message; a body it lacks
      * is fetched from the replicas. */
-    if (kumod_body_in_group(kd)) {
+    if (cluster_is_group(kd->cluster)) {
         if (!cluster_owns(kd->cluster, cm->shard)) {
             rc->st->remote++;
             return true;
@@ -108,7 +108,7 @@ kumod_orphan_expired(const struct kumod *kd, const char *id)
 {
     int64_t t;
 
-    if (!kumod_body_in_group(kd)) {
+    if (!cluster_is_group(kd->cluster)) {
         return true;
     }
     t = km_id_time_ms(id);

@@ -590,12 +590,20 @@ ingest_log_reception(struct ingest *ig, const struct ingest_peer *peer,
     logrec_set_write(ig->d.logs, &ev);
 }
 
-bool
-ingest_keeps(const struct message *m, enum ingest_verdict v)
+/* KumoMTA's black hole: a message for the "null" queue is accepted and
+ * dropped. */
+static bool
+ingest_null_queued(const struct message *m)
 {
     const char *queue = message_meta_str(m, "queue");
 
-    return v == INGEST_KEEP && (queue == NULL || strcmp(queue, "null") != 0);
+    return queue != NULL && strcmp(queue, "null") == 0;
+}
+
+bool
+ingest_keeps(const struct message *m, enum ingest_verdict v)
+{
+    return v == INGEST_KEEP && !ingest_null_queued(m);
 }
 
 bool
@@ -603,9 +611,7 @@ ingest_takes_any(struct message *const *msgs, const enum ingest_verdict *v,
                  size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        const char *queue = message_meta_str(msgs[i], "queue");
-        if (v[i] == INGEST_KEEP ||
-            (queue != NULL && strcmp(queue, "null") == 0)) {
+        if (v[i] == INGEST_KEEP || ingest_null_queued(msgs[i])) {
             return true;
         }
     }

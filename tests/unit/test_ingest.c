@@ -17,7 +17,6 @@
 
 #include <dirent.h>
 #include <uv.h>
-#include <zstd.h>
 
 #include "base/buf.h"
 #include "base/km.h"
@@ -25,6 +24,7 @@
 #include "logrec.h"
 #include "message.h"
 #include "test_util.h"
+#include "test_zstd.h"
 
 /* Fixture */
 
@@ -124,30 +124,12 @@ ingest_test_records(struct ingest_test *t, struct buf *out)
     assert_non_null(dir);
     while ((e = readdir(dir)) != NULL) {
         char path[600];
-        char chunk[4096];
-        struct buf in = BUF_INIT;
-        size_t n;
-        FILE *fp;
 
         if (e->d_name[0] == '.') {
             continue;
         }
         snprintf(path, sizeof(path), "%s/%s", t->dir, e->d_name);
-        fp = fopen(path, "rb");
-        assert_non_null(fp);
-        while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
-            buf_append(&in, chunk, n);
-        }
-        fclose(fp);
-        ZSTD_DCtx *d = ZSTD_createDCtx();
-        ZSTD_inBuffer ib = {in.data, in.len, 0};
-        while (ib.pos < ib.size) {
-            ZSTD_outBuffer ob = {chunk, sizeof(chunk), 0};
-            assert_false(ZSTD_isError(ZSTD_decompressStream(d, &ob, &ib)));
-            buf_append(out, chunk, ob.pos);
-        }
-        ZSTD_freeDCtx(d);
-        buf_fini(&in);
+        assert_true(test_unzstd(path, out));
     }
     closedir(dir);
 }

@@ -20,6 +20,8 @@
 #include <uv.h>
 #include <zstd.h>
 
+#include "test_zstd.h"
+
 #include "base/buf.h"
 #include "base/km.h"
 #include "logrec.h"
@@ -201,37 +203,6 @@ helper_free_list(struct dirent **list, int n)
         free(list[i]);
     }
     free(list);
-}
-
-/* Decompress the file at path into out; true if it ends with a complete
- * zstd frame. */
-static bool
-helper_unzstd(const char *path, struct buf *out)
-{
-    FILE *fp = fopen(path, "rb");
-    struct buf in = BUF_INIT;
-    char chunk[4096];
-    size_t n;
-    size_t ret = 1;
-    bool nonempty;
-
-    assert_non_null(fp);
-    while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0) {
-        buf_append(&in, chunk, n);
-    }
-    fclose(fp);
-    ZSTD_DCtx *d = ZSTD_createDCtx();
-    ZSTD_inBuffer ib = {in.data, in.len, 0};
-    while (ib.pos < ib.size) {
-        ZSTD_outBuffer ob = {chunk, sizeof(chunk), 0};
-        ret = ZSTD_decompressStream(d, &ob, &ib);
-        assert_false(ZSTD_isError(ret));
-        buf_append(out, chunk, ob.pos);
-    }
-    ZSTD_freeDCtx(d);
-    nonempty = in.len > 0;
-    buf_fini(&in);
-    return nonempty && ret == 0;
 }
 
 /* Check that text holds JSON records id-<first>, id-<first+1>, ... one per
@@ -565,7 +536,7 @@ logrec_written_records_are_one_zstd_segment_in_order_after_close(void **state)
     assert_int_equal(list[0]->d_name[8], '-');
     assert_int_equal(list[0]->d_name[15], '.');
     snprintf(path, sizeof(path), "%s/%s", f->logs, list[0]->d_name);
-    assert_true(helper_unzstd(path, &text));
+    assert_true(test_unzstd(path, &text));
     assert_int_equal(helper_check_lines(&text, 0), N);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0222, 0);
@@ -601,7 +572,7 @@ logrec_rotates_by_size_into_several_complete_segments(void **state)
         struct buf text = BUF_INIT;
         char path[600];
         snprintf(path, sizeof(path), "%s/%s", f->logs, list[i]->d_name);
-        assert_true(helper_unzstd(path, &text));
+        assert_true(test_unzstd(path, &text));
         /* A segment stops at the record that reaches the limit. */
         assert_true(text.len < 8192 + 1024);
         if (i < n - 1) {
@@ -634,7 +605,7 @@ logrec_idle_segment_closes_after_max_segment_duration(void **state)
     int n = helper_list(f->logs, &list);
     assert_int_equal(n, 1);
     snprintf(path, sizeof(path), "%s/%s", f->logs, list[0]->d_name);
-    assert_true(helper_unzstd(path, &text));
+    assert_true(test_unzstd(path, &text));
     assert_int_equal(helper_check_lines(&text, 0), 3);
     helper_free_list(list, n);
 
