@@ -77,8 +77,8 @@ km_file_sync_dir_of(const char *path)
 }
 
 int
-km_file_write_durable(const char *path, const void *data, size_t n,
-                      char *err, size_t errlen)
+km_file_write_durable(const char *path, const void *data, size_t n, char *err,
+                      size_t errlen)
 {
     char *tmp = km_asprintf("%s.tmp", path);
     ssize_t w;

@@ -15,7 +15,6 @@
 #include "base/km.h"
 #include "cluster_core.h"
 
-
 int64_t
 cluster_throttle_window_of(int64_t t_ms, uint64_t period_ms)
 {

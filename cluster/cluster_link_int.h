@@ -8,9 +8,9 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <nng/supplemental/tls/tls.h>
-#include <uv.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "base/buf.h"
 #include "cluster_link.h"

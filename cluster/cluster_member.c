@@ -17,7 +17,6 @@
 
 /* Membership admin */
 
-
 static int
 cluster_status_raft_err(int rv)
 {

@@ -83,6 +83,7 @@ int cluster_msg_decode_admin(const void *data, size_t len,
                              struct cluster_admin_req *out);
 int cluster_msg_decode_admin_ack(const void *data, size_t len,
                                  struct cluster_admin_ack *out);
+
 /* A membership change in flight (cluster_member.c), or forwarded to the
  * leader for a follower (cluster_status.c). */
 struct cluster_status_admin {

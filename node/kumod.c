@@ -378,7 +378,8 @@ kumod_open_pipeline(struct kumod *kd)
         .data = kd->data_spool,
         .meta = kd->meta_spool,
         .nodeid = kd->nodeid,
-        .raft_node_id = kd->cfg.cluster_node_id != 0 ? kd->cfg.cluster_node_id : 1,
+        .raft_node_id =
+            kd->cfg.cluster_node_id != 0 ? kd->cfg.cluster_node_id : 1,
         .cluster_id = kd->cfg.cluster_id != NULL ? kd->cfg.cluster_id : "",
     };
     for (size_t i = 0; i < kd->n_http_listeners; i++) {
@@ -428,14 +429,15 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
     memset(&cc, 0, sizeof(cc));
     memset(&ch, 0, sizeof(ch));
     if (kd->cfg.cluster_node_id != 0) {
-        const char *data_dir =
-            kd->cfg.cluster_data_dir != NULL ? kd->cfg.cluster_data_dir : state_dir;
+        const char *data_dir = kd->cfg.cluster_data_dir != NULL
+                                   ? kd->cfg.cluster_data_dir
+                                   : state_dir;
         rv = kumod_dirs_mkdirs(data_dir);
         if (rv != 0) {
             snprintf(err, errlen, "%s: %s", data_dir, km_strerror(rv));
         } else {
             rv = kumod_dirs_check_cluster_id(data_dir, kd->cfg.cluster_id, err,
-                                            errlen);
+                                             errlen);
         }
         if (rv != 0) {
             free(state_dir);
@@ -447,7 +449,8 @@ kumod_start(struct kumod *kd, char *err, size_t errlen)
         cc.peers = kd->cfg.cluster_peers;
         cc.n_peers = kd->cfg.n_cluster_peers;
         /* A group listing only this node bootstraps it alone. */
-        cc.bootstrap = kd->cfg.cluster_bootstrap || kd->cfg.n_cluster_peers == 1;
+        cc.bootstrap =
+            kd->cfg.cluster_bootstrap || kd->cfg.n_cluster_peers == 1;
         cc.link_listen = kd->cfg.link_listen;
         cc.cluster_id = kd->cfg.cluster_id;
         cc.settings = kd->cfg.cluster_settings;

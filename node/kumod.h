@@ -83,7 +83,7 @@ struct kumod {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t shutdown_timer;
 
-    struct disk_guard *guard;    /* watches the data spool's free space */
+    struct disk_guard *guard; /* watches the data spool's free space */
     uint64_t shutdown_started_ms;
     size_t closing; /* objects whose close callback is still to come */
     size_t inflight_body_ops;
@@ -113,7 +113,6 @@ void kumod_fini(struct kumod *kd);
 
 /* Shutdown has been requested (kumod_body.c asks before starting work). */
 bool kumod_is_stopping(const struct kumod *kd);
-
 
 /* Begin a graceful shutdown (signals call this). */
 void kumod_request_shutdown(struct kumod *kd);

@@ -51,8 +51,8 @@ kumod_dirs_new_uuid(char out[KUMOD_UUID_LEN + 1])
     snprintf(out, KUMOD_UUID_LEN + 1,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
              "%02x%02x%02x%02x%02x%02x",
-             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-             r[10], r[11], r[12], r[13], r[14], r[15]);
+             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+             r[11], r[12], r[13], r[14], r[15]);
     return 0;
 }
 
@@ -70,8 +70,7 @@ kumod_dirs_load_nodeid(struct kumod *kd, const char *path, char *err,
     if (strlen(text) != KUMOD_UUID_LEN) {
         rv = kumod_dirs_new_uuid(text);
         if (rv == 0) {
-            rv = km_file_write_durable(path, text, KUMOD_UUID_LEN, err,
-                                       errlen);
+            rv = km_file_write_durable(path, text, KUMOD_UUID_LEN, err, errlen);
         } else {
             snprintf(err, errlen, "%s: no random bytes for a node id", path);
         }
@@ -134,7 +133,8 @@ kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
                    size_t errlen)
 {
     char *state_dir = kumod_dirs_state(kd);
-    const char *dirs[3] = {state_dir, kd->cfg.data_spool_path, kd->cfg.meta_spool_path};
+    const char *dirs[3] = {state_dir, kd->cfg.data_spool_path,
+                           kd->cfg.meta_spool_path};
     int rv = 0;
 
     for (size_t i = 0; i < 3 && rv == 0; i++) {
@@ -143,7 +143,8 @@ kumod_prepare_dirs(struct kumod *kd, uid_t uid, gid_t gid, char *err,
             snprintf(err, errlen, "%s: %s", dirs[i], km_strerror(rv));
         }
     }
-    for (size_t i = 0; i < json_array_size(kd->cfg.log_configs) && rv == 0; i++) {
+    for (size_t i = 0; i < json_array_size(kd->cfg.log_configs) && rv == 0;
+         i++) {
         const char *dir = json_string_value(
             json_object_get(json_array_get(kd->cfg.log_configs, i), "log_dir"));
         rv = kumod_dirs_prepare(dir, uid, gid);

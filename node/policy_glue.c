@@ -124,7 +124,8 @@ policy_glue_resolver(struct kumod *kd, json_t *params, char *err, size_t errlen)
     kd->cfg.dns_servers = km_calloc(json_array_size(servers), sizeof(char *));
     json_array_foreach(servers, i, v)
     {
-        kd->cfg.dns_servers[kd->cfg.n_dns_servers++] = km_strdup(json_string_value(v));
+        kd->cfg.dns_servers[kd->cfg.n_dns_servers++] =
+            km_strdup(json_string_value(v));
     }
     size_t bad = 0;
     if (dns_check_servers((const char *const *)kd->cfg.dns_servers,
@@ -192,8 +193,8 @@ policy_glue_add_peer(struct kumod *kd, uint64_t id, const char *raft,
                      const char *link)
 {
     kd->cfg.cluster_peers =
-        km_realloc(kd->cfg.cluster_peers,
-                   (kd->cfg.n_cluster_peers + 1) * sizeof(*kd->cfg.cluster_peers));
+        km_realloc(kd->cfg.cluster_peers, (kd->cfg.n_cluster_peers + 1) *
+                                              sizeof(*kd->cfg.cluster_peers));
     kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].id = id;
     kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].raft_addr = km_strdup(raft);
     kd->cfg.cluster_peers[kd->cfg.n_cluster_peers].link_url =
@@ -444,7 +445,8 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
     kd->cfg.cluster_id = km_strdup(cid);
     kd->cfg.raft_listen = km_strdup(listen);
     kd->cfg.cluster_data_dir = dir != NULL ? km_strdup(dir) : NULL;
-    kd->cfg.cluster_bootstrap = json_is_true(json_object_get(params, "bootstrap"));
+    kd->cfg.cluster_bootstrap =
+        json_is_true(json_object_get(params, "bootstrap"));
     rv = policy_glue_cluster_tls(kd, params, err, errlen);
     if (rv != 0) {
         return rv;
@@ -498,7 +500,8 @@ policy_glue_cluster(struct kumod *kd, json_t *params, char *err, size_t errlen)
         for (size_t k = 0; k < kd->cfg.n_cluster_peers; k++) {
             if (strcmp(kd->cfg.cluster_peers[k].raft_addr, listen) == 0) {
                 snprintf(err, errlen, "raft_listen: %s is peer %llu's address",
-                         listen, (unsigned long long)kd->cfg.cluster_peers[k].id);
+                         listen,
+                         (unsigned long long)kd->cfg.cluster_peers[k].id);
                 return KM_ECONFIG;
             }
         }

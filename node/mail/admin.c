@@ -12,10 +12,10 @@
 
 #include <openssl/rand.h>
 
+#include "admin_rules.h"
 #include "base/km.h"
 #include "base/km_map.h"
 #include "base/log.h"
-#include "admin_rules.h"
 #include "cluster.h"
 #include "message.h"
 #include "policy.h"

@@ -222,4 +222,3 @@ admin_rules_suspension_delay_ms(const struct admin_rule *rule)
     }
     return (uint64_t)left;
 }
-

@@ -46,6 +46,7 @@ enum admin_verdict {
     ADMIN_VERDICT_BOUNCE,    /* an active bounce rule matches */
     ADMIN_VERDICT_SUSPENDED, /* an active suspension matches */
 };
+
 /* An empty set. The caller owns *out; release with admin_rules_free(). */
 void admin_rules_new(struct admin_rules **out);
 /* Frees every rule too. NULL does nothing. */

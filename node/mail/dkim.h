@@ -96,8 +96,8 @@ typedef void (*dkim_sign_cb)(void *arg, int status);
 /* Make the signatures msg:dkim_sign() asked for, on the pool, then
  * prepend them and forget the signers. A message with a bare CR or LF
  * (HTTP content, or a listener with invalid_line_endings = 'Allow') is
- * signed and kept in its CRLF form (RFC 6376 5.3). With nothing to sign, cb runs at
- * once (inside this call) with 0. Otherwise cb runs later on the loop;
+ * signed and kept in its CRLF form (RFC 6376 5.3). With nothing to sign, cb
+ * runs at once (inside this call) with 0. Otherwise cb runs later on the loop;
  * the message is held (a reference) and must not be changed meanwhile. */
 void dkim_sign_message(struct dkim_ctx *ctx, struct message *msg,
                        dkim_sign_cb cb, void *arg);

@@ -37,8 +37,8 @@ egress_mgr_open(const struct egress_deps *d, struct egress_mgr **out)
     em->d = *d;
     struct dns_options opts = {.timeout_ms = d->dns_timeout_ms,
                                .attempts = d->dns_attempts};
-    rv = dns_open_with_options(d->loop, d->dns_servers, d->n_dns_servers,
-                               &opts, &em->dns);
+    rv = dns_open_with_options(d->loop, d->dns_servers, d->n_dns_servers, &opts,
+                               &em->dns);
     if (rv != 0) {
         free(em);
         return rv;
@@ -102,8 +102,8 @@ egress_item_done(struct egress_item *it, const struct egress_outcome *o)
 
 /* The attempt ended before any delivery: report a synthetic response. */
 void
-egress_item_fail(struct egress_item *it, enum egress_outcome_kind kind, int code,
-                 const char *content, const char *site)
+egress_item_fail(struct egress_item *it, enum egress_outcome_kind kind,
+                 int code, const char *content, const char *site)
 {
     struct egress_outcome o;
 

@@ -37,7 +37,6 @@ struct sockaddr;
 /* One CIDR block; addr in network order with the bits beyond prefix
  * cleared. family is AF_INET or AF_INET6. */
 
-
 /* Parse one mx_list entry: "host", "host:port", "[1.2.3.4]",
  * "[1.2.3.4]:2525", "[IPv6:2001:db8::1]", "[::1]:25", or a bare IP address
  * ("10.0.0.1", "2001:db8::1": no port). *host is the name, or the address
@@ -170,10 +169,10 @@ struct egress_path_config {
     /* 127.0.0.0/8, ::1, 0.0.0.0, :: */
     struct km_cidr_list prohibited_hosts;
     struct km_cidr_list skip_hosts; /* empty */
-    char *ehlo_domain;                  /* NULL: source's, else host name */
-    bool enable_pipelining;             /* true */
-    bool enable_rset;                   /* true */
-    char *smtp_auth_plain_username;     /* NULL: no AUTH */
+    char *ehlo_domain;              /* NULL: source's, else host name */
+    bool enable_pipelining;         /* true */
+    bool enable_rset;               /* true */
+    char *smtp_auth_plain_username; /* NULL: no AUTH */
     char *smtp_auth_plain_password;
     uint32_t consecutive_connection_failures_before_delay; /* 100 */
     uint64_t connect_timeout_ms;                           /* 60 s */

@@ -69,19 +69,19 @@ egress_throttle_parse_period(const char *p, size_t n, uint64_t *period_ms,
         for (; i < n && p[i] >= '0' && p[i] <= '9'; i++) {
             if (count > (UINT64_MAX - (uint64_t)(p[i] - '0')) / 10) {
                 (void)km_config_fail(err, errlen, "period count too big: %.*s",
-                                    (int)n, p);
+                                     (int)n, p);
                 return KM_EINVAL;
             }
             count = count * 10 + (uint64_t)(p[i] - '0');
         }
         if (i == n) {
             (void)km_config_fail(err, errlen, "invalid period quantity %.*s",
-                                (int)n, p);
+                                 (int)n, p);
             return KM_EINVAL;
         }
         if (count == 0) {
             (void)km_config_fail(err, errlen, "period count must be > 0: %.*s",
-                                (int)n, p);
+                                 (int)n, p);
             return KM_EINVAL;
         }
     }
@@ -95,14 +95,14 @@ egress_throttle_parse_period(const char *p, size_t n, uint64_t *period_ms,
         }
         if (count > EGRESS_THROTTLE_MAX_PERIOD_MS / 1000 / unit->seconds) {
             (void)km_config_fail(err, errlen, "period too long: %.*s", (int)n,
-                                p);
+                                 p);
             return KM_EINVAL;
         }
         *period_ms = count * unit->seconds * 1000;
         return 0;
     }
     (void)km_config_fail(err, errlen, "unknown period quantity %.*s",
-                        (int)(n - i), p + i);
+                         (int)(n - i), p + i);
     return KM_EINVAL;
 }
 
@@ -142,7 +142,7 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
     slash = memchr(p, '/', (size_t)(end - p));
     if (slash == NULL) {
         (void)km_config_fail(err, errlen, "expected 'limit/period', got %.*s",
-                            (int)(end - p), p);
+                             (int)(end - p), p);
         return KM_EINVAL;
     }
     rv = egress_throttle_parse_period(slash + 1, (size_t)(end - slash - 1),
@@ -153,14 +153,14 @@ egress_throttle_parse(const char *spec, struct egress_throttle_spec *out,
     rv = egress_throttle_parse_number(p, (size_t)(slash - p), &s.limit);
     if (rv != 0) {
         (void)km_config_fail(err, errlen, "invalid limit '%.*s'",
-                            (int)(slash - p), p);
+                             (int)(slash - p), p);
         return rv;
     }
     if (s.limit == 0) {
         (void)km_config_fail(err, errlen,
-                            "invalid throttle spec '%s': limit must be "
-                            "greater than 0",
-                            spec);
+                             "invalid throttle spec '%s': limit must be "
+                             "greater than 0",
+                             spec);
         return KM_EINVAL;
     }
     if (!s.has_max_burst) {

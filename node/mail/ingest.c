@@ -254,8 +254,7 @@ ingest_commit(struct ingest_op *in)
         } else {
             SHA256((const unsigned char *)buf_cstr(data), data->len, cm.digest);
         }
-        int rv =
-            cluster_enqueue(in->ig->d.cluster, &cm, ingest_on_commit, s);
+        int rv = cluster_enqueue(in->ig->d.cluster, &cm, ingest_on_commit, s);
         if (rv != 0) {
             if (in->status == 0) {
                 in->status = rv;
@@ -351,8 +350,7 @@ ingest_store_next(struct ingest_slot *s)
     const struct buf *data = message_data_c(s->msg);
 
     while (s->needed > s->inflight && s->next_cand < s->n_cand &&
-           km_now_mono_ms() < in->replicate_deadline_ms &&
-           !in->ig->stopping) {
+           km_now_mono_ms() < in->replicate_deadline_ms && !in->ig->stopping) {
         struct ingest_store *st = km_calloc(1, sizeof(*st));
         struct cluster_body b;
         int rv;
@@ -419,9 +417,8 @@ ingest_replicate(struct ingest_op *in)
         const struct buf *data = message_data_c(s->msg);
         size_t n;
 
-        s->shard =
-            cluster_shard_for(ig->d.cluster, ingest_routing_domain(s->msg),
-                              message_id(s->msg));
+        s->shard = cluster_shard_for(
+            ig->d.cluster, ingest_routing_domain(s->msg), message_id(s->msg));
         SHA256((const unsigned char *)buf_cstr(data), data->len, s->digest);
         buf_reset(&s->meta);
         message_meta_record(s->msg, &s->meta);
@@ -432,8 +429,7 @@ ingest_replicate(struct ingest_op *in)
             s->needed = CLUSTER_MAX_MSG_REPLICAS - 1;
         }
         n = cluster_shard_replicas(ig->d.cluster, s->shard, nodes,
-                                   INGEST_MAX_CANDIDATES,
-                                   &s->shard_epoch);
+                                   INGEST_MAX_CANDIDATES, &s->shard_epoch);
         for (size_t j = 0; j < n; j++) {
             ingest_add_cand(s, self, nodes[j]);
         }
@@ -512,8 +508,8 @@ ingest_spool(struct ingest_op *in)
         if (rv != 0) {
             ingest_on_spooled(s, rv);
         }
-        rv = spool_put(in->ig->d.meta, id, rec.data, rec.len,
-                       ingest_on_spooled, s);
+        rv = spool_put(in->ig->d.meta, id, rec.data, rec.len, ingest_on_spooled,
+                       s);
         if (rv != 0) {
             ingest_on_spooled(s, rv);
         }

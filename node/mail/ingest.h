@@ -80,8 +80,8 @@ bool ingest_keeps(const struct message *m, enum ingest_verdict v);
 /* Whether ingest takes any of the messages: one is kept, or one is for the
  * null queue (accepted and dropped). If none, the front end refuses the
  * transaction (550 relaying denied). */
-bool ingest_takes_any(struct message *const *msgs,
-                      const enum ingest_verdict *v, size_t n);
+bool ingest_takes_any(struct message *const *msgs, const enum ingest_verdict *v,
+                      size_t n);
 /* Ingests whose callback has not run yet, or whose work still goes on. */
 size_t ingest_inflight(const struct ingest *ig);
 #endif /* KUMO_INGEST_H */

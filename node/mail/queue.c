@@ -240,8 +240,7 @@ queue_refresh_config(struct queue_mgr *qm, struct queue_sched *q)
         }
     }
     memset(&res, 0, sizeof(res));
-    rv =
-        policy_call(qm->d.policy, "get_queue_config", args, 4, &res, NULL, 0);
+    rv = policy_call(qm->d.policy, "get_queue_config", args, 4, &res, NULL, 0);
     if (rv == 0) {
         rv = egress_queue_config_parse(res.value, &cfg, err, sizeof(err));
         if (rv != 0) {
@@ -481,11 +480,11 @@ queue_count(struct queue_mgr *qm, const struct egress_outcome *o)
     static const char *const helps[] = {
         [EGRESS_DELIVERED] = "total number of messages delivered",
         [EGRESS_TRANSIENT] = "total number of message delivery attempts that "
-                            "transiently failed",
+                             "transiently failed",
         [EGRESS_BOUNCED] = "total number of message delivery attempts that "
-                          "permanently failed",
+                           "permanently failed",
         [EGRESS_DELAYED] = "total number of message delivery attempts that "
-                          "transiently failed",
+                           "transiently failed",
     };
     const char *proto = o->delivery_protocol != NULL &&
                                 strcmp(o->delivery_protocol, "Maildir") == 0
@@ -493,8 +492,8 @@ queue_count(struct queue_mgr *qm, const struct egress_outcome *o)
                             : "smtp_client";
     char service[600];
 
-    metrics_inc(qm->d.metrics, names[o->kind], helps[o->kind], "service",
-                proto, 1);
+    metrics_inc(qm->d.metrics, names[o->kind], helps[o->kind], "service", proto,
+                1);
     if (o->site != NULL && o->site[0] != '\0') {
         snprintf(service, sizeof(service), "%s:%s", proto, o->site);
         metrics_inc(qm->d.metrics, names[o->kind], helps[o->kind], "service",
@@ -620,8 +619,8 @@ queue_admin_rebound(struct queue_mgr *qm, const char *id, const char *old_queue,
     /* The new envelope and meta must survive a restart. */
     message_meta_record(e->msg, &rec);
     char *idc = km_strdup(id);
-    if (spool_put(qm->d.meta, id, rec.data, rec.len,
-                  queue_on_meta_rewritten, idc) != 0) {
+    if (spool_put(qm->d.meta, id, rec.data, rec.len, queue_on_meta_rewritten,
+                  idc) != 0) {
         queue_on_meta_rewritten(idc, KM_ECLOSING);
     }
     buf_fini(&rec);

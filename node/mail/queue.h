@@ -3,9 +3,10 @@
  * Each queue's configuration comes from the policy's get_queue_config
  * event (refreshed every refresh_interval). A due message goes down to
  * egress (egress.h); the outcome of its attempt comes back up through
- * egress's done callback into queue_attempt_done(), which writes the log record and the Raft record
- * (Deferred, or Done plus spool deletion) and schedules a retry or ends
- * the message (Delivery, Bounce, Expiration). Loop thread only. */
+ * egress's done callback into queue_attempt_done(), which writes the log record
+ * and the Raft record (Deferred, or Done plus spool deletion) and schedules a
+ * retry or ends the message (Delivery, Bounce, Expiration). Loop thread only.
+ */
 #ifndef KUMO_QUEUE_H
 #define KUMO_QUEUE_H
 #include <stdbool.h>
@@ -28,7 +29,7 @@ struct queue_mgr; /* opaque */
 /* What the scheduled queues use (borrowed; they outlive the queues). */
 struct queue_deps {
     uv_loop_t *loop;
-    struct policy *policy; /* get_queue_config */
+    struct policy *policy;   /* get_queue_config */
     struct cluster *cluster; /* Done/Deferred records, shard ownership */
     struct spool *data, *meta;
     const struct logrec_set *logs;

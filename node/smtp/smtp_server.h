@@ -24,7 +24,7 @@ struct smtp_server; /* opaque: one listener and its sessions */
 /* What a listener and its sessions use (borrowed; they outlive it). */
 struct smtp_server_deps {
     uv_loop_t *loop;
-    struct policy *policy; /* the smtp_server_* events; NULL: none */
+    struct policy *policy;         /* the smtp_server_* events; NULL: none */
     const struct logrec_set *logs; /* Rejection records */
     struct km_idgen *ids;          /* message ids */
     struct ingest *ingest;         /* where accepted messages go */

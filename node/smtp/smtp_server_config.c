@@ -29,24 +29,23 @@ smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
     if (json_is_string(arr)) {
         /* A single string is accepted as a one-element list. */
         if (km_cidr_list_add(set, json_string_value(arr)) != 0) {
-            return km_config_fail(err, errlen,
-                                           "%s: invalid CIDR '%s'", what,
-                                           json_string_value(arr));
+            return km_config_fail(err, errlen, "%s: invalid CIDR '%s'", what,
+                                  json_string_value(arr));
         }
         return 0;
     }
     if (!json_is_array(arr)) {
-        return km_config_fail(
-            err, errlen, "%s: expected a list of CIDR strings", what);
+        return km_config_fail(err, errlen,
+                              "%s: expected a list of CIDR strings", what);
     }
     json_array_foreach(arr, i, v)
     {
         if (!json_is_string(v) ||
             km_cidr_list_add(set, json_string_value(v)) != 0) {
             km_cidr_list_fini(set);
-            return km_config_fail(
-                err, errlen, "%s: invalid CIDR '%s'", what,
-                json_is_string(v) ? json_string_value(v) : "(not a string)");
+            return km_config_fail(err, errlen, "%s: invalid CIDR '%s'", what,
+                                  json_is_string(v) ? json_string_value(v)
+                                                    : "(not a string)");
         }
     }
     return 0;
@@ -163,8 +162,7 @@ smtp_server_config_string(json_t *v, const char *key, char **out, char *err,
         return 0;
     }
     if (!json_is_string(v)) {
-        return km_config_fail(err, errlen, "%s: expected a string",
-                                       key);
+        return km_config_fail(err, errlen, "%s: expected a string", key);
     }
     free(*out);
     *out = km_strdup(json_string_value(v));
@@ -179,8 +177,7 @@ smtp_server_config_bool(json_t *v, const char *key, bool *out, char *err,
         return 0;
     }
     if (!json_is_boolean(v)) {
-        return km_config_fail(err, errlen, "%s: expected a boolean",
-                                       key);
+        return km_config_fail(err, errlen, "%s: expected a boolean", key);
     }
     *out = json_is_true(v);
     return 0;
@@ -200,7 +197,7 @@ smtp_server_config_trace(json_t *th, struct smtp_server_config *cfg, char *err,
     }
     if (!json_is_object(th)) {
         return km_config_fail(err, errlen, "%s: expected a table",
-                                       "trace_headers");
+                              "trace_headers");
     }
     rv = smtp_server_config_bool(json_object_get(th, "received_header"),
                                  "trace_headers.received_header",
@@ -223,18 +220,16 @@ smtp_server_config_trace(json_t *th, struct smtp_server_config *cfg, char *err,
         return 0;
     }
     if (!json_is_array(names)) {
-        return km_config_fail(err, errlen,
-                                       "%s: expected a list of strings",
-                                       "trace_headers.include_meta_names");
+        return km_config_fail(err, errlen, "%s: expected a list of strings",
+                              "trace_headers.include_meta_names");
     }
     cfg->include_meta_names =
         km_calloc(json_array_size(names) + 1, sizeof(char *));
     json_array_foreach(names, i, v)
     {
         if (!json_is_string(v)) {
-            return km_config_fail(err, errlen,
-                                           "%s: expected a list of strings",
-                                           "trace_headers.include_meta_names");
+            return km_config_fail(err, errlen, "%s: expected a list of strings",
+                                  "trace_headers.include_meta_names");
         }
         cfg->include_meta_names[cfg->n_include_meta_names++] =
             km_strdup(json_string_value(v));
@@ -260,8 +255,8 @@ smtp_server_config_line_endings(json_t *v, struct smtp_server_config *cfg,
         cfg->invalid_line_endings = SMTP_SERVER_LE_FIX;
     } else {
         return km_config_fail(err, errlen,
-                                       "%s: expected 'Deny', 'Allow' or 'Fix'",
-                                       "invalid_line_endings");
+                              "%s: expected 'Deny', 'Allow' or 'Fix'",
+                              "invalid_line_endings");
     }
     return 0;
 }
@@ -358,7 +353,7 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
     smtp_server_config_defaults(cfg);
     if (params != NULL && !json_is_object(params)) {
         rv = km_config_fail(err, errlen, "%s: expected a table",
-                                     "start_esmtp_listener");
+                            "start_esmtp_listener");
         goto err_after_defaults;
     }
     if (params == NULL) {
@@ -399,15 +394,14 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
         goto err_after_defaults;
     }
     if (smtp_server_parse_listen(cfg->listen, &ss) != 0) {
-        rv = km_config_fail(
-            err, errlen, "listen: invalid address '%s'", cfg->listen);
+        rv = km_config_fail(err, errlen, "listen: invalid address '%s'",
+                            cfg->listen);
         goto err_after_defaults;
     }
     relay = json_object_get(params, "relay_hosts");
     if (relay != NULL) {
         struct km_cidr_list set;
-        rv = smtp_server_config_cidrs(relay, &set, "relay_hosts", err,
-                                            errlen);
+        rv = smtp_server_config_cidrs(relay, &set, "relay_hosts", err, errlen);
         if (rv != 0) {
             goto err_after_defaults;
         }
@@ -422,15 +416,14 @@ smtp_server_config_parse(json_t *params, struct smtp_server_config *cfg,
     }
     if (cfg->line_length_hard_limit == 0 || cfg->max_connections == 0) {
         rv = km_config_fail(err, errlen, "%s",
-                                     "line_length_hard_limit and "
-                                     "max_connections must be positive");
+                            "line_length_hard_limit and "
+                            "max_connections must be positive");
         goto err_after_defaults;
     }
     meta = json_object_get(params, "meta");
     if (meta != NULL) {
         if (!json_is_object(meta)) {
-            rv = km_config_fail(err, errlen, "%s: expected a table",
-                                         "meta");
+            rv = km_config_fail(err, errlen, "%s: expected a table", "meta");
             goto err_after_defaults;
         }
         cfg->meta = json_deep_copy(meta);

@@ -75,7 +75,6 @@ enum smtp_server_line_endings {
 /* One CIDR block; family is AF_INET or AF_INET6, addr in network order
  * with the bits beyond prefix cleared. */
 
-
 struct smtp_server_config {
     char *listen;
     char *hostname;
@@ -115,9 +114,9 @@ int smtp_server_parse_listen(const char *listen, struct sockaddr_storage *out);
 
 /* Parse a JSON array of CIDR strings into set (which the caller
  * finalises). KM_ECONFIG with the bad entry named in err. */
-int smtp_server_config_cidrs(json_t *arr,
-                                   struct km_cidr_list *set,
-                                   const char *what, char *err, size_t errlen);
+int smtp_server_config_cidrs(json_t *arr, struct km_cidr_list *set,
+                             const char *what, char *err, size_t errlen);
+
 /* ---- Command parsing (smtp_server_parse.c) ---- */
 
 enum smtp_server_verb {
@@ -258,7 +257,7 @@ struct smtp_server_domain_entry {
 };
 
 struct smtp_server_session {
-    struct smtp_server *srv; /* NULL once detached (closed) */
+    struct smtp_server *srv;   /* NULL once detached (closed) */
     struct smtp_server_deps d; /* the listener's, kept past a detach */
     struct smtp_server_session *prev, *next;
     enum smtp_server_state state;

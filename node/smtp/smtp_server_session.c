@@ -237,8 +237,8 @@ smtp_server_session_check_relay(struct smtp_server_session *s,
     json_t *dom;
     int rv;
 
-    hosts_ok = km_cidr_list_contains_sa(
-        &cfg->relay_hosts, (const struct sockaddr *)&s->peer_sa);
+    hosts_ok = km_cidr_list_contains_sa(&cfg->relay_hosts,
+                                        (const struct sockaddr *)&s->peer_sa);
     if (sdom[0] != '\0') {
         rv = smtp_server_lookup_domain(s, sdom, command, &dom);
         if (rv != 0) {
@@ -246,9 +246,8 @@ smtp_server_session_check_relay(struct smtp_server_session *s,
         }
         if (dom != NULL && json_object_get(dom, "relay_from") != NULL) {
             struct km_cidr_list set;
-            if (smtp_server_config_cidrs(
-                    json_object_get(dom, "relay_from"), &set, "relay_from",
-                    NULL, 0) == 0) {
+            if (smtp_server_config_cidrs(json_object_get(dom, "relay_from"),
+                                         &set, "relay_from", NULL, 0) == 0) {
                 from_ok = km_cidr_list_contains_sa(
                     &set, (const struct sockaddr *)&s->peer_sa);
                 km_cidr_list_fini(&set);

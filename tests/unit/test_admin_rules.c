@@ -132,8 +132,7 @@ admin_rules_queue_names_match_exactly(void **state)
 }
 
 static void
-admin_rules_bounce_wins_over_suspend_and_expired_rules_are_ignored(
-    void **state)
+admin_rules_bounce_wins_over_suspend_and_expired_rules_are_ignored(void **state)
 {
     struct admin_rules *rs;
     struct message *m = admin_rules_test_msg("a@example.test", NULL, NULL);
@@ -161,8 +160,8 @@ static void
 admin_rules_ready_queue_suspension_is_by_name(void **state)
 {
     struct admin_rules *rs;
-    struct admin_rule *r = admin_rules_test_rule(
-        "rq", ADMIN_SUSPEND_READY_Q, admin_rules_test_later());
+    struct admin_rule *r = admin_rules_test_rule("rq", ADMIN_SUSPEND_READY_Q,
+                                                 admin_rules_test_later());
     const struct admin_rule *hit = NULL;
 
     (void)state;
@@ -182,8 +181,8 @@ admin_rules_hold_delay_is_bounded_by_the_rule_and_a_minute(void **state)
 {
     struct admin_rule *soon =
         admin_rules_test_rule("soon", ADMIN_SUSPEND, km_now_wall_ms() + 5000);
-    struct admin_rule *late = admin_rules_test_rule(
-        "late", ADMIN_SUSPEND, km_now_wall_ms() + 3600000);
+    struct admin_rule *late = admin_rules_test_rule("late", ADMIN_SUSPEND,
+                                                    km_now_wall_ms() + 3600000);
     struct admin_rule *gone =
         admin_rules_test_rule("gone", ADMIN_SUSPEND, km_now_wall_ms() - 1);
     uint64_t d;
@@ -212,14 +211,14 @@ admin_rules_put_replaces_by_id_remove_and_foreach_by_kind(void **state)
 
     (void)state;
     admin_rules_new(&rs);
-    admin_rules_put(rs, admin_rules_test_rule("x", ADMIN_BOUNCE,
-                                              admin_rules_test_later()));
+    admin_rules_put(
+        rs, admin_rules_test_rule("x", ADMIN_BOUNCE, admin_rules_test_later()));
     admin_rules_put(rs, admin_rules_test_rule("x", ADMIN_SUSPEND,
                                               admin_rules_test_later()));
     admin_rules_put(rs, admin_rules_test_rule("y", ADMIN_SUSPEND,
                                               admin_rules_test_later()));
-    admin_rules_put(rs, admin_rules_test_rule("z", ADMIN_SUSPEND,
-                                              km_now_wall_ms() - 1));
+    admin_rules_put(
+        rs, admin_rules_test_rule("z", ADMIN_SUSPEND, km_now_wall_ms() - 1));
     assert_int_equal(admin_rules_count(rs), 3);
     assert_int_equal(admin_rules_get(rs, "x")->kind, ADMIN_SUSPEND);
     admin_rules_foreach(rs, ADMIN_SUSPEND, admin_rules_test_count, &n);

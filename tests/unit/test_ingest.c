@@ -139,10 +139,10 @@ ingest_test_records(struct ingest_test *t, struct buf *out)
 static void
 ingest_keeps_only_relayed_messages_outside_the_null_queue(void **state)
 {
-    struct message *plain = ingest_test_msg("0000000000000000000000000000aaaa",
-                                            NULL);
-    struct message *null_q = ingest_test_msg(
-        "0000000000000000000000000000bbbb", "null");
+    struct message *plain =
+        ingest_test_msg("0000000000000000000000000000aaaa", NULL);
+    struct message *null_q =
+        ingest_test_msg("0000000000000000000000000000bbbb", "null");
 
     (void)state;
     assert_true(ingest_keeps(plain, INGEST_KEEP));
@@ -160,7 +160,9 @@ ingest_takes_a_transaction_with_one_kept_or_null_queued_message(void **state)
         ingest_test_msg("0000000000000000000000000000aaaa", NULL),
         ingest_test_msg("0000000000000000000000000000bbbb", "null"),
     };
+
     enum ingest_verdict drop_both[2] = {INGEST_DROP, INGEST_DROP};
+
     enum ingest_verdict keep_first[2] = {INGEST_KEEP, INGEST_DROP};
 
     (void)state;
@@ -181,6 +183,7 @@ ingest_logs_and_drops_what_it_does_not_keep(void **state)
         ingest_test_msg("0000000000000000000000000000aaaa", NULL),
         ingest_test_msg("0000000000000000000000000000bbbb", "null"),
     };
+
     enum ingest_verdict v[2] = {INGEST_DROP, INGEST_KEEP};
     struct ingest_peer peer = {
         .reception_protocol = "ESMTP",

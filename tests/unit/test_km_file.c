@@ -143,8 +143,7 @@ km_file_read_line_tells_a_missing_file_apart(void **state)
     struct km_file_test *t = *state;
     char line[8] = "unset";
 
-    assert_int_equal(km_file_read_line(t->path, line, sizeof(line)),
-                     KM_ENOENT);
+    assert_int_equal(km_file_read_line(t->path, line, sizeof(line)), KM_ENOENT);
     km_file_test_put(t->path, "a-long-first-line\r\nsecond\n");
     assert_int_equal(km_file_read_line(t->path, line, sizeof(line)), 0);
     assert_string_equal(line, "a-long-"); /* truncated to fit */
@@ -168,7 +167,9 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, km_file_test_setup, km_file_test_teardown)
+#define T(f)                                                                   \
+    cmocka_unit_test_setup_teardown(f, km_file_test_setup,                     \
+                                    km_file_test_teardown)
         T(km_file_write_creates_the_file_whole_and_leaves_no_temporary),
         T(km_file_write_replaces_old_content),
         T(km_file_short_write_is_an_error_and_keeps_the_old_file),

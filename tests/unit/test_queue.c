@@ -238,8 +238,7 @@ queue_test_wait_gone(struct queue_test *t)
 {
     uint64_t until = uv_hrtime() / 1000000 + 10000;
 
-    while (queue_mgr_count(t->qm) > 0 ||
-           queue_mgr_pending_commits(t->qm) > 0) {
+    while (queue_mgr_count(t->qm) > 0 || queue_mgr_pending_commits(t->qm) > 0) {
         assert_true(uv_hrtime() / 1000000 < until);
         uv_run(&t->loop, UV_RUN_ONCE);
     }

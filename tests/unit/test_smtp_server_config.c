@@ -73,7 +73,7 @@ relays(struct fixture *f, const char *ip)
             inet_pton(AF_INET, ip, &((struct sockaddr_in *)&ss)->sin_addr), 1);
     }
     return km_cidr_list_contains_sa(&f->cfg.relay_hosts,
-                                         (struct sockaddr *)&ss);
+                                    (struct sockaddr *)&ss);
 }
 
 /* ---- Tests ---- */

@@ -8,9 +8,9 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <stdint.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
